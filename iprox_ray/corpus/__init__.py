@@ -1,0 +1,1 @@
+"""Inputs -> frozen shard manifest; row -> tokens + assistant mask; quarantine of bad rows."""

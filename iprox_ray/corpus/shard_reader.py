@@ -1,0 +1,70 @@
+"""Read one manifest shard into encoded conversations plus quarantine records for its bad rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from iprox_ray.corpus.encode import ChatEncoder, Encoded
+from iprox_ray.corpus.manifest import Shard
+from iprox_ray.corpus.rows import Conversation, RowError, parse_row
+from iprox_ray.corpus.sources import InputFile, read_rows
+from iprox_ray.spec import SourceSpec
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("split", pa.string()),
+        ("shard_id", pa.int64()),
+        ("file", pa.string()),
+        ("row", pa.int64()),
+        ("sample_id", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+@dataclass
+class ShardRows:
+    shard: Shard
+    local_rows: list[int] = field(default_factory=list)  # row within the shard, per kept row
+    conversations: list[Conversation] = field(default_factory=list)
+    encoded: list[Encoded] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+
+    def quarantine_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA)
+
+
+def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder | None) -> ShardRows:
+    """Parse (and, given an encoder, tokenise) every row; bad rows are recorded, never raised."""
+    out = ShardRows(shard)
+    source = InputFile(Path(shard.file), shard.format)
+    for raw in read_rows(source, shard.row_start, shard.row_stop, shard.byte_start):
+        sample_id = ""
+        try:
+            if raw.error:
+                reason, _, detail = raw.error.partition(": ")
+                raise RowError(reason, detail)
+            conv = parse_row(raw.values, spec)
+            sample_id = conv.sample_id
+            enc = encoder.encode(conv.messages) if encoder is not None else None
+        except RowError as err:
+            out.quarantine.append(
+                {
+                    "split": split,
+                    "shard_id": shard.shard_id,
+                    "file": shard.file,
+                    "row": raw.index,
+                    "sample_id": sample_id,
+                    "reason": err.reason,
+                    "detail": err.detail,
+                }
+            )
+            continue
+        out.local_rows.append(raw.index - shard.row_start)
+        out.conversations.append(conv)
+        out.encoded.append(enc)
+    return out

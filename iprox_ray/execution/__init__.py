@@ -1,0 +1,1 @@
+"""Moves shards between the store and workers; knows nothing of the maths."""

@@ -1,0 +1,55 @@
+"""Executors run a ShardTask over shard ids and report each outcome through callbacks."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from iprox_ray.execution.task import ShardRef, ShardTask
+
+OnResult = Callable[[ShardRef, dict], None]
+OnFailure = Callable[[ShardRef, str, int, bool], None]  # shard, error, attempt, final
+
+
+@dataclass
+class Callbacks:
+    on_result: OnResult
+    on_failure: OnFailure
+
+
+class Executor(Protocol):
+    def run(self, task: ShardTask, refs: list[ShardRef], callbacks: Callbacks, max_retries: int) -> dict[ShardRef, str]:
+        """Process every shard; returns {shard: last error} for shards that failed for good."""
+
+
+def short_error(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[-2000:]
+
+
+class InlineExecutor:
+    """Runs the task in the driver process, one shard after another (debugging, tiny jobs)."""
+
+    def run(self, task: ShardTask, refs: list[ShardRef], callbacks: Callbacks, max_retries: int) -> dict[ShardRef, str]:
+        for key, value in task.resources.thread_env().items():
+            os.environ.setdefault(key, value)
+        failed: dict[ShardRef, str] = {}
+        task.setup()
+        try:
+            for shard in refs:
+                for attempt in range(1, max_retries + 2):
+                    try:
+                        stats = task.process(shard)
+                    except Exception as exc:  # a shard failure must not stop the others
+                        final = attempt > max_retries
+                        callbacks.on_failure(shard, short_error(exc), attempt, final)
+                        if final:
+                            failed[shard] = short_error(exc)
+                        continue
+                    callbacks.on_result(shard, stats)
+                    break
+        finally:
+            task.teardown()
+        return failed

@@ -1,0 +1,47 @@
+"""Decide how many workers a stage gets and what each one holds, from the cluster's resources."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from iprox_ray.execution.executors import Executor, InlineExecutor
+from iprox_ray.execution.task import Resources
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    executor: str  # ray | inline
+    num_workers: int
+    resources: Resources
+
+
+def plan_workers(
+    executor: str,
+    use_gpus: str,
+    actors: int | None,
+    threads_per_actor: int,
+    cluster_cpus: float,
+    cluster_gpus: float,
+) -> WorkerPlan:
+    """One actor per GPU when GPUs are used; otherwise `actors` CPU actors of `threads` threads."""
+    if executor == "inline":
+        return WorkerPlan("inline", 1, Resources(cpus=0, gpus=0, threads=threads_per_actor))
+    gpus = int(cluster_gpus)
+    if use_gpus == "yes" and gpus == 0:
+        raise RuntimeError("cluster.use_gpus = 'yes' but the Ray cluster has no GPU")
+    if gpus and use_gpus != "no":
+        return WorkerPlan("ray", gpus, Resources(cpus=threads_per_actor, gpus=1, threads=threads_per_actor))
+    cpus = int(cluster_cpus or os.cpu_count() or 1)
+    count = actors or max(1, cpus // threads_per_actor)
+    # Never ask for more CPUs than exist, or extra actors would wait forever to be scheduled.
+    per_actor = min(float(threads_per_actor), cpus / count)
+    return WorkerPlan("ray", count, Resources(cpus=per_actor, gpus=0, threads=threads_per_actor))
+
+
+def make_executor(plan: WorkerPlan) -> Executor:
+    if plan.executor == "inline":
+        return InlineExecutor()
+    from iprox_ray.execution.ray_pool import RayActorPoolExecutor
+
+    return RayActorPoolExecutor(plan.num_workers)

@@ -1,0 +1,114 @@
+"""A fault-tolerant pool of Ray actors, each holding one set-up task (e.g. a model replica).
+
+The driver loop hands out shards with `ray.wait`; a shard whose actor died is re-queued and the
+actor replaced; a shard whose process() raised is retried up to max_retries times.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
+
+from iprox_ray.execution.executors import Callbacks, short_error
+from iprox_ray.execution.task import ShardRef, ShardTask
+
+log = logging.getLogger(__name__)
+
+
+class _Worker:
+    """Actor body: sets up the task once, then processes shards."""
+
+    def __init__(self, task: ShardTask, expect_one_gpu: bool):
+        if expect_one_gpu:
+            ids = ray.get_gpu_ids()
+            if len(ids) != 1:
+                raise RuntimeError(f"expected exactly one visible GPU in this actor, Ray gave {ids}")
+        self.task = task
+        self.task.setup()
+
+    def process(self, ref: ShardRef) -> dict:
+        return self.task.process(ref)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def teardown(self) -> None:
+        self.task.teardown()
+
+
+@dataclass
+class RayActorPoolExecutor:
+    num_actors: int
+    max_actor_deaths: int | None = None  # default: 3 per actor slot
+
+    def _spawn(self, task: ShardTask):
+        res = task.resources
+        options = {
+            "num_cpus": res.cpus,
+            "num_gpus": res.gpus,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+            "runtime_env": {"env_vars": res.thread_env()},
+        }
+        return ray.remote(_Worker).options(**options).remote(task, res.gpus >= 1)
+
+    def run(self, task: ShardTask, refs: list[ShardRef], callbacks: Callbacks, max_retries: int) -> dict[ShardRef, str]:
+        pending = collections.deque(refs)
+        attempts: dict[ShardRef, int] = collections.Counter()
+        failed: dict[ShardRef, str] = {}
+        death_budget = self.max_actor_deaths if self.max_actor_deaths is not None else 3 * self.num_actors
+        deaths = 0
+        idle = [self._spawn(task) for _ in range(min(self.num_actors, len(refs)))]
+        inflight: dict = {}
+        self.actors = list(idle)  # visible to tests that kill workers
+        try:
+            while pending or inflight:
+                while idle and pending:
+                    actor, shard = idle.pop(), pending.popleft()
+                    inflight[actor.process.remote(shard)] = (actor, shard)
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    actor, shard = inflight.pop(ref)
+                    try:
+                        stats = ray.get(ref)
+                    except (RayActorError, WorkerCrashedError) as exc:
+                        deaths += 1
+                        log.warning("actor died on %s (%s); re-queueing it", shard, short_error(exc))
+                        if deaths > death_budget:
+                            raise RuntimeError(f"{deaths} actor deaths; last: {short_error(exc)}") from exc
+                        pending.appendleft(shard)
+                        self.actors.remove(actor)
+                        replacement = self._spawn(task)
+                        self.actors.append(replacement)
+                        idle.append(replacement)
+                        continue
+                    except RayTaskError as exc:
+                        attempts[shard] += 1
+                        error = short_error(exc.cause if getattr(exc, "cause", None) else exc)
+                        final = attempts[shard] > max_retries
+                        callbacks.on_failure(shard, error, attempts[shard], final)
+                        if final:
+                            failed[shard] = error
+                        else:
+                            pending.append(shard)
+                        idle.append(actor)
+                        continue
+                    callbacks.on_result(shard, stats)
+                    idle.append(actor)
+        finally:
+            self._shutdown(self.actors)
+        return failed
+
+    @staticmethod
+    def _shutdown(actors) -> None:
+        for actor in actors:
+            try:
+                ray.get(actor.teardown.remote(), timeout=30)
+            except (RayActorError, WorkerCrashedError, GetTimeoutError, RayTaskError):
+                pass
+            ray.kill(actor)

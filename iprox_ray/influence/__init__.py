@@ -1,0 +1,1 @@
+"""Scores and selection over sketches: pure numpy / numba, no Ray, no files."""

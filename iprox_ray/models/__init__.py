@@ -1,0 +1,1 @@
+"""HF model loading, module selection by name patterns, the low-rank linear."""

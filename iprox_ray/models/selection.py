@@ -1,0 +1,60 @@
+"""Find a model's parameters by name patterns from the config, never by attribute paths.
+
+A pattern is a glob over dotted module names (`*.mlp.down_proj`) or a regex prefixed `re:`.
+A matched low-rank module is expanded into its two factor linears, so one pattern list serves
+the target model and its IProX proxy alike.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+import torch
+from torch import nn
+
+from iprox_ray.models.lowrank import LowRankLinear
+
+
+def _compile(patterns: list[str]):
+    compiled = []
+    for p in patterns:
+        if p.startswith("re:"):
+            compiled.append(re.compile(p[3:]))
+        else:
+            compiled.append(re.compile(fnmatch.translate(p)))
+    return compiled
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    """nn.Linear, or transformers' Conv1D (GPT-2), whose weight is stored transposed."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_dims(module: nn.Module) -> tuple[int, int]:
+    """(d_out, d_in) of a linear-like module."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    d_in, d_out = module.weight.shape  # Conv1D stores [in, out]
+    return d_out, d_in
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as [d_out, d_in] whatever the storage convention (a view, not a copy)."""
+    return module.weight if isinstance(module, nn.Linear) else module.weight.t()
+
+
+def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool = True) -> list[tuple[str, nn.Module]]:
+    """Linear-like modules whose dotted name matches any pattern, in model order."""
+    compiled = _compile(patterns)
+    chosen: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not any(rx.fullmatch(name) for rx in compiled):
+            continue
+        if isinstance(module, LowRankLinear) and expand_lowrank:
+            chosen.extend((f"{name}.{child}", getattr(module, child)) for child in LowRankLinear.FACTORS)
+        elif is_linear_like(module) or isinstance(module, LowRankLinear):
+            chosen.append((name, module))
+    if not chosen:
+        raise ValueError(f"no linear module matches {patterns}; first names: {[n for n, _ in model.named_modules()][:8]}")
+    return chosen

@@ -1,0 +1,135 @@
+"""The pipeline: warm-up → proxy → sketch target/pool → dedup → score → select → outputs.
+
+Every stage is idempotent (markers under the run directory), so rerunning the same command after a
+crash resumes where it stopped and produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+from iprox_ray.execution.planning import WorkerPlan, plan_workers
+from iprox_ray.spec import JobSpec
+from iprox_ray.spec.base import canonical_json
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.dedup import run_dedup
+from iprox_ray.stages.inputs import POOL, manifest_for, target_split
+from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.report import build_summary, format_summary, score_histogram
+from iprox_ray.stages.score import run_score
+from iprox_ray.stages.select import run_select
+from iprox_ray.stages.sketch import run_sketch
+from iprox_ray.stages.subset import write_subset
+from iprox_ray.stages.warmup import run_warmup
+from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.store.layout import RunLayout
+from iprox_ray.store.lock import RunLock
+
+MAIN_TARGET = "main"
+
+
+class RunMismatchError(RuntimeError):
+    pass
+
+
+def _diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _diff_keys(a, b, f"{prefix}{key}.")
+        elif canonical_json(a) != canonical_json(b):
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool) -> None:
+    """Refuse a run directory made by another config, or move it aside with force_new."""
+    if not layout.config.exists():
+        return
+    old = read_json(layout.config)
+    if old.get("fingerprint") == job.fingerprint():
+        return
+    changed = _diff_keys(old.get("science", {}), job.science())
+    if not force_new:
+        raise RunMismatchError(
+            f"run directory {layout.root} holds a run with config fingerprint {old.get('fingerprint')}, "
+            f"this job has {job.fingerprint()} (changed: {', '.join(changed) or 'unknown'}); "
+            "use another run directory, or --force-new to move the old run aside"
+        )
+    # Move everything but our lock aside, so the directory stays locked throughout.
+    aside = layout.root.with_name(f"{layout.root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside.mkdir()
+    for entry in layout.root.iterdir():
+        if entry != layout.lock:
+            shutil.move(str(entry), str(aside / entry.name))
+    print(f"moved the previous run to {aside}")
+
+
+def write_config(job: JobSpec, layout: RunLayout) -> None:
+    atomic_write_json(layout.config, {
+        "fingerprint": job.fingerprint(),
+        "science": job.science(),
+        "spec": job.model_dump(mode="json"),
+        "base_dir": str(job.base_dir),
+    })
+
+
+@contextlib.contextmanager
+def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
+    c = job.cluster
+    if c.executor == "inline":
+        yield plan_workers("inline", c.use_gpus, c.actors, c.threads_per_actor, 0, 0)
+        return
+    from iprox_ray.execution.ray_session import ray_session
+
+    with ray_session(c.ray_address) as resources:
+        yield plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
+                           resources.get("CPU", 0), resources.get("GPU", 0))
+
+
+def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
+            break_lock: bool = False) -> dict:
+    layout = RunLayout(Path(run_dir) if run_dir else job.run_dir())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with RunLock(layout.lock, force=break_lock):
+        check_run_dir(job, layout, force_new)
+        write_config(job, layout)
+        ctx = RunContext(job, layout, quiet=quiet)
+        return _run_stages(ctx)
+
+
+def _run_stages(ctx: RunContext) -> dict:
+    target = target_split(MAIN_TARGET)
+    with ctx.timed("manifest"):
+        manifests = {POOL: manifest_for(ctx, POOL), target: manifest_for(ctx, target)}
+    with ctx.timed("warmup"):
+        warmed = run_warmup(ctx)
+    with ctx.timed("proxy"):
+        ref = run_proxy(ctx, warmed)
+    with worker_plan(ctx.job) as plan:
+        ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
+        with ctx.timed("sketch"):
+            run_sketch(ctx, [target, POOL], ref, plan)
+    with ctx.timed("dedup"):
+        for split, manifest in manifests.items():
+            run_dedup(ctx, split, manifest)
+    with ctx.timed("score"):
+        scores_name = run_score(ctx, target, MAIN_TARGET)
+    with ctx.timed("select"):
+        info = run_select(ctx, scores_name, manifests[POOL], MAIN_TARGET)
+    with ctx.timed("outputs"):
+        out_dir = ctx.layout.selection_dir(MAIN_TARGET)
+        if ctx.job.output.subset:
+            import pyarrow.parquet as pq
+
+            write_subset(pq.read_table(info["selection"]), manifests[POOL], out_dir)
+        if ctx.job.output.plot:
+            score_histogram(ctx, scores_name, info["cutoff"], out_dir / "scores.png")
+    summary = build_summary(ctx, MAIN_TARGET, info, manifests)
+    print(format_summary(summary))
+    return summary

@@ -1,0 +1,1 @@
+"""IProX proxies: IPSVD (stage 1), baselines, saved artifacts."""

@@ -1,0 +1,1 @@
+"""Per-sample gradient sketching: projections from (seed, module name), hook capture."""

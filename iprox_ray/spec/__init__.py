@@ -1,0 +1,14 @@
+"""Typed job spec: TOML in, validated tree and fingerprints out."""
+
+from iprox_ray.spec.base import SpecError, fingerprint
+from iprox_ray.spec.cluster import ClusterSpec, SlurmSpec
+from iprox_ray.spec.data import DataSpec, ModelSpec, SourceSpec
+from iprox_ray.spec.job import JobSpec, RunSpec, build_job, load_job
+from iprox_ray.spec.outputs import OutputSpec, ScoringSpec, SelectionSpec
+from iprox_ray.spec.stages import ProxySpec, SketchSpec, WarmupSpec
+
+__all__ = [
+    "ClusterSpec", "DataSpec", "JobSpec", "ModelSpec", "OutputSpec", "ProxySpec", "RunSpec",
+    "ScoringSpec", "SelectionSpec", "SketchSpec", "SlurmSpec", "SourceSpec", "SpecError",
+    "WarmupSpec", "build_job", "fingerprint", "load_job",
+]

@@ -1,0 +1,70 @@
+"""Shared machinery for the typed job spec: strict sections, TOML loading, readable errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class SpecError(ValueError):
+    """A job spec or cluster profile that cannot be used; the message names the key path."""
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid spec {source}:"]
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key"
+        else:
+            reason = item["msg"]
+        lines.append(f"  {path}: {reason}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as TOML when it can be."""
+    if "=" not in assignment:
+        raise SpecError(f"override {assignment!r} must look like key.path=value")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"override {assignment!r}: {part} is not a table")
+    node[parts[-1]] = value
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(data: Any) -> str:
+    """Short stable hash of JSON-able data (sorted keys)."""
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]

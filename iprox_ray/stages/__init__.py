@@ -1,0 +1,1 @@
+"""Pipeline stages: where the maths, the store and the execution layer meet."""

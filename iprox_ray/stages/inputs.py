@@ -1,0 +1,75 @@
+"""Inputs for the driver-side stages: frozen manifests, tokenizer, and seeded row samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.encode import ChatEncoder, Encoded
+from iprox_ray.corpus.manifest import Manifest, freeze_manifest
+from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.models.loading import load_tokenizer
+from iprox_ray.spec import SourceSpec
+from iprox_ray.stages.context import RunContext
+from iprox_ray.store.layout import POOL, target_split
+
+
+def source_for(ctx: RunContext, split: str) -> SourceSpec:
+    return ctx.job.data.pool if split == POOL else ctx.job.data.target
+
+
+def manifest_for(ctx: RunContext, split: str) -> Manifest:
+    source = source_for(ctx, split)
+    return freeze_manifest(
+        source.paths,
+        source.format,
+        ctx.job.base_dir,
+        source.rows_per_shard,
+        ctx.layout.manifest(split),
+        ctx.layout.manifest_info(split),
+        source.model_dump(mode="json"),
+    )
+
+
+def tokenizer_path(ctx: RunContext):
+    model = ctx.job.model
+    return ctx.job.resolve_path(model.tokenizer or model.path)
+
+
+def make_encoder(ctx: RunContext) -> ChatEncoder:
+    return ChatEncoder(load_tokenizer(tokenizer_path(ctx)), ctx.job.data.max_length, ctx.job.data.truncation)
+
+
+def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 1) -> dict[int, list[int]]:
+    """A seeded uniform sample of pool rows: {shard_id: sorted local rows}."""
+    total = manifest.n_rows
+    count = min(total, max(min_rows, round(fraction * total)))
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+    starts = np.cumsum([0] + [s.n_rows for s in manifest.shards])
+    chosen: dict[int, list[int]] = {}
+    for row in picks:
+        shard = int(np.searchsorted(starts, row, side="right") - 1)
+        chosen.setdefault(shard, []).append(int(row - starts[shard]))
+    return chosen
+
+
+def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[int]], encoder: ChatEncoder) -> list[Encoded]:
+    """Encoded rows of a sample, in sample order; quarantined rows are simply absent."""
+    out: list[Encoded] = []
+    for shard_id, local_rows in sorted(chosen.items()):
+        rows = read_shard(POOL, manifest.shards[shard_id], ctx.job.data.pool, encoder)
+        wanted = set(local_rows)
+        out.extend(enc for local, enc in zip(rows.local_rows, rows.encoded) if local in wanted)
+    return out
+
+
+def to_tensors(encoded: list[Encoded], token_budget: int, max_rows: int, pad_id: int):
+    """Length-packed batches as (input_ids, attention_mask, trainable) tensors."""
+    return [
+        (torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask), torch.from_numpy(b.trainable))
+        for b in make_batches(encoded, token_budget, max_rows, pad_id)
+    ]
+
+
+__all__ = ["POOL", "target_split", "manifest_for", "sample_rows", "encode_sample", "make_encoder", "to_tensors"]

@@ -1,0 +1,112 @@
+"""Stage: outputs. Quarantine roll-up, score plot, per-domain shares, the run summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+from iprox_ray.stages.context import RunContext
+from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
+from iprox_ray.store.sketch_store import OK, SplitStore, open_root
+
+
+def merge_quarantine(ctx: RunContext) -> pa.Table:
+    folder = ctx.layout.root / "quarantine"
+    parts = [pq.read_table(p) for p in sorted(folder.rglob("*.parquet"))] if folder.exists() else []
+    table = pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
+    atomic_write_parquet(ctx.layout.quarantine_all, table)
+    return table
+
+
+def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
+    counts = Counter(str(x) or "(none)" for x in labels)
+    total = sum(counts.values()) or 1
+    return {k: counts[k] / total for k in sorted(counts)}
+
+
+def pool_domains(pool: SplitStore) -> np.ndarray:
+    parts = []
+    for start, written in pool.iter_blocks("written"):
+        ok = written == OK
+        if ok.any():
+            parts.append(pool.read("domain", slice(start, start + pool.rows_per_shard))[ok])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=object)
+
+
+def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out: Path, bins: int = 80) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arr = open_root(ctx.layout.store)[scores_name]
+    S = arr.chunks[0]
+    lo, hi = np.inf, -np.inf
+    for start in range(0, arr.shape[0], S):  # pass 1: range; pass 2: counts (memory O(chunk))
+        v = arr[start : start + S]
+        v = v[np.isfinite(v)]
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    if not np.isfinite(lo):
+        return
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for start in range(0, arr.shape[0], S):
+        v = arr[start : start + S]
+        counts += np.histogram(v[np.isfinite(v)], bins=edges)[0]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.stairs(counts, edges, fill=True, alpha=0.6)
+    if cutoff is not None:
+        ax.axvline(cutoff, color="crimson", linestyle="--", label=f"selection cut-off {cutoff:.4f}")
+        ax.legend()
+    ax.set_xlabel(f"score ({arr.attrs.get('method', '')})")
+    ax.set_ylabel("pool rows")
+    ax.set_title("Score distribution")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict) -> dict:
+    quarantine = merge_quarantine(ctx)
+    reasons = Counter(zip(quarantine.column("split").to_pylist(), quarantine.column("reason").to_pylist()))
+    pool = SplitStore.open(ctx.layout.store, "pool")
+    selection = pq.read_table(selection_info["selection"])
+    summary = {
+        "run_dir": str(ctx.layout.root),
+        "config_fingerprint": ctx.job.fingerprint(),
+        "rows_read": {split: m.n_rows for split, m in manifests.items()},
+        "rows_quarantined": {split: sum(n for (s, _), n in reasons.items() if s == split) for split in manifests},
+        "quarantine_reasons": {f"{s}:{r}": n for (s, r), n in sorted(reasons.items())},
+        "valid_pool_rows": selection_info["valid_rows"],
+        "selected": selection.num_rows,
+        "non_finite_scores": selection_info["non_finite_scores"],
+        "domain_share_pool": domain_shares(pool_domains(pool)),
+        "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
+        "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
+        "selection": selection_info["selection"],
+    }
+    atomic_write_json(ctx.layout.summary, summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"run: {summary['run_dir']}"]
+    for split, n in summary["rows_read"].items():
+        lines.append(f"  {split}: {n} rows read, {summary['rows_quarantined'][split]} quarantined")
+    for key, n in summary["quarantine_reasons"].items():
+        lines.append(f"    {key}: {n}")
+    lines.append(f"  selected {summary['selected']} of {summary['valid_pool_rows']} valid pool rows"
+                 f" -> {summary['selection']}")
+    lines.append("  domain share     pool  selection")
+    pool, sel = summary["domain_share_pool"], summary["domain_share_selection"]
+    for domain in sorted(set(pool) | set(sel)):
+        lines.append(f"    {domain:<14}{pool.get(domain, 0):6.1%}  {sel.get(domain, 0):8.1%}")
+    lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
+    return "\n".join(lines)

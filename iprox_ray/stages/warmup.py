@@ -1,0 +1,73 @@
+"""Stage: warm-up. A brief fine-tune on a random share of the pool; keeps the AdamW state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iprox_ray.corpus.batching import collate
+from iprox_ray.models.finetune import finetune
+from iprox_ray.models.loading import load_config, load_pretrained, random_init, save_model
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows
+
+STAGE = "warmup"
+
+
+def base_model(ctx: RunContext) -> torch.nn.Module:
+    spec = ctx.job.model
+    path = ctx.job.resolve_path(spec.path)
+    if spec.init == "random":
+        return random_init(load_config(path), ctx.job.run.seed, spec.dtype, spec.attn_implementation)
+    return load_pretrained(path, spec.dtype, spec.attn_implementation)
+
+
+def _epoch_batches(encoded, batch_size: int, pad_id: int, seed: int, epochs: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(epochs):
+        order = rng.permutation(len(encoded)).tolist()
+        batches = []
+        for i in range(0, len(order), batch_size):
+            b = collate(encoded, order[i : i + batch_size], pad_id)
+            batches.append(tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
+        out.append(batches)
+    return out
+
+
+def run_warmup(ctx: RunContext) -> Path:
+    """Returns the folder of the model every later stage starts from."""
+    done = ctx.stage_done(STAGE)
+    if done:
+        return Path(done["model_dir"])
+    spec, job = ctx.job.warmup, ctx.job
+    if spec.checkpoint:
+        model_dir = job.resolve_path(spec.checkpoint)
+        ctx.mark_stage_done(STAGE, {"model_dir": str(model_dir), "trained": False})
+        return model_dir
+    if not spec.enabled and job.model.init == "pretrained":
+        model_dir = job.resolve_path(job.model.path)
+        ctx.mark_stage_done(STAGE, {"model_dir": str(model_dir), "trained": False})
+        return model_dir
+    model = base_model(ctx)
+    out_dir = ctx.layout.warmup_dir
+    info = {"model_dir": str(out_dir / "model"), "trained": spec.enabled}
+    if spec.enabled:
+        manifest = manifest_for(ctx, POOL)
+        encoder = make_encoder(ctx)
+        chosen = sample_rows(manifest, spec.fraction, seed=job.run.seed + 1)
+        encoded = encode_sample(ctx, manifest, chosen, encoder)
+        epochs = _epoch_batches(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
+        losses: list[float] = []
+        torch.manual_seed(job.run.seed)
+        state = finetune(model, epochs, spec.lr, spec.weight_decay, spec.betas, spec.eps,
+                         on_step=lambda step, loss: losses.append(loss))
+        state.save(out_dir)
+        info.update({"rows": len(encoded), "steps": len(losses),
+                     "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None})
+        ctx.say(f"warm-up: {len(encoded)} rows, {len(losses)} steps, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}")
+    save_model(model, out_dir / "model")
+    ctx.mark_stage_done(STAGE, info)
+    return out_dir / "model"

@@ -1,0 +1,1 @@
+"""On-disk layout: Zarr store, manifests, markers, locks. Knows nothing of models."""

@@ -1,0 +1,94 @@
+"""Run-directory lock: one live run per directory; a stale lock is reported, never broken silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+
+class RunLockedError(RuntimeError):
+    pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe_owner(info: dict) -> str:
+    job = f", SLURM job {info['slurm_job_id']}" if info.get("slurm_job_id") else ""
+    return f"host {info.get('host')}, pid {info.get('pid')}{job}, since {time.ctime(info.get('since', 0))}"
+
+
+class RunLock:
+    """Exclusive lock file created with O_EXCL. Holds host, pid and SLURM job id of the owner.
+
+    A lock is taken over only when its owner is provably gone (same host and a dead pid, or the
+    same SLURM job id: a requeued job resuming itself), and the takeover is reported. Anything
+    else needs `force` (the CLI's --break-lock), because a live run may own it.
+    """
+
+    def __init__(self, path: Path, force: bool = False, report=print):
+        self.path = path
+        self.force = force
+        self.report = report
+        self.held = False
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def is_stale(self, info: dict) -> bool:
+        # Only a lock from this host can be proven dead; another host's lock needs a human (or SLURM).
+        return info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
+
+    def is_own_requeue(self, info: dict) -> bool:
+        job = os.environ.get("SLURM_JOB_ID")
+        return bool(job) and info.get("slurm_job_id") == job and info.get("pid") != os.getpid()
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "since": time.time(),
+        }
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = self.owner() or {}
+            if self.force or self.is_stale(owner) or self.is_own_requeue(owner):
+                why = "forced" if self.force else "its owner is gone"
+                self.report(f"taking over the lock of {self.path.parent} ({why}): was {describe_owner(owner)}")
+                self.path.unlink(missing_ok=True)
+                return self.acquire()
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by another run ({describe_owner(owner)}); "
+                "if you are sure that run is dead, rerun with --break-lock"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,53 @@
+"""Completion markers and failure records: one small JSON file per shard, written atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from iprox_ray.store.atomic import atomic_write_json, read_json
+
+
+class ShardMarkers:
+    """`done/NNNNNN.json` exists iff that shard's data is fully committed."""
+
+    def __init__(self, done_dir: Path, failure_dir: Path):
+        self.done_dir = done_dir
+        self.failure_dir = failure_dir
+
+    def _done_path(self, shard_id: int) -> Path:
+        return self.done_dir / f"{shard_id:06d}.json"
+
+    def is_done(self, shard_id: int) -> bool:
+        return self._done_path(shard_id).exists()
+
+    def done_ids(self) -> set[int]:
+        if not self.done_dir.exists():
+            return set()
+        return {int(p.stem) for p in self.done_dir.glob("[0-9]*.json")}
+
+    def mark_done(self, shard_id: int, info: dict[str, Any]) -> None:
+        atomic_write_json(self._done_path(shard_id), {**info, "shard": shard_id, "finished_at": time.time()})
+        (self.failure_dir / f"{shard_id:06d}.json").unlink(missing_ok=True)
+
+    def record_failure(self, shard_id: int, error: str, attempt: int, final: bool) -> None:
+        atomic_write_json(
+            self.failure_dir / f"{shard_id:06d}.json",
+            {"shard": shard_id, "error": error, "attempt": attempt, "final": final, "at": time.time()},
+        )
+
+    def read_done(self) -> list[dict[str, Any]]:
+        return [read_json(p) for p in sorted(self.done_dir.glob("[0-9]*.json"))] if self.done_dir.exists() else []
+
+    def read_failures(self) -> list[dict[str, Any]]:
+        if not self.failure_dir.exists():
+            return []
+        out = []
+        for path in sorted(self.failure_dir.glob("[0-9]*.json")):
+            try:
+                out.append(read_json(path))
+            except (OSError, json.JSONDecodeError):
+                continue  # being replaced right now
+        return out

@@ -1,0 +1,186 @@
+"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v1.
+
+Every corpus shard owns whole Zarr shards (rows [shard_id*S, (shard_id+1)*S)), so workers never
+share a file; only the driver creates arrays or edits attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec
+
+SCHEMA_VERSION = 1
+
+# Row status codes held in the `written` array.
+EMPTY, OK, QUARANTINED, NONFINITE, DUPLICATE = 0, 1, 2, 3, 4
+STATUS_NAMES = {EMPTY: "empty", OK: "ok", QUARANTINED: "quarantined", NONFINITE: "nonfinite", DUPLICATE: "duplicate"}
+
+ROW_ARRAYS: dict[str, Any] = {
+    "sample_id": str,
+    "domain": str,
+    "subtask": str,
+    "n_tokens": np.dtype("int32"),
+    "loss": np.dtype("float32"),
+    "sketch_norm": np.dtype("float32"),  # L2 norm of the fp32 sketch; `sketch` holds the unit row
+    "written": np.dtype("uint8"),
+}
+SKETCH = "sketch"
+SKETCH_DTYPE = np.dtype("float16")
+SKETCH_CHUNK_BYTES = 4 << 20
+
+
+class StoreMismatchError(RuntimeError):
+    pass
+
+
+def _fill(dtype: Any) -> Any:
+    return "" if dtype is str else 0
+
+
+def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
+    """Largest divisor of the shard's row count whose chunk stays under SKETCH_CHUNK_BYTES."""
+    limit = max(1, SKETCH_CHUNK_BYTES // max(1, dim * SKETCH_DTYPE.itemsize))
+    best = 1
+    for d in range(1, min(rows_per_shard, limit) + 1):
+        if rows_per_shard % d == 0:
+            best = d
+    return best
+
+
+def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
+    """Open (or create) the root group; refuses a store written under another schema."""
+    if (path / "zarr.json").exists():
+        root = zarr.open_group(str(path), mode="r+")
+        version = root.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreMismatchError(f"{path} has schema version {version}, this build reads {SCHEMA_VERSION}")
+        return root
+    root = zarr.open_group(str(path), mode="w")
+    root.attrs.update({"schema_version": SCHEMA_VERSION, "config_fingerprint": config_fingerprint})
+    return root
+
+
+@dataclass
+class SplitStore:
+    """One split (the pool, or one named target set) of the store."""
+
+    group: zarr.Group
+    rows_per_shard: int
+    n_shards: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows_per_shard * self.n_shards
+
+    @property
+    def sketch_dim(self) -> int:
+        return int(self.group.attrs["sketch_dim"])
+
+    @classmethod
+    def create(
+        cls,
+        store_path: Path,
+        split: str,
+        n_shards: int,
+        rows_per_shard: int,
+        sketch_dim: int,
+        attrs: dict[str, Any],
+    ) -> "SplitStore":
+        """Create the split's arrays, or reopen them if they were made with identical attributes."""
+        root = open_root(store_path)
+        want = {
+            **attrs,
+            "split": split,
+            "n_shards": n_shards,
+            "rows_per_shard": rows_per_shard,
+            "sketch_dim": sketch_dim,
+        }
+        if split in root:
+            have = dict(root[split].attrs)
+            diff = sorted(k for k in set(want) | set(have) if _jsonable(want.get(k)) != _jsonable(have.get(k)))
+            if diff:
+                details = "; ".join(f"{k}: store has {have.get(k)!r}, run wants {want.get(k)!r}" for k in diff)
+                raise StoreMismatchError(f"store split {split!r} at {store_path} was written with other settings: {details}")
+            return cls.open(store_path, split)
+        group = root.create_group(split)
+        n_rows = n_shards * rows_per_shard
+        for name, dtype in ROW_ARRAYS.items():
+            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype))
+        chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim)
+        group.create_array(
+            SKETCH,
+            shape=(n_rows, sketch_dim),
+            chunks=(chunk_rows, sketch_dim),
+            shards=(rows_per_shard, sketch_dim),
+            dtype=SKETCH_DTYPE,
+            fill_value=0,
+            compressors=[Crc32cCodec()],  # integrity check; fp16 sketches do not compress
+        )
+        group.attrs.update(want)
+        return cls(group, rows_per_shard, n_shards)
+
+    @classmethod
+    def open(cls, store_path: Path, split: str, mode: str = "r+") -> "SplitStore":
+        try:
+            group = zarr.open_group(str(store_path / split), mode=mode)
+        except FileNotFoundError as exc:
+            raise StoreMismatchError(f"no split {split!r} in store {store_path}") from exc
+        return cls(group, int(group.attrs["rows_per_shard"]), int(group.attrs["n_shards"]))
+
+    def shard_rows(self, shard_id: int) -> slice:
+        start = shard_id * self.rows_per_shard
+        return slice(start, start + self.rows_per_shard)
+
+    def write_shard(self, shard_id: int, sketch: np.ndarray, rows: dict[str, np.ndarray]) -> None:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns."""
+        span = self.shard_rows(shard_id)
+        n = sketch.shape[0]
+        if n > self.rows_per_shard:
+            raise ValueError(f"shard {shard_id} has {n} rows > rows_per_shard {self.rows_per_shard}")
+        for name, dtype in ROW_ARRAYS.items():
+            values = np.asarray(rows[name])
+            if len(values) != n:
+                raise ValueError(f"shard {shard_id}: {name} has {len(values)} rows, sketch has {n}")
+            padded = np.full(self.rows_per_shard, _fill(dtype), dtype=object if dtype is str else dtype)
+            padded[:n] = values
+            self.group[name][span] = padded.astype(str) if dtype is str else padded
+        block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=SKETCH_DTYPE)
+        block[:n] = sketch
+        self.group[SKETCH][span] = block
+
+    def read(self, name: str, rows: slice | None = None) -> np.ndarray:
+        return self.group[name][rows if rows is not None else slice(None)]
+
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Values at arbitrary store rows, reading each touched shard once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = None
+        shard_of = rows // self.rows_per_shard
+        for shard_id in np.unique(shard_of):
+            pick = np.flatnonzero(shard_of == shard_id)
+            block = self.group[name][self.shard_rows(int(shard_id))]
+            if out is None:
+                out = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
+            out[pick] = block[rows[pick] - shard_id * self.rows_per_shard]
+        return out if out is not None else np.empty(0)
+
+    def iter_blocks(self, name: str, shard_ids: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first global row, block) one corpus shard at a time: memory is O(rows_per_shard)."""
+        for shard_id in shard_ids if shard_ids is not None else range(self.n_shards):
+            span = self.shard_rows(shard_id)
+            yield span.start, self.group[name][span]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,94 @@
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import zarr
+from conftest import REPO
+
+from iprox_ray.store.lock import RunLock, RunLockedError
+from iprox_ray.store.markers import ShardMarkers
+from iprox_ray.store.sketch_store import OK, QUARANTINED, ROW_ARRAYS, SKETCH, SplitStore, StoreMismatchError
+
+
+def _rows(n, prefix="x"):
+    return {
+        "sample_id": [f"{prefix}{i}" for i in range(n)], "domain": ["d"] * n, "subtask": [""] * n,
+        "n_tokens": np.arange(n), "loss": np.ones(n), "sketch_norm": np.ones(n),
+        "written": np.full(n, OK),
+    }
+
+
+def test_each_corpus_shard_owns_whole_zarr_shards(tmp_path):
+    store = SplitStore.create(tmp_path / "s.zarr", "pool", n_shards=3, rows_per_shard=16, sketch_dim=8, attrs={})
+    assert store.group[SKETCH].shards == (16, 8)
+    assert all(store.group[name].chunks == (16,) for name in ROW_ARRAYS)
+    store.write_shard(1, np.full((10, 8), 0.5, np.float16), _rows(10))
+    sketch = store.read(SKETCH)
+    assert (sketch[16:26] == 0.5).all() and (sketch[26:32] == 0).all() and (sketch[:16] == 0).all()
+    written = store.read("written")
+    assert written[16:26].tolist() == [OK] * 10 and written[26:].sum() == 0
+    assert store.read("sample_id", slice(16, 18)).tolist() == ["x0", "x1"]
+    files = sorted(p.relative_to(tmp_path / "s.zarr" / "pool" / SKETCH).as_posix()
+                   for p in (tmp_path / "s.zarr" / "pool" / SKETCH).rglob("c/*/*"))
+    assert files == ["c/1/0"]  # one file, owned by shard 1 alone
+
+
+def test_reopening_with_other_settings_refuses(tmp_path):
+    SplitStore.create(tmp_path / "s.zarr", "pool", 2, 8, 4, {"sketch_fingerprint": "aaa"})
+    SplitStore.create(tmp_path / "s.zarr", "pool", 2, 8, 4, {"sketch_fingerprint": "aaa"})  # same: fine
+    with pytest.raises(StoreMismatchError, match="sketch_fingerprint: store has 'aaa', run wants 'bbb'"):
+        SplitStore.create(tmp_path / "s.zarr", "pool", 2, 8, 4, {"sketch_fingerprint": "bbb"})
+    with pytest.raises(StoreMismatchError, match="sketch_dim"):
+        SplitStore.create(tmp_path / "s.zarr", "pool", 2, 8, 5, {"sketch_fingerprint": "aaa"})
+
+
+def test_gather_reads_rows_across_shards(tmp_path):
+    store = SplitStore.create(tmp_path / "s.zarr", "pool", 3, 4, 2, {})
+    for shard in range(3):
+        store.write_shard(shard, np.zeros((4, 2), np.float16), _rows(4, prefix=f"s{shard}-"))
+    assert store.gather("sample_id", np.array([9, 0, 5])).tolist() == ["s2-1", "s0-0", "s1-1"]
+
+
+def test_markers_are_plain_files(tmp_path):
+    markers = ShardMarkers(tmp_path / "done", tmp_path / "failed")
+    markers.record_failure(3, "boom", attempt=1, final=False)
+    markers.mark_done(3, {"rows": 5})
+    assert markers.done_ids() == {3} and markers.is_done(3)
+    assert json.loads((tmp_path / "done" / "000003.json").read_text())["rows"] == 5
+    assert markers.read_failures() == []  # success clears the failure record
+
+
+def test_lock_names_its_owner_and_takes_over_only_dead_owners(tmp_path):
+    path = tmp_path / "LOCK"
+    with RunLock(path):
+        with pytest.raises(RunLockedError, match=f"host {socket.gethostname()}, pid {os.getpid()}"):
+            RunLock(path).acquire()
+    # A lock left by a dead process on this host is reported and taken over.
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "since": 0}))
+    messages = []
+    lock = RunLock(path, report=messages.append)
+    lock.acquire()
+    assert "owner is gone" in messages[0]
+    lock.release()
+    # Another host's lock cannot be proven dead: refuse unless forced.
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": 0}))
+    with pytest.raises(RunLockedError, match="host elsewhere"):
+        RunLock(path).acquire()
+    RunLock(path, force=True, report=messages.append).acquire()
+
+
+def test_schema_file_describes_every_array_the_store_writes(tmp_path):
+    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
+    store = SplitStore.create(tmp_path / "s.zarr", "pool", 1, 4, 2, {})
+    documented = set(schema["split_groups"]["arrays"])
+    assert documented == set(ROW_ARRAYS) | {SKETCH}
+    for name, spec in schema["split_groups"]["arrays"].items():
+        dtype = store.group[name].dtype
+        if spec["dtype"].startswith("string"):
+            assert "str" in str(dtype).lower() or dtype.kind in "OUT", name
+        else:
+            assert str(np.dtype(dtype)) == spec["dtype"], name
+    root = zarr.open_group(str(tmp_path / "s.zarr"))
+    assert set(schema["root_attributes"]) <= set(root.attrs)
