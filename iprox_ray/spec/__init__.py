@@ -4,8 +4,11 @@ from iprox_ray.spec.base import SpecError, fingerprint
 from iprox_ray.spec.cluster import ClusterSpec, SlurmSpec
 from iprox_ray.spec.data import DataSpec, ModelSpec, SourceSpec
 from iprox_ray.spec.job import JobSpec, RunSpec, build_job, load_job
-from iprox_ray.spec.outputs import OutputSpec, ScoringSpec, SelectionSpec
-from iprox_ray.spec.stages import ProxySpec, SketchSpec, WarmupSpec
+from iprox_ray.spec.output import OutputSpec
+from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
+from iprox_ray.spec.proxy import ProxySpec
+from iprox_ray.spec.sketch import SketchSpec
+from iprox_ray.spec.warmup import WarmupSpec
 
 __all__ = [
     "ClusterSpec", "DataSpec", "JobSpec", "ModelSpec", "OutputSpec", "ProxySpec", "RunSpec",

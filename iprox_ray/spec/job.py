@@ -17,8 +17,11 @@ from iprox_ray.spec.base import (
 )
 from iprox_ray.spec.cluster import ClusterSpec
 from iprox_ray.spec.data import DataSpec, ModelSpec
-from iprox_ray.spec.outputs import OutputSpec, ScoringSpec, SelectionSpec
-from iprox_ray.spec.stages import ProxySpec, SketchSpec, WarmupSpec
+from iprox_ray.spec.output import OutputSpec
+from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
+from iprox_ray.spec.proxy import ProxySpec
+from iprox_ray.spec.sketch import SketchSpec
+from iprox_ray.spec.warmup import WarmupSpec
 
 # Sections that change no computed number: excluded from every fingerprint.
 EXECUTION_SECTIONS = ("cluster", "output")

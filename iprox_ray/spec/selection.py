@@ -1,4 +1,4 @@
-"""Spec sections for scoring, selection and outputs."""
+"""Spec sections: scoring and selection."""
 
 from __future__ import annotations
 
@@ -22,8 +22,3 @@ class SelectionSpec(Section):
         if self.k is not None:
             return min(self.k, n_valid)
         return min(n_valid, max(1, round(self.fraction * n_valid)))
-
-
-class OutputSpec(Section):
-    subset: bool = Field(True, description="write the selected rows in the input's format")
-    plot: bool = True

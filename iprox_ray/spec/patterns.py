@@ -1,0 +1,4 @@
+"""Default module name patterns shared by several sections."""
+
+# Attention and MLP linears of common decoder LMs, matched by name, never by attribute path.
+DEFAULT_LINEAR_PATTERNS = [r"re:.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"]
