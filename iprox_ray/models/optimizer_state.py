@@ -139,13 +139,19 @@ _NO_DECAY = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\
 
 
 def _name_orders(model: nn.Module, group_sizes: list[int]) -> dict[str, list[str]]:
+    layer_norms = {f"{m}.{p}" if m else p for m, mod in model.named_modules()
+                   if isinstance(mod, nn.LayerNorm) for p, _ in mod.named_parameters(recurse=False)}
+    orders = {}
+    every = [n for n, _ in model.named_parameters()]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    orders = {"named_parameters": trainable}
-    if len(group_sizes) == 2:
-        layer_norms = {f"{m}.{p}" if m else p for m, mod in model.named_modules()
-                       if isinstance(mod, nn.LayerNorm) for p, _ in mod.named_parameters(recurse=False)}
-        decay = [n for n in trainable if n not in layer_norms and not any(r.search(n.lower()) for r in _NO_DECAY)]
-        rest = [n for n in trainable if n not in set(decay)]
-        if [len(decay), len(rest)] == group_sizes:
-            orders["trainer_decay_groups"] = decay + rest
+    if trainable:
+        orders["trainable named_parameters"] = trainable
+    if trainable != every:  # e.g. a model loaded for inference: nothing marked trainable any more
+        orders["all named_parameters"] = every
+    for trainable in list(orders.values()):
+        if len(group_sizes) == 2:
+            decay = [n for n in trainable if n not in layer_norms and not any(r.search(n.lower()) for r in _NO_DECAY)]
+            rest = [n for n in trainable if n not in set(decay)]
+            if [len(decay), len(rest)] == group_sizes:
+                orders[f"Trainer decay groups ({len(trainable)} params)"] = decay + rest
     return orders
