@@ -137,3 +137,14 @@ def test_nonfinite_rows_are_flagged_on_the_dense_path():
     out = sketcher.sketch(ids, attn, trainable)
     poisoned = {b for b in range(4) if ids[2, 0] in ids[b, : int(attn[b].sum())]}
     assert set(torch.nonzero(~out.finite).flatten().tolist()) == poisoned
+
+
+def test_bf16_autocast_is_close_to_fp32_and_off_by_default_on_cpu():
+    model = tiny_model("llama", attn="sdpa")
+    ids, attn, trainable = mixed_batch()
+    fp32 = KroneckerSketcher(copy.deepcopy(model), patterns_for("llama"), 4, 4, seed=0)
+    assert fp32.autocast is None  # 'auto' on CPU: fp32
+    bf16 = KroneckerSketcher(copy.deepcopy(model), patterns_for("llama"), 4, 4, seed=0, autocast="bf16")
+    assert bf16.autocast == torch.bfloat16
+    a, b = fp32.sketch(ids, attn, trainable).sketch, bf16.sketch(ids, attn, trainable).sketch
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.95
