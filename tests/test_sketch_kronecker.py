@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.sketch.loss import per_sample_loss
 from iprox_ray.sketch.projection import projection_matrix
+from tests.sketch_reference import kronecker_reference, per_sample_grads
 
 PATTERNS = [r"re:.*\.(q_proj|o_proj|up_proj|down_proj)$"]
 
@@ -30,33 +30,11 @@ def _batch():
     return ids, attn, trainable
 
 
-def _reference(model, sketcher, ids, attn, trainable, seed):
-    """(P_out ⊗ P_in) vec(G) with G the exact per-sample weight gradient (a bs=1 loop)."""
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    modules = dict(ref.named_modules())
-    rows = []
-    for b in range(ids.shape[0]):
-        n = int(attn[b].sum())
-        ref.zero_grad()
-        logits = ref(input_ids=ids[b : b + 1, :n]).logits
-        per_sample_loss(logits, ids[b : b + 1, :n], trainable[b : b + 1, :n]).sum().backward()
-        parts = []
-        for m in sketcher.layout:
-            grad = modules[m.name].weight.grad
-            p_in = projection_matrix(seed, m.name, "in", m.k_in, m.d_in)
-            p_out = projection_matrix(seed, m.name, "out", m.k_out, m.d_out)
-            parts.append((p_out @ grad @ p_in.T).flatten())
-        rows.append(torch.cat(parts))
-    return torch.stack(rows)
-
-
 def test_factored_sketch_equals_projected_exact_gradient(model):
     ids, attn, trainable = _batch()
     sketcher = KroneckerSketcher(copy.deepcopy(model), PATTERNS, k_in=5, k_out=3, seed=7)
     out = sketcher.sketch(ids, attn, trainable)
-    expected = _reference(model, sketcher, ids, attn, trainable, seed=7)
+    expected = kronecker_reference(per_sample_grads(model, PATTERNS, ids, attn, trainable), sketcher.layout, 7)
     assert out.sketch.shape == (4, sketcher.dim) == (4, 8 * 15)
     torch.testing.assert_close(out.sketch, expected, rtol=1e-4, atol=1e-6)
     assert out.finite.all()

@@ -92,3 +92,22 @@ def test_schema_file_describes_every_array_the_store_writes(tmp_path):
             assert str(np.dtype(dtype)) == spec["dtype"], name
     root = zarr.open_group(str(tmp_path / "s.zarr"))
     assert set(schema["root_attributes"]) <= set(root.attrs)
+
+
+def test_checkpoint_arrays_follow_the_schema(tmp_path):
+    from iprox_ray.store.sketch_store import PER_CHECKPOINT, checkpoint_array
+
+    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
+    attrs = {"checkpoints": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.25}, {"name": "c", "weight": 0.25}]}
+    store = SplitStore.create(tmp_path / "s.zarr", "pool", 2, 4, 3, attrs)
+    extra = set(store.group.array_keys()) - set(schema["split_groups"]["arrays"])
+    documented = {n.replace("<c>", str(c)) for n in schema["checkpoint_arrays"]["names"] for c in (1, 2)}
+    assert extra == documented == {checkpoint_array(n, c) for n in PER_CHECKPOINT for c in (1, 2)}
+    rows = {name: np.zeros(3, dtype=object if name in ("sample_id", "domain", "subtask") else np.float32)
+            for name in store.group.array_keys() if store.group[name].ndim == 1}
+    sketches = [np.full((3, 3), c + 1, np.float16) for c in range(3)]
+    store.write_shard(1, sketches, rows)
+    for c in range(3):
+        assert (store.read(checkpoint_array("sketch", c), store.shard_rows(1))[:3] == c + 1).all()
+    with pytest.raises(ValueError, match="3 checkpoints"):
+        store.write_shard(0, sketches[0], rows)

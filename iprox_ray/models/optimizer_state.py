@@ -4,15 +4,25 @@
   optimizer.json         {"format": "iprox-ray-adam-v1", "step", "betas", "eps", "lr", "weight_decay"}
 
 Names are the model's `named_parameters()` names, so the state is portable across trainers.
+
+Importers: `import_torch_optimizer` reads the torch.save'd optimizer state_dict that transformers'
+Trainer (`optimizer.pt`) and accelerate (`optimizer.bin`) write. Such a file indexes parameters
+by position (0..n-1 over the param groups in order), so the names are recovered from the model:
+either all trainable parameters in `named_parameters()` order (one group: accelerate, plain
+torch), or the Trainer's two groups (weight-decayed first, then the rest). The candidate whose
+group sizes and every tensor shape match the file is used; no match, or two different matches,
+is an error that names the problem (pass `names=` to settle it).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 FORMAT = "iprox-ray-adam-v1"
@@ -64,3 +74,84 @@ class AdamState:
                 state.exp_avg[name] = slot["exp_avg"].detach().float().cpu()
                 state.exp_avg_sq[name] = slot["exp_avg_sq"].detach().float().cpu()
         return state
+
+
+def load_adam_state(path: Path, model: nn.Module | None = None) -> AdamState:
+    """An iprox-ray state folder, or a Trainer/accelerate optimizer file (needs the model)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "optimizer.json").exists():
+            return AdamState.load(path)
+        for candidate in ("optimizer.pt", "optimizer.bin"):
+            if (path / candidate).exists():
+                path = path / candidate
+                break
+        else:
+            raise FileNotFoundError(f"{path} holds neither optimizer.json ({FORMAT}) nor optimizer.pt/.bin")
+    if model is None:
+        raise ValueError(f"importing {path} needs the model, to map parameter indices to names")
+    return import_torch_optimizer(path, model)
+
+
+def import_torch_optimizer(path: Path, model: nn.Module, names: list[str] | None = None) -> AdamState:
+    """Import a torch Adam/AdamW state_dict file (Trainer `optimizer.pt`, accelerate `optimizer.bin`)."""
+    saved = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
+        raise ValueError(f"{path} is not a torch optimizer state_dict (no 'state'/'param_groups')")
+    groups = saved["param_groups"]
+    indices = [i for g in groups for i in g["params"]]
+    shapes = {i: tuple(slot["exp_avg"].shape) for i, slot in saved["state"].items() if "exp_avg" in slot}
+    if not shapes:
+        raise ValueError(f"{path} holds no Adam moments (exp_avg/exp_avg_sq): not an Adam-type optimizer?")
+    params = dict(model.named_parameters())
+    if names is not None:
+        candidates = {"given": list(names)}
+    else:
+        candidates = _name_orders(model, [len(g["params"]) for g in groups])
+    matches = {}
+    for label, order in candidates.items():
+        if len(order) == len(indices) and all(
+            i not in shapes or tuple(params[n].shape) == shapes[i] for i, n in zip(indices, order)
+        ):
+            matches[label] = order
+    distinct = {tuple(o) for o in matches.values()}
+    if len(distinct) != 1:
+        tried = ", ".join(f"{k} ({len(v)} names)" for k, v in candidates.items())
+        problem = "no parameter order matches" if not distinct else "several parameter orders match"
+        raise ValueError(f"{path}: {problem} the file's {len(indices)} parameters in {len(groups)} group(s) "
+                         f"(tried {tried}); pass names= explicitly")
+    order = next(iter(matches.values()))
+    first = groups[0]
+    state = AdamState(0, tuple(first["betas"]), first["eps"], first.get("initial_lr", first["lr"]),
+                      first.get("weight_decay", 0.0))
+    for i, name in zip(indices, order):
+        slot = saved["state"].get(i)
+        if not slot or "exp_avg" not in slot:
+            continue  # never stepped (e.g. no gradient reached it)
+        state.step = max(state.step, int(slot["step"]))
+        state.exp_avg[name] = slot["exp_avg"].float()
+        state.exp_avg_sq[name] = slot["exp_avg_sq"].float()
+    return state
+
+
+# The Trainer's no-decay rule (transformers 5: Trainer.get_decay_parameter_names).
+_NO_DECAY = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")]
+
+
+def _name_orders(model: nn.Module, group_sizes: list[int]) -> dict[str, list[str]]:
+    layer_norms = {f"{m}.{p}" if m else p for m, mod in model.named_modules()
+                   if isinstance(mod, nn.LayerNorm) for p, _ in mod.named_parameters(recurse=False)}
+    orders = {}
+    every = [n for n, _ in model.named_parameters()]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if trainable:
+        orders["trainable named_parameters"] = trainable
+    if trainable != every:  # e.g. a model loaded for inference: nothing marked trainable any more
+        orders["all named_parameters"] = every
+    for trainable in list(orders.values()):
+        if len(group_sizes) == 2:
+            decay = [n for n in trainable if n not in layer_norms and not any(r.search(n.lower()) for r in _NO_DECAY)]
+            rest = [n for n in trainable if n not in set(decay)]
+            if [len(decay), len(rest)] == group_sizes:
+                orders[f"Trainer decay groups ({len(trainable)} params)"] = decay + rest
+    return orders

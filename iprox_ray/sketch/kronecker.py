@@ -2,8 +2,13 @@
 
 For a linear layer with inputs x_t and output gradients δ_t, a sample's weight gradient is
 G = Σ_t δ_t x_tᵀ, so its Kronecker-projected sketch is P_out G P_inᵀ = Σ_t (P_out δ_t)(P_in x_t)ᵀ.
-Forward hooks project x_t, tensor hooks on the outputs project δ_t; weights never require grad,
-so the backward computes activation gradients only (the physical floor of this computation).
+Forward hooks project x_t, tensor hooks on the outputs project δ_t (see capture.py for what
+keeps the backward activation-only). Module m fills columns [offset_m, offset_m + k_out·k_in),
+row-major over (k_out, k_in).
+
+Adam-aware features (adam.py): `adam_exact=False` folds the rank-1 factored approximation into
+the projections (no extra cost); `adam_exact=True` materialises each module's per-sample gradient
+([B, d_out, d_in], transient) and applies the element-wise transform exactly.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from iprox_ray.models.selection import linear_dims, select_modules
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.sketch.adam import AdamFeatures
+from iprox_ray.sketch.capture import HookSketcher, SketchOutput
 from iprox_ray.sketch.projection import projection_matrix
+
+__all__ = ["KroneckerSketcher", "ModuleSketch", "SketchOutput"]
 
 
 @dataclass(frozen=True)
@@ -31,14 +38,7 @@ class ModuleSketch:
         return self.k_out * self.k_in
 
 
-@dataclass
-class SketchOutput:
-    sketch: torch.Tensor  # float32 [B, D]
-    loss: torch.Tensor  # float32 [B]
-    finite: torch.Tensor  # bool [B]: loss and sketch are finite
-
-
-class KroneckerSketcher:
+class KroneckerSketcher(HookSketcher):
     """Owns hooks on a model; `sketch(batch)` returns one row per sample."""
 
     def __init__(
@@ -49,75 +49,63 @@ class KroneckerSketcher:
         k_out: int,
         seed: int,
         kind: str = "gaussian",
+        adam: AdamFeatures | None = None,
+        adam_exact: bool = False,
+        autocast: str = "auto",
     ):
-        self.model = model
-        self.device = next(model.parameters()).device
-        for param in model.parameters():
-            param.requires_grad_(False)
-        self.modules = select_modules(model, patterns)
+        super().__init__(model, patterns, autocast)
+        self.adam, self.adam_exact = adam, adam_exact
         self.layout: list[ModuleSketch] = []
         self._p_in: dict[str, torch.Tensor] = {}
         self._p_out: dict[str, torch.Tensor] = {}
-        for name, module in self.modules:
-            d_out, d_in = linear_dims(module)
-            self.layout.append(ModuleSketch(name, d_out, d_in, k_out, k_in))
-            self._p_in[name] = projection_matrix(seed, name, "in", k_in, d_in, kind).to(self.device)
-            self._p_out[name] = projection_matrix(seed, name, "out", k_out, d_out, kind).to(self.device)
-        self._inputs: dict[str, list[torch.Tensor]] = {}
-        self._sketches: dict[str, torch.Tensor] = {}
-        self._token_mask: torch.Tensor | None = None
-        self._handles = [model.get_input_embeddings().register_forward_hook(_require_grad)]
-        for name, module in self.modules:
-            self._handles.append(module.register_forward_hook(self._forward_hook(name)))
+        self._span: dict[str, slice] = {}
+        self.rank1_errors: dict[str, float] = {}
+        constants = []
+        offset = 0
+        for name, _ in self.modules:
+            d_out, d_in = self.dims[name]
+            sketch = ModuleSketch(name, d_out, d_in, k_out, k_in)
+            self.layout.append(sketch)
+            self._span[name] = slice(offset, offset + sketch.dim)
+            offset += sketch.dim
+            p_in = projection_matrix(seed, name, "in", k_in, d_in, kind).to(self.device)
+            p_out = projection_matrix(seed, name, "out", k_out, d_out, kind).to(self.device)
+            if adam is not None and not adam_exact:
+                f = adam.factored(name)
+                self.rank1_errors[name] = f.rank1_error
+                if f.constant is not None:
+                    constants.append((self._span[name], (p_out @ f.constant @ p_in.T).flatten()))
+                p_out, p_in = p_out * f.row, p_in * f.col  # diag(r) G diag(c) folded in
+            self._p_in[name], self._p_out[name] = p_in, p_out
+        self._dim = offset
+        self._constant = None
+        if constants:
+            self._constant = torch.zeros(offset, device=self.device)
+            for span, value in constants:
+                self._constant[span] = value
 
     @property
     def dim(self) -> int:
-        return sum(m.dim for m in self.layout)
+        return self._dim
 
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _materialise(self) -> bool:
+        return self.adam is not None and self.adam_exact
 
-    def _forward_hook(self, name: str):
-        def hook(module, inputs, output):
-            if not torch.is_grad_enabled():
-                return
-            x = inputs[0].float() * self._token_mask  # padding contributes nothing
-            self._inputs.setdefault(name, []).append(x @ self._p_in[name].T)
-            output.register_hook(lambda grad: self._backward(name, grad))
+    def _capture(self, name: str, x: torch.Tensor):
+        if self._materialise():
+            return x
+        # Project first, mask after: the mask is per token, so this is exact and k_in-wide.
+        return self.masked(x.float() @ self._p_in[name].T)
 
-        return hook
+    def _accumulate(self, name: str, kept, grad: torch.Tensor, rows: torch.Tensor) -> None:
+        span = self._span[name]
+        if self._materialise():
+            per_sample = torch.bmm(grad.float().transpose(1, 2), self.masked(kept.float()))  # [B, o, i]
+            features = self.adam.exact(name, per_sample)
+            rows[:, span] += (self._p_out[name] @ features @ self._p_in[name].T).flatten(1)
+            return
+        g_proj = grad.float() @ self._p_out[name].T  # [B, T, k_out]
+        rows[:, span] += torch.bmm(g_proj.transpose(1, 2), kept).flatten(1)
 
-    def _backward(self, name: str, grad: torch.Tensor) -> None:
-        x_proj = self._inputs[name].pop()  # hooks fire in reverse call order
-        g_proj = grad.float() @ self._p_out[name].T
-        sketch = torch.einsum("bto,bti->boi", g_proj, x_proj).flatten(1)
-        previous = self._sketches.get(name)
-        self._sketches[name] = sketch if previous is None else previous + sketch
-
-    def sketch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, trainable: torch.Tensor) -> SketchOutput:
-        input_ids = input_ids.to(self.device)
-        attention_mask = attention_mask.to(self.device)
-        trainable = trainable.to(self.device)
-        self._token_mask = attention_mask.unsqueeze(-1).float()
-        self._inputs.clear()
-        self._sketches.clear()
-        try:
-            with torch.enable_grad():
-                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-                loss = per_sample_loss(logits, input_ids, trainable)
-                loss.sum().backward()
-            rows = torch.cat([self._sketches[m.name] for m in self.layout], dim=1)
-        finally:
-            self._inputs.clear()
-            self._token_mask = None
-        finite = torch.isfinite(loss) & torch.isfinite(rows).all(dim=1)
-        return SketchOutput(rows.detach(), loss.detach().float(), finite)
-
-
-def _require_grad(module, inputs, output):
-    # Weights are frozen; gradients must still flow back through the activations.
-    if torch.is_grad_enabled() and not output.requires_grad:
-        return output.requires_grad_(True)
-    return output
+    def _finish(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows if self._constant is None else rows + self._constant

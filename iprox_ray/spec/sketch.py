@@ -4,17 +4,56 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from iprox_ray.spec.base import Section
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 
+class CheckpointSpec(Section):
+    """One training checkpoint to sketch (TracIn / LESS: scores are Σ_ckpt η̄_ckpt · cos)."""
+
+    model: str = Field(description="HF model folder of this checkpoint")
+    optimizer: str | None = Field(
+        None, description="its Adam state: an iprox-ray state folder, or a Trainer optimizer.pt / accelerate optimizer.bin"
+    )
+    weight: float = Field(1.0, gt=0, description="η̄: the epoch's mean learning rate (weights are renormalised to sum 1)")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+
+
 class SketchSpec(Section):
     modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LINEAR_PATTERNS))
+    kind: Literal["kronecker", "srht", "rademacher"] = Field(
+        "kronecker", description="kronecker: per-module P_out ⊗ P_in; srht / rademacher: dense projection to `dim`"
+    )
     proj_in: int = Field(16, ge=1, description="Kronecker input-side projection size per module")
     proj_out: int = Field(16, ge=1, description="Kronecker output-side projection size per module")
-    projection: Literal["gaussian", "rademacher"] = "gaussian"
+    projection: Literal["gaussian", "rademacher"] = Field("gaussian", description="Kronecker factor distribution")
+    dim: int = Field(8192, ge=1, description="dense sketch dimension (srht / rademacher)")
+    mask_fraction: float = Field(1.0, gt=0, le=1, description="dense: keep this seeded share of each module's entries")
     seed: int = 0
+    optimizer: Literal["none", "less", "influence-distillation"] = Field(
+        "none", description="Adam-aware pool features (targets always stay plain gradients)"
+    )
+    adam_exact: bool = Field(
+        False, description="kronecker + optimizer: materialise per-sample gradients for the exact transform "
+                           "(else a rank-1 factored approximation); dense kinds are always exact"
+    )
+    optimizer_state: str | None = Field(None, description="Adam state for the features; default: the warm-up's")
+    checkpoints: list[CheckpointSpec] = Field(
+        default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none')"
+    )
+    autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     token_budget: int = Field(8192, ge=16, description="max padded tokens per batch")
     max_batch_rows: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SketchSpec":
+        names = [c.name or f"ckpt{i}" for i, c in enumerate(self.checkpoints)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"checkpoint names must be unique, got {names}")
+        return self
+
+    def checkpoint_weights(self) -> list[float]:
+        total = sum(c.weight for c in self.checkpoints)
+        return [c.weight / total for c in self.checkpoints]

@@ -1,13 +1,19 @@
 """Driver side of the sketch stage: create each split's arrays once, then fan shards out.
 
-All splits share one worker pool, so each worker loads the model once.
+All splits share one worker pool, so each worker loads the model(s) once. With
+`sketch.checkpoints` the checkpoints' models are sketched (one array each) instead of the
+pipeline's model; that needs proxy.method = 'none' (a proxy is built from one model).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
 from iprox_ray.models.selection import linear_dims, select_modules
+from iprox_ray.sketch.factory import features_record, module_record, projection_record, sketch_dim
 from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
@@ -19,9 +25,44 @@ from iprox_ray.store.sketch_store import SplitStore, open_root
 
 
 def sketch_modules(ref: ModelRef, spec: SketchSpec) -> list[list]:
-    """[name, d_out, d_in, k_out, k_in] per sketched module, in sketch column order."""
+    """Per sketched module, in sketch column order: [name, d_out, d_in, k_out, k_in] (kronecker)
+    or [name, d_out, d_in, n_elements] (dense kinds)."""
     model = ref.meta()
-    return [[name, *linear_dims(m), spec.proj_out, spec.proj_in] for name, m in select_modules(model, spec.modules)]
+    return [module_record(spec, name, *linear_dims(m)) for name, m in select_modules(model, spec.modules)]
+
+
+@dataclass
+class Checkpoints:
+    """What the sketch stage sketches: one model (and Adam state) per checkpoint."""
+
+    names: list[str]
+    weights: list[float]
+    models: list[ModelRef]
+    adam_states: list[Path | None]
+
+    def record(self) -> list[dict]:
+        return [{"name": n, "weight": w} for n, w in zip(self.names, self.weights)]
+
+
+def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
+    job, spec = ctx.job, ctx.job.sketch
+    wants_adam = spec.optimizer != "none"
+    if not spec.checkpoints:
+        state = job.resolve_path(spec.optimizer_state) if spec.optimizer_state else ctx.layout.warmup_dir
+        if wants_adam and not (state / "optimizer.json").exists() and not state.is_file():
+            raise ValueError(f"sketch.optimizer = {spec.optimizer!r} needs an Adam state: none at {state} "
+                             "(enable the warm-up, or set sketch.optimizer_state)")
+        return Checkpoints(["final"], [1.0], [ref], [state if wants_adam else None])
+    if job.proxy.method != "none":
+        raise ValueError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none'")
+    models, states = [], []
+    for i, c in enumerate(spec.checkpoints):
+        models.append(ModelRef("hf", job.resolve_path(c.model), job.model.dtype, job.model.attn_implementation))
+        if wants_adam and c.optimizer is None:
+            raise ValueError(f"sketch.checkpoints[{i}] has no optimizer state but sketch.optimizer = {spec.optimizer!r}")
+        states.append(job.resolve_path(c.optimizer) if wants_adam else None)
+    names = [c.name or f"ckpt{i}" for i, c in enumerate(spec.checkpoints)]
+    return Checkpoints(names, spec.checkpoint_weights(), models, states)
 
 
 def sketch_fingerprint(ctx: RunContext, split: str) -> str:
@@ -35,8 +76,10 @@ def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
     return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage))
 
 
-def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list]) -> SplitStore:
+def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
+                       checkpoints: Checkpoints | None = None) -> SplitStore:
     job = ctx.job
+    checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
     manifest = manifest_for(ctx, split)
     open_root(ctx.layout.store, job.fingerprint())
     return SplitStore.create(
@@ -44,11 +87,12 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         split,
         manifest.n_shards,
         manifest.rows_per_shard,
-        sum(m[3] * m[4] for m in modules),
+        sketch_dim(job.sketch, len(modules)),
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
-            "projection": {"kind": "kronecker", "distribution": job.sketch.projection,
-                           "seed": job.sketch.seed, "proj_in": job.sketch.proj_in, "proj_out": job.sketch.proj_out},
+            "projection": projection_record(job.sketch),
+            "features": features_record(job.sketch, split == POOL),
+            "checkpoints": checkpoints.record(),
             "modules": modules,
             "model": ref.identity(),
         },
@@ -57,10 +101,11 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
 
 def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPlan) -> StageReport:
     job = ctx.job
-    modules = sketch_modules(ref, job.sketch)
+    checkpoints = plan_checkpoints(ctx, ref)
+    modules = sketch_modules(checkpoints.models[0], job.sketch)
     work, inputs = [], {}
     for split in splits:
-        store = create_split_store(ctx, split, ref, modules)
+        store = create_split_store(ctx, split, ref, modules, checkpoints)
         stage = sketch_stage(split)
         work.append(StageWork(stage, store.n_shards, markers_for(ctx, split)))
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
@@ -71,7 +116,8 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         resources=plan.resources,
         splits=inputs,
         sketch=job.sketch,
-        model=ref,
+        models=checkpoints.models,
+        adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx),
         max_length=job.data.max_length,
         truncation=job.data.truncation,

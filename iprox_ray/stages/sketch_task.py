@@ -1,10 +1,19 @@
 """Worker side of the sketch stage: one shard in, its rows' sketches written to the store.
 
 Runs inside an executor worker (a Ray actor holding the proxy replica, or the driver itself).
+With several checkpoints the worker holds one model per checkpoint and writes one sketch array
+per checkpoint; pool rows get Adam-aware features when the spec asks, target rows never do.
+
+Memory per worker (fp32 on CPU): the model(s); per batch (B rows x T tokens, budget B·T):
+activations for the backward ~ B·T·(hidden·c·layers) as in any training step, logits only at
+loss positions (n_loss_tokens x vocab), projected inputs B·T·k_in per Kronecker module (dense
+kinds keep the module inputs B·T·d_in and build B·d_out·d_in per-sample gradients one module at a
+time), and the [B, D] sketch. Nothing scales with the shard beyond its [rows, D] output.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +27,13 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
 from iprox_ray.models.loading import load_tokenizer
-from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.models.optimizer_state import load_adam_state
+from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_parquet
-from iprox_ray.store.sketch_store import NONFINITE, OK, QUARANTINED, SplitStore
+from iprox_ray.store.layout import POOL
+from iprox_ray.store.sketch_store import NONFINITE, OK, QUARANTINED, SplitStore, checkpoint_array
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,8 @@ class SketchShardTask:
     resources: Resources
     splits: dict[str, SplitInputs]  # by stage name
     sketch: SketchSpec
-    model: ModelRef
+    models: list[ModelRef]  # one per checkpoint
+    adam_states: list[Path | None]  # per checkpoint; used for pool rows when sketch.optimizer != none
     tokenizer_dir: Path
     max_length: int
     truncation: str
@@ -51,22 +63,31 @@ class SketchShardTask:
     def setup(self) -> None:
         torch.set_num_threads(self.resources.threads)
         tokenizer = load_tokenizer(self.tokenizer_dir)
-        model = self.model.load()
-        if torch.cuda.is_available() and self.resources.gpus:
-            model = model.to("cuda")
-        s = self.sketch
+        use_gpu = torch.cuda.is_available() and self.resources.gpus
+        train_split = any(v.split == POOL for v in self.splits.values())
+        sketchers = []
+        for ref, state_path in zip(self.models, self.adam_states):
+            model = ref.load()
+            if use_gpu:
+                model = model.to("cuda")
+            state = None
+            if self.sketch.optimizer != "none" and train_split:
+                state = load_adam_state(state_path, model)  # before the sketchers freeze the weights
+            plain = make_sketcher(model, self.sketch)
+            adam = plain if state is None else make_sketcher(model, self.sketch, state)
+            sketchers.append({"plain": plain, "adam": adam})
         self._state = {
             "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
             "pad_id": tokenizer.pad_token_id,
-            "sketcher": KroneckerSketcher(model, s.modules, s.proj_in, s.proj_out, s.seed, s.projection),
+            "sketchers": sketchers,
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
             "stores": {k: SplitStore.open(self.store_path, v.split) for k, v in self.splits.items()},
         }
 
     def teardown(self) -> None:
-        sketcher = self._state.get("sketcher")
-        if sketcher is not None:
-            sketcher.close()
+        for pair in self._state.get("sketchers", []):
+            for sketcher in pair.values():
+                sketcher.close()
         self._state = {}
 
     def process(self, ref: ShardRef) -> dict:
@@ -77,17 +98,20 @@ class SketchShardTask:
         shard = st["manifests"][ref.stage].shards[shard_id]
         rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
         n = shard.n_rows
-        dim = st["sketcher"].dim
-        sketch = np.zeros((n, dim), dtype=np.float16)
+        role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
+        sketchers = [pair[role] for pair in st["sketchers"]]
+        dim = sketchers[0].dim
+        sketches = [np.zeros((n, dim), dtype=np.float16) for _ in sketchers]
         columns = {
             "sample_id": np.full(n, "", dtype=object),
             "domain": np.full(n, "", dtype=object),
             "subtask": np.full(n, "", dtype=object),
             "n_tokens": np.zeros(n, np.int32),
-            "loss": np.full(n, np.nan, np.float32),
-            "sketch_norm": np.zeros(n, np.float32),
             "written": np.full(n, QUARANTINED, np.uint8),
         }
+        for c in range(len(sketchers)):
+            columns[checkpoint_array("loss", c)] = np.full(n, np.nan, np.float32)
+            columns[checkpoint_array("sketch_norm", c)] = np.zeros(n, np.float32)
         for q in rows.quarantine:
             columns["sample_id"][q["row"] - shard.row_start] = q["sample_id"]
         local = np.asarray(rows.local_rows, dtype=np.int64)
@@ -98,22 +122,27 @@ class SketchShardTask:
             columns["n_tokens"][local[i]] = rows.encoded[i].n_tokens
         tokens = nonfinite = 0
         for batch in make_batches(rows.encoded, self.sketch.token_budget, self.sketch.max_batch_rows, st["pad_id"]):
-            out = st["sketcher"].sketch(
-                torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), torch.from_numpy(batch.trainable)
-            )
+            tensors = [torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable)]
             target = local[batch.rows]
-            values = out.sketch.cpu().numpy()
-            norms = np.linalg.norm(values, axis=1)
-            finite = out.finite.cpu().numpy()
-            safe = np.where(finite & (norms > 0), norms, 1.0)
-            # Unit rows in fp16 keep full relative precision; the norm is kept apart in fp32.
-            sketch[target] = np.where(finite[:, None], values / safe[:, None], 0).astype(np.float16)
-            columns["sketch_norm"][target] = np.where(finite, norms, 0)
-            columns["loss"][target] = out.loss.cpu().numpy()
-            columns["written"][target] = np.where(finite, OK, NONFINITE)
+            ok = np.ones(len(target), dtype=bool)
+            for c, sketcher in enumerate(sketchers):
+                out = sketcher.sketch(*tensors)
+                values = out.sketch.cpu().numpy()
+                norms = np.linalg.norm(values, axis=1)
+                finite = out.finite.cpu().numpy()
+                safe = np.where(finite & (norms > 0), norms, 1.0)
+                # Unit rows in fp16 keep full relative precision; the norm is kept apart in fp32.
+                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0).astype(np.float16)
+                columns[checkpoint_array("sketch_norm", c)][target] = np.where(finite, norms, 0)
+                columns[checkpoint_array("loss", c)][target] = out.loss.cpu().numpy()
+                ok &= finite
+            for c in range(len(sketchers)):  # a row bad at any checkpoint is bad at all of them
+                sketches[c][target[~ok]] = 0
+                columns[checkpoint_array("sketch_norm", c)][target[~ok]] = 0
+            columns["written"][target] = np.where(ok, OK, NONFINITE)
             tokens += batch.n_tokens
-            nonfinite += int((~finite).sum())
-        st["stores"][ref.stage].write_shard(shard_id, sketch, columns)
+            nonfinite += int((~ok).sum())
+        st["stores"][ref.stage].write_shard(shard_id, sketches, columns)
         if rows.quarantine:
             atomic_write_parquet(inputs.quarantine_dir / f"{shard_id:06d}.parquet", rows.quarantine_table())
         domains: dict[str, int] = {}
@@ -127,4 +156,13 @@ class SketchShardTask:
             "tokens": tokens,
             "seconds": time.perf_counter() - start,
             "domains": domains,
+            **peak_memory(),
         }
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this worker process so far (and GPU memory where used), MiB."""
+    info = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return info

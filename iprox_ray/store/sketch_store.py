@@ -31,6 +31,21 @@ ROW_ARRAYS: dict[str, Any] = {
 }
 SKETCH = "sketch"
 SKETCH_DTYPE = np.dtype("float16")
+# With several checkpoints (TracIn / LESS), checkpoint c >= 1 has its own copy of these arrays.
+PER_CHECKPOINT = ("sketch", "sketch_norm", "loss")
+
+
+def checkpoint_array(name: str, index: int) -> str:
+    """Checkpoint `index`'s array: the plain name for the first, `<name>_ckpt<index>` after it."""
+    return name if index == 0 else f"{name}_ckpt{index}"
+
+
+def row_arrays(n_checkpoints: int = 1) -> dict[str, Any]:
+    """Every one-value-per-row array of a split holding n_checkpoints sketches."""
+    arrays = dict(ROW_ARRAYS)
+    for c in range(1, n_checkpoints):
+        arrays.update({checkpoint_array(n, c): ROW_ARRAYS[n] for n in PER_CHECKPOINT if n in ROW_ARRAYS})
+    return arrays
 SKETCH_CHUNK_BYTES = 4 << 20
 
 
@@ -81,6 +96,10 @@ class SplitStore:
     def sketch_dim(self) -> int:
         return int(self.group.attrs["sketch_dim"])
 
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.group.attrs.get("checkpoints") or [None])
+
     @classmethod
     def create(
         cls,
@@ -91,6 +110,7 @@ class SplitStore:
         sketch_dim: int,
         attrs: dict[str, Any],
     ) -> "SplitStore":
+        """`attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds."""
         """Create the split's arrays, or reopen them if they were made with identical attributes."""
         root = open_root(store_path)
         want = {
@@ -109,18 +129,20 @@ class SplitStore:
             return cls.open(store_path, split)
         group = root.create_group(split)
         n_rows = n_shards * rows_per_shard
-        for name, dtype in ROW_ARRAYS.items():
+        n_checkpoints = len(attrs.get("checkpoints") or [None])
+        for name, dtype in row_arrays(n_checkpoints).items():
             group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype))
         chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim)
-        group.create_array(
-            SKETCH,
-            shape=(n_rows, sketch_dim),
-            chunks=(chunk_rows, sketch_dim),
-            shards=(rows_per_shard, sketch_dim),
-            dtype=SKETCH_DTYPE,
-            fill_value=0,
-            compressors=[Crc32cCodec()],  # integrity check; fp16 sketches do not compress
-        )
+        for c in range(n_checkpoints):
+            group.create_array(
+                checkpoint_array(SKETCH, c),
+                shape=(n_rows, sketch_dim),
+                chunks=(chunk_rows, sketch_dim),
+                shards=(rows_per_shard, sketch_dim),
+                dtype=SKETCH_DTYPE,
+                fill_value=0,
+                compressors=[Crc32cCodec()],  # integrity check; fp16 sketches do not compress
+            )
         group.attrs.update(want)
         return cls(group, rows_per_shard, n_shards)
 
@@ -136,22 +158,28 @@ class SplitStore:
         start = shard_id * self.rows_per_shard
         return slice(start, start + self.rows_per_shard)
 
-    def write_shard(self, shard_id: int, sketch: np.ndarray, rows: dict[str, np.ndarray]) -> None:
-        """Write one corpus shard's rows, padded to the whole Zarr shard it owns."""
+    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> None:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns.
+
+        `sketch` is one array per checkpoint (a bare array when there is one)."""
+        sketches = sketch if isinstance(sketch, (list, tuple)) else [sketch]
+        if len(sketches) != self.n_checkpoints:
+            raise ValueError(f"shard {shard_id}: {len(sketches)} sketch arrays for {self.n_checkpoints} checkpoints")
         span = self.shard_rows(shard_id)
-        n = sketch.shape[0]
+        n = sketches[0].shape[0]
         if n > self.rows_per_shard:
             raise ValueError(f"shard {shard_id} has {n} rows > rows_per_shard {self.rows_per_shard}")
-        for name, dtype in ROW_ARRAYS.items():
+        for name, dtype in row_arrays(self.n_checkpoints).items():
             values = np.asarray(rows[name])
             if len(values) != n:
                 raise ValueError(f"shard {shard_id}: {name} has {len(values)} rows, sketch has {n}")
             padded = np.full(self.rows_per_shard, _fill(dtype), dtype=object if dtype is str else dtype)
             padded[:n] = values
             self.group[name][span] = padded.astype(str) if dtype is str else padded
-        block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=SKETCH_DTYPE)
-        block[:n] = sketch
-        self.group[SKETCH][span] = block
+        for c, values in enumerate(sketches):
+            block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=SKETCH_DTYPE)
+            block[:n] = values
+            self.group[checkpoint_array(SKETCH, c)][span] = block
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
         return self.group[name][rows if rows is not None else slice(None)]

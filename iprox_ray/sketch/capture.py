@@ -1,0 +1,146 @@
+"""The hook machinery every sketcher shares: one batched forward, one activation-only backward.
+
+For each selected linear-like module the forward hook sees its input x [B, T, d_in] and the
+backward sees its output gradient δ [B, T, d_out]; a subclass turns (x, δ) into per-sample
+features. What makes the hot path cheap:
+- weights never require grad, so the backward computes activation gradients only;
+- the graph starts at the first sketched modules: a module output with no grad-requiring
+  ancestor becomes a leaf, so no input gradient is computed below the first sketched layer
+  (embedding and first-layer input gradients would be pure waste);
+- the LM head sees only the positions whose next token carries loss, so logits are
+  [n_loss_tokens, V], not [B, T, V] (padding and prompt positions cost nothing there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from iprox_ray.models.selection import linear_dims, select_modules
+from iprox_ray.sketch.loss import gathered_loss
+
+
+@dataclass
+class SketchOutput:
+    sketch: torch.Tensor  # float32 [B, D]
+    loss: torch.Tensor  # float32 [B]
+    finite: torch.Tensor  # bool [B]: loss and sketch are finite
+
+
+class HookSketcher:
+    """Base class: owns the hooks; subclasses implement `_capture` and `_accumulate`."""
+
+    def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto"):
+        self.model = model
+        self.device = next(model.parameters()).device
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.modules = select_modules(model, patterns)
+        self.dims = {name: linear_dims(module) for name, module in self.modules}
+        self.autocast = _autocast_dtype(self.device, autocast)
+        self._stash: dict[str, list] = {}
+        self._rows: torch.Tensor | None = None  # [B, D] accumulator of the current batch
+        self._token_mask: torch.Tensor | None = None  # [B, T, 1] float, 1 on real tokens
+        self._keep: torch.Tensor | None = None  # [B, T] bool: positions whose logits are needed
+        self._leaves: list[torch.Tensor] = []
+        self._handles = [m.register_forward_hook(self._forward_hook(n)) for n, m in self.modules]
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        self._gather_logits = head is not None
+        if head is not None:
+            self._handles.append(head.register_forward_pre_hook(self._gather_head_input))
+
+    # -- subclass interface -------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def _capture(self, name: str, x: torch.Tensor):
+        """Forward: what to keep of the (masked-later) input x [B, T, d_in] for the backward."""
+        raise NotImplementedError
+
+    def _accumulate(self, name: str, kept, grad: torch.Tensor, rows: torch.Tensor) -> None:
+        """Backward: add this module's features of the batch into rows [B, D] in place."""
+        raise NotImplementedError
+
+    def _finish(self, rows: torch.Tensor) -> torch.Tensor:
+        """After the backward: a last per-row transform (e.g. a constant feature offset)."""
+        return rows
+
+    # -- machinery ------------------------------------------------------------------------
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _forward_hook(self, name: str):
+        def hook(module, inputs, output):
+            if self._rows is None:  # not inside sketch(): behave like the plain model
+                return None
+            replaced = None
+            if not output.requires_grad:
+                # Nothing upstream needs a gradient: start the graph here.
+                replaced = output = output.detach().requires_grad_(True)
+                self._leaves.append(output)
+            self._stash.setdefault(name, []).append(self._capture(name, inputs[0]))
+            output.register_hook(lambda grad: self._backward(name, grad))
+            return replaced
+
+        return hook
+
+    def _backward(self, name: str, grad: torch.Tensor) -> None:
+        kept = self._stash[name].pop()  # a module called twice is unwound in reverse order
+        self._accumulate(name, kept, grad, self._rows)
+
+    def _gather_head_input(self, module, args):
+        if self._rows is None or self._keep is None:
+            return None
+        hidden = args[0]
+        return (hidden[self._keep].unsqueeze(0),) + tuple(args[1:])
+
+    def masked(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, ...] with padding positions zeroed (they must contribute nothing)."""
+        return x * self._token_mask.to(x.dtype)
+
+    def sketch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, trainable: torch.Tensor) -> SketchOutput:
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        trainable = trainable.to(self.device).bool() & attention_mask.bool()
+        self._token_mask = attention_mask.unsqueeze(-1).float()
+        # Position t predicts token t+1: its logits matter only if token t+1 is trainable.
+        keep = torch.zeros_like(trainable)
+        keep[:, :-1] = trainable[:, 1:]
+        self._keep = keep if self._gather_logits else None
+        self._rows = torch.zeros(input_ids.shape[0], self.dim, device=self.device)
+        self._stash.clear()
+        self._leaves = []
+        try:
+            with torch.enable_grad(), self._autocast_context():
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+                loss = gathered_loss(logits, input_ids, keep, gathered=self._gather_logits)
+            if self._leaves:
+                torch.autograd.grad(loss.sum(), self._leaves, allow_unused=True)
+            rows = self._finish(self._rows)
+        finally:
+            self._stash.clear()
+            self._leaves = []
+            self._rows = self._token_mask = self._keep = None
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss) & torch.isfinite(rows).all(dim=1)
+        return SketchOutput(rows.detach(), loss, finite)
+
+    def _autocast_context(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+
+def _autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """bf16 autocast on GPU ('auto' or 'bf16'); fp32 on CPU (bf16 matmuls are slow there)."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode in ("auto", "bf16"):
+        return torch.bfloat16
+    raise ValueError(f"unknown autocast mode {mode!r}")

@@ -1,0 +1,55 @@
+"""One entry point from a SketchSpec to a sketcher, and what the store records about it."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from iprox_ray.models.optimizer_state import AdamState
+from iprox_ray.sketch.adam import AdamFeatures
+from iprox_ray.sketch.capture import HookSketcher
+from iprox_ray.sketch.dense import DenseSketcher, kept_elements
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.spec.sketch import SketchSpec
+
+
+def make_sketcher(model: nn.Module, spec: SketchSpec, adam_state: AdamState | None = None) -> HookSketcher:
+    """The sketcher the spec describes; `adam_state` given means Adam-aware (train) features."""
+    adam = None
+    if adam_state is not None:
+        if spec.optimizer == "none":
+            raise ValueError("an Adam state was given but sketch.optimizer = 'none'")
+        from iprox_ray.models.selection import select_modules
+
+        adam = AdamFeatures(adam_state, select_modules(model, spec.modules), spec.optimizer)
+    if spec.kind == "kronecker":
+        return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
+                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast)
+    return DenseSketcher(model, spec.modules, spec.dim, spec.seed, spec.kind, spec.mask_fraction,
+                         adam=adam, autocast=spec.autocast)
+
+
+def sketch_dim(spec: SketchSpec, n_modules: int) -> int:
+    return n_modules * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
+
+
+def projection_record(spec: SketchSpec) -> dict:
+    """The store's `projection` attribute: enough to regenerate every projection."""
+    if spec.kind == "kronecker":
+        return {"kind": "kronecker", "distribution": spec.projection, "seed": spec.seed,
+                "proj_in": spec.proj_in, "proj_out": spec.proj_out}
+    return {"kind": spec.kind, "seed": spec.seed, "dim": spec.dim, "mask_fraction": spec.mask_fraction}
+
+
+def module_record(spec: SketchSpec, name: str, d_out: int, d_in: int) -> list:
+    """One entry of the store's `modules` attribute."""
+    if spec.kind == "kronecker":
+        return [name, d_out, d_in, spec.proj_out, spec.proj_in]
+    return [name, d_out, d_in, kept_elements(d_out * d_in, spec.mask_fraction)]
+
+
+def features_record(spec: SketchSpec, split_is_pool: bool) -> dict:
+    """The store's `features` attribute: plain gradients, or which Adam transform (pool only)."""
+    if spec.optimizer == "none" or not split_is_pool:
+        return {"optimizer": "none"}
+    exact = spec.kind != "kronecker" or spec.adam_exact
+    return {"optimizer": spec.optimizer, "approximation": "exact" if exact else "rank1-factored"}
