@@ -17,7 +17,9 @@ from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import canonical_json
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.dedup import run_dedup
+from iprox_ray.stages.fidelity import fidelity_report, format_report
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
+from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
 from iprox_ray.stages.score import run_score
@@ -92,25 +94,52 @@ def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
                            resources.get("CPU", 0), resources.get("GPU", 0))
 
 
-def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
-            break_lock: bool = False) -> dict:
+@contextlib.contextmanager
+def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
+             break_lock: bool = False) -> Iterator[RunContext]:
+    """Lock the run directory, check (or record) its config, and hand out the run's context."""
     layout = RunLayout(Path(run_dir) if run_dir else job.run_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
     with RunLock(layout.lock, force=break_lock):
         check_run_dir(job, layout, force_new)
         write_config(job, layout)
-        ctx = RunContext(job, layout, quiet=quiet)
+        yield RunContext(job, layout, quiet=quiet)
+
+
+def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
+            break_lock: bool = False) -> dict:
+    with open_run(job, run_dir, force_new, quiet, break_lock) as ctx:
         return _run_stages(ctx)
 
 
-def _run_stages(ctx: RunContext) -> dict:
-    target = target_split(MAIN_TARGET)
+def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
+    """Manifests, warm-up and proxy: everything before the first sharded stage."""
     with ctx.timed("manifest"):
-        manifests = {POOL: manifest_for(ctx, POOL), target: manifest_for(ctx, target)}
+        for split in (POOL, target_split(MAIN_TARGET)):
+            manifest_for(ctx, split)
     with ctx.timed("warmup"):
         warmed = run_warmup(ctx)
     with ctx.timed("proxy"):
         ref = run_proxy(ctx, warmed)
+    return warmed, ref
+
+
+def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
+    if ref.kind == "hf" and ref.path == warmed:
+        ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
+        return None
+    with ctx.timed("fidelity"):
+        report = fidelity_report(ctx, warmed, ref)
+    print(format_report(report), flush=True)
+    return report
+
+
+def _run_stages(ctx: RunContext) -> dict:
+    target = target_split(MAIN_TARGET)
+    warmed, ref = build_models(ctx)
+    manifests = {POOL: manifest_for(ctx, POOL), target: manifest_for(ctx, target)}
+    if ctx.job.fidelity.enabled:
+        check_fidelity(ctx, warmed, ref)
     with worker_plan(ctx.job) as plan:
         ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
         with ctx.timed("sketch"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from iprox_ray.spec import JobSpec, load_job
 
@@ -17,3 +18,31 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def job_from_args(args: argparse.Namespace) -> JobSpec:
     return load_job(args.job, args.overrides, args.cluster)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Job arguments plus what every command that opens a run directory takes."""
+    add_job_arguments(parser)
+    parser.add_argument("--force-new", action="store_true",
+                        help="if the run directory holds another config's run, move it aside and start anew")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+@contextlib.contextmanager
+def known_failures():
+    """Errors whose message is the whole story become a one-line `error:` and exit code 1."""
+    from iprox_ray.cli.main import KnownFailure, known_errors
+
+    try:
+        yield
+    except known_errors() as exc:
+        raise KnownFailure(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def opened_run(args: argparse.Namespace):
+    """The run directory of a command's job, opened (locked, config checked) with known failures reported."""
+    from iprox_ray.pipeline import open_run
+
+    with known_failures(), open_run(job_from_args(args), args.run_dir, args.force_new, args.quiet) as ctx:
+        yield ctx

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -33,8 +32,8 @@ class InlineExecutor:
     """Runs the task in the driver process, one shard after another (debugging, tiny jobs)."""
 
     def run(self, task: ShardTask, refs: list[ShardRef], callbacks: Callbacks, max_retries: int) -> dict[ShardRef, str]:
-        for key, value in task.resources.thread_env().items():
-            os.environ.setdefault(key, value)
+        # No thread env vars here: numba/OpenMP read them once per process, and this is the
+        # driver's process. The task's setup() sets torch's thread count itself.
         failed: dict[ShardRef, str] = {}
         task.setup()
         try:

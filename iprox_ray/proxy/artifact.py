@@ -1,7 +1,8 @@
 """A saved proxy: safetensors of its state (factors + untouched tensors) and a JSON manifest.
 
-It is rebuilt from the target architecture (config) + the manifest's per-layer ranks, so a sketch
-actor loads exactly what the proxy stage produced.
+It is rebuilt from the target architecture (the saved config, whose layer count already reflects
+layer extraction) plus the manifest's per-layer ranks, so a sketch actor loads exactly what the
+proxy stage produced.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from iprox_ray.models.loading import random_init
+from iprox_ray.models.loading import meta_model, random_init
 from iprox_ray.proxy.compress import LayerPlan, apply_plan
 
 WEIGHTS = "proxy.safetensors"
@@ -22,14 +23,13 @@ MANIFEST = "proxy.json"
 
 def save_proxy(model: torch.nn.Module, folder: Path, plans: list[LayerPlan], info: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    # Tied weights share storage; safetensors wants one copy each.
-    seen: dict[int, str] = {}
-    for key in list(state):
-        ptr = state[key].data_ptr()
-        if ptr in seen:
-            state[key] = state[key].clone()
-        seen[ptr] = key
+    state = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict().items():
+        # Tied weights share storage; safetensors refuses shared tensors, so store a copy.
+        ptr = value.data_ptr()
+        state[key] = value.detach().clone().contiguous() if ptr in seen else value.detach().contiguous()
+        seen.add(ptr)
     save_file(state, str(folder / WEIGHTS))
     model.config.save_pretrained(str(folder))
     manifest = {**info, "layers": [p.as_dict() for p in plans]}
@@ -40,18 +40,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_text())
 
 
+def proxy_plans(folder: Path) -> list[LayerPlan]:
+    return [LayerPlan(**layer) for layer in read_manifest(folder)["layers"]]
+
+
 def load_proxy(folder: Path, dtype: str = "float32", attn: str = "sdpa") -> torch.nn.Module:
     from transformers import AutoConfig
 
-    manifest = read_manifest(folder)
     model = random_init(AutoConfig.from_pretrained(str(folder)), seed=0, dtype=dtype, attn=attn)
-    apply_plan(model, [LayerPlan(**layer) for layer in manifest["layers"]])
-    missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
-    if unexpected or [k for k in missing if k not in _tied_keys(model)]:
+    apply_plan(model, proxy_plans(folder))
+    state = load_file(str(folder / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing:
         raise RuntimeError(f"proxy at {folder} does not fit its architecture: missing {missing}, unexpected {unexpected}")
     return model.eval()
 
 
-def _tied_keys(model: torch.nn.Module) -> set[str]:
-    tied = getattr(model, "_tied_weights_keys", None) or []
-    return set(tied if isinstance(tied, (list, tuple, set)) else tied.keys())
+def meta_proxy(folder: Path) -> torch.nn.Module:
+    """The proxy's module tree without weights (names and shapes for planning)."""
+    from transformers import AutoConfig
+
+    model = meta_model(AutoConfig.from_pretrained(str(folder)))
+    apply_plan(model, proxy_plans(folder))
+    return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.sketch.loss import batch_token_loss
 
 
 class ProbeCollector:
@@ -42,13 +42,12 @@ class ProbeCollector:
         return torch.cat(b_all), torch.cat(t_all)
 
     def run(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        """LM loss on every non-pad token (not only assistant tokens), one backward."""
+        """LM loss (mean over every non-pad token of the batch, not only assistant tokens)."""
         self._positions = self._choose_positions(attention_mask)
         device = next(model.parameters()).device
         with torch.enable_grad():
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-            loss = per_sample_loss(logits, input_ids.to(device), attention_mask.to(device).bool())
-            loss.sum().backward()
+            batch_token_loss(logits, input_ids.to(device), attention_mask.to(device).bool()).backward()
         model.zero_grad(set_to_none=True)
 
     def close(self) -> None:

@@ -6,12 +6,12 @@ from iprox_ray.spec.data import DataSpec, ModelSpec, SourceSpec
 from iprox_ray.spec.job import JobSpec, RunSpec, build_job, load_job
 from iprox_ray.spec.output import OutputSpec
 from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
-from iprox_ray.spec.proxy import ProxySpec
+from iprox_ray.spec.proxy import FidelitySpec, ProxySpec
 from iprox_ray.spec.sketch import SketchSpec
 from iprox_ray.spec.warmup import WarmupSpec
 
 __all__ = [
-    "ClusterSpec", "DataSpec", "JobSpec", "ModelSpec", "OutputSpec", "ProxySpec", "RunSpec",
+    "ClusterSpec", "DataSpec", "FidelitySpec", "JobSpec", "ModelSpec", "OutputSpec", "ProxySpec", "RunSpec",
     "ScoringSpec", "SelectionSpec", "SketchSpec", "SlurmSpec", "SourceSpec", "SpecError",
     "WarmupSpec", "build_job", "fingerprint", "load_job",
 ]

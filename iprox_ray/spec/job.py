@@ -19,12 +19,12 @@ from iprox_ray.spec.cluster import ClusterSpec
 from iprox_ray.spec.data import DataSpec, ModelSpec
 from iprox_ray.spec.output import OutputSpec
 from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
-from iprox_ray.spec.proxy import ProxySpec
+from iprox_ray.spec.proxy import FidelitySpec, ProxySpec
 from iprox_ray.spec.sketch import SketchSpec
 from iprox_ray.spec.warmup import WarmupSpec
 
 # Sections that change no computed number: excluded from every fingerprint.
-EXECUTION_SECTIONS = ("cluster", "output")
+EXECUTION_SECTIONS = ("cluster", "output", "fidelity")
 
 
 class RunSpec(Section):
@@ -39,6 +39,7 @@ class JobSpec(Section):
     data: DataSpec
     warmup: WarmupSpec = Field(default_factory=WarmupSpec)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
+    fidelity: FidelitySpec = Field(default_factory=FidelitySpec)
     sketch: SketchSpec = Field(default_factory=SketchSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)

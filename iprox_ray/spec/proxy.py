@@ -1,22 +1,60 @@
-"""Spec section: the influence-preserving proxy."""
+"""Spec sections: the influence-preserving proxy, and the fidelity check of it."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from iprox_ray.spec.base import Section
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
+LOW_RANK_METHODS = ("ipsvd", "svd", "random")
+
 
 class ProxySpec(Section):
-    method: Literal["none", "ipsvd", "svd", "random"] = "ipsvd"
+    """How the proxy is made. Stage 1 (`method`), then optional stage-2 alignment of the factors.
+
+    none: the warmed target itself; ipsvd / svd / random: every matched linear replaced by A·B;
+    layer_extraction: keep round((1−ρ)·L) decoder layers (the first of every block);
+    model: an off-the-shelf smaller model at `model_path` (same tokenizer).
+    """
+
+    method: Literal["none", "ipsvd", "svd", "random", "layer_extraction", "model"] = "ipsvd"
     rho: float = Field(0.5, gt=0, lt=1, description="fraction of each layer's parameters removed")
     rank_multiple: int = Field(128, ge=1)
     modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LINEAR_PATTERNS))
+    model_path: str | None = Field(None, description="method = 'model': the smaller model's folder")
+    # construction data: a seeded share of the pool, split into probes (stage 1) and alignment data
     construction_fraction: float = Field(0.01, gt=0, le=1)
-    probe_fraction: float = Field(0.1, gt=0, le=1, description="share of construction rows")
+    probe_fraction: float = Field(0.1, gt=0, lt=1, description="share of construction rows used as probes")
     min_probe_rows: int = Field(8, ge=1)
     max_probe_columns: int = Field(1024, ge=8)
+    probe_batch_size: int = Field(4, ge=1)
     ridge: float = Field(1e-3, ge=0)
+    # stage 2: gradient (and logit) alignment of the low-rank factors
+    align_epochs: int = Field(5, ge=0, description="0 skips stage 2")
+    align_lr: float = Field(1e-4, gt=0)
+    align_weight_decay: float = Field(0.01, ge=0)
+    align_batch_size: int = Field(4, ge=1)
+    lambda_kl: float = Field(0.0, ge=0, description="weight of the logit KL term (paper: unpublished)")
+    temperature: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _model_path_iff_model(self) -> "ProxySpec":
+        if (self.method == "model") != (self.model_path is not None):
+            raise ValueError("model_path is required with method = 'model' and only then")
+        return self
+
+    @property
+    def is_low_rank(self) -> bool:
+        return self.method in LOW_RANK_METHODS
+
+
+class FidelitySpec(Section):
+    """Proxy vs target influence agreement on a probe sample, before spending the full run."""
+
+    enabled: bool = Field(False, description="run and print the report before sketching the pool")
+    pool_rows: int = Field(512, ge=8, description="probe rows drawn from the pool (seeded)")
+    target_rows: int = Field(64, ge=1, description="target rows used (first of the target set)")
+    top_fraction: float = Field(0.05, gt=0, lt=1, description="overlap reported for this top share")

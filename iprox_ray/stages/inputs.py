@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.batching import collate, make_batches
 from iprox_ray.corpus.encode import ChatEncoder, Encoded
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
 from iprox_ray.corpus.shard_reader import read_shard
@@ -64,6 +64,22 @@ def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[in
     return out
 
 
+def fixed_batches(encoded: list[Encoded], order: list[int], batch_size: int, pad_id: int):
+    """Batches of `batch_size` rows in the given order, as (input_ids, attention_mask, trainable)."""
+    out = []
+    for i in range(0, len(order), batch_size):
+        b = collate(encoded, order[i : i + batch_size], pad_id)
+        out.append(tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
+    return out
+
+
+def shuffled_epochs(encoded: list[Encoded], batch_size: int, pad_id: int, seed: int, epochs: int):
+    """One list of batches per epoch, rows reshuffled (seeded) each epoch."""
+    rng = np.random.default_rng(seed)
+    return [fixed_batches(encoded, rng.permutation(len(encoded)).tolist(), batch_size, pad_id)
+            for _ in range(epochs)]
+
+
 def to_tensors(encoded: list[Encoded], token_budget: int, max_rows: int, pad_id: int):
     """Length-packed batches as (input_ids, attention_mask, trainable) tensors."""
     return [
@@ -72,4 +88,3 @@ def to_tensors(encoded: list[Encoded], token_budget: int, max_rows: int, pad_id:
     ]
 
 
-__all__ = ["POOL", "target_split", "manifest_for", "sample_rows", "encode_sample", "make_encoder", "to_tensors"]

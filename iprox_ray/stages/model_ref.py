@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from iprox_ray.models.loading import load_config, load_pretrained, meta_model
-from iprox_ray.proxy.artifact import load_proxy, read_manifest
-from iprox_ray.proxy.compress import LayerPlan, apply_plan
+from iprox_ray.proxy.artifact import load_proxy, meta_proxy, read_manifest
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,7 @@ class ModelRef:
 
     def meta(self) -> torch.nn.Module:
         """Same module tree on the meta device: names and shapes without weights."""
-        model = meta_model(load_config(self.path))
-        if self.kind == "proxy":
-            apply_plan(model, [LayerPlan(**layer) for layer in read_manifest(self.path)["layers"]])
-        return model
+        return meta_proxy(self.path) if self.kind == "proxy" else meta_model(load_config(self.path))
 
     def identity(self) -> dict:
         """What the store records about the sketched model (no paths: a store must not depend on

@@ -1,72 +1,130 @@
-"""Stage: proxy. Compress the warmed target into a low-rank proxy (IPSVD stage 1 or a baseline)."""
+"""Stage: proxy. Stage 1 (IPSVD or a baseline) then stage-2 alignment, saved as an artifact."""
 
 from __future__ import annotations
 
+import copy
+import time
 from pathlib import Path
 
 import torch
 
-from iprox_ray.models.loading import count_parameters, load_pretrained
+from iprox_ray.models.loading import count_parameters, load_config, load_pretrained, load_tokenizer
 from iprox_ray.models.selection import select_modules
+from iprox_ray.proxy.align import align
 from iprox_ray.proxy.artifact import save_proxy
+from iprox_ray.proxy.baselines import extract_layers, layers_to_keep
 from iprox_ray.proxy.compress import compress, plan_ranks
 from iprox_ray.proxy.probes import ProbeCollector
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, to_tensors
+from iprox_ray.stages.inputs import (
+    POOL, encode_sample, fixed_batches, make_encoder, manifest_for, sample_rows, shuffled_epochs, tokenizer_path,
+)
 from iprox_ray.stages.model_ref import ModelRef
 
 STAGE = "proxy"
 
 
-def _collect_probes(ctx: RunContext, model: torch.nn.Module) -> ProbeCollector:
+def construction_rows(ctx: RunContext):
+    """The seeded construction share of the pool, split into (probe rows, alignment rows), encoded."""
     spec, job = ctx.job.proxy, ctx.job
     manifest = manifest_for(ctx, POOL)
-    construction = sample_rows(manifest, spec.construction_fraction, seed=job.run.seed + 3, min_rows=spec.min_probe_rows)
-    # The probe rows are the first `probe_fraction` of the (seeded) construction sample.
-    flat = [(shard, row) for shard, rows in sorted(construction.items()) for row in rows]
+    chosen = sample_rows(manifest, spec.construction_fraction, seed=job.run.seed + 3, min_rows=spec.min_probe_rows)
+    flat = [(shard, row) for shard, rows in sorted(chosen.items()) for row in rows]
+    order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(job.run.seed + 6)).tolist()
     n_probe = min(len(flat), max(spec.min_probe_rows, round(spec.probe_fraction * len(flat))))
-    probes: dict[int, list[int]] = {}
-    for shard, row in flat[:n_probe]:
-        probes.setdefault(shard, []).append(row)
     encoder = make_encoder(ctx)
-    encoded = encode_sample(ctx, manifest, probes, encoder)
-    modules = select_modules(model, spec.modules, expand_lowrank=False)
-    collector = ProbeCollector(modules, spec.max_probe_columns, len(encoded), seed=job.run.seed + 4)
+
+    def encode(picks):
+        grouped: dict[int, list[int]] = {}
+        for i in picks:
+            shard, row = flat[i]
+            grouped.setdefault(shard, []).append(row)
+        return encode_sample(ctx, manifest, grouped, encoder)
+
+    return encode(order[:n_probe]), encode(order[n_probe:]), encoder.tokenizer.pad_token_id
+
+
+def _collect_probes(ctx: RunContext, target: torch.nn.Module, probes, pad_id: int) -> ProbeCollector:
+    spec = ctx.job.proxy
+    modules = select_modules(target, spec.modules, expand_lowrank=False)
+    collector = ProbeCollector(modules, spec.max_probe_columns, len(probes), seed=ctx.job.run.seed + 4)
     try:
-        for input_ids, attention_mask, _ in to_tensors(encoded, ctx.job.sketch.token_budget, 64,
-                                                       encoder.tokenizer.pad_token_id):
-            collector.run(model, input_ids, attention_mask)
+        for ids, attn, _ in fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id):
+            collector.run(target, ids, attn)
     finally:
         collector.close()
     return collector
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def off_the_shelf(ctx: RunContext) -> ModelRef:
+    """A smaller pretrained model as the proxy; it must read the target's tokens."""
+    path = ctx.job.resolve_path(ctx.job.proxy.model_path)
+    vocab = load_config(path).vocab_size
+    tokens = len(load_tokenizer(tokenizer_path(ctx)))
+    if vocab < tokens:
+        raise ValueError(f"proxy model {path} has vocab {vocab} < the tokenizer's {tokens} tokens")
+    return ModelRef("hf", path, ctx.job.model.dtype, ctx.job.model.attn_implementation)
+
+
+def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
+    """Make the proxy of the model at target_dir and save it in out_dir; returns its manifest info."""
+    spec = ctx.job.proxy
+    device = _device()
+    target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device)
+    probes, align_rows, pad_id = construction_rows(ctx)
+    start = time.perf_counter()
+    proxy = copy.deepcopy(target)
+    plans, kept = [], None
+    if spec.method == "layer_extraction":
+        kept = layers_to_keep(target.config.num_hidden_layers, spec.rho)
+        extract_layers(proxy, kept)
+    else:
+        plans = plan_ranks(target, spec.modules, spec.rho, spec.rank_multiple)
+        columns = _collect_probes(ctx, target, probes, pad_id).columns if spec.method == "ipsvd" else None
+        compress(proxy, plans, spec.method, columns, spec.ridge, seed=ctx.job.run.seed + 5)
+    stage1 = time.perf_counter() - start
+    report = None
+    if spec.is_low_rank and spec.align_epochs and align_rows:
+        epochs = shuffled_epochs(align_rows, spec.align_batch_size, pad_id, ctx.job.run.seed + 7, spec.align_epochs)
+        report = align(target, proxy, epochs, spec.align_lr, spec.align_weight_decay, spec.lambda_kl, spec.temperature)
+    info = {
+        "method": spec.method,
+        "rho": spec.rho,
+        "rank_multiple": spec.rank_multiple,
+        "target_fingerprint": ctx.job.stage_fingerprint("run.seed", "model", "data.pool", "warmup"),
+        "fingerprint": ctx.job.stage_fingerprint("run.seed", "model", "data.pool", "warmup", "proxy"),
+        "target_parameters": count_parameters(target),
+        "proxy_parameters": count_parameters(proxy),
+        "kept_layers": kept,
+        "probe_rows": len(probes) if spec.method == "ipsvd" else 0,
+        "stage1_seconds": round(stage1, 3),
+        "stage2": None if report is None else {
+            "epochs": spec.align_epochs, "lr": spec.align_lr, "weight_decay": spec.align_weight_decay,
+            "batch_size": spec.align_batch_size, "lambda_kl": spec.lambda_kl, "temperature": spec.temperature,
+            "rows": len(align_rows), **report.summary(),
+        },
+    }
+    save_proxy(proxy.to("cpu"), out_dir, plans, info)
+    return info
 
 
 def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     spec, model_spec = ctx.job.proxy, ctx.job.model
     if spec.method == "none":
         return ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
+    if spec.method == "model":
+        return off_the_shelf(ctx)
     ref = ModelRef("proxy", ctx.layout.proxy_dir, model_spec.dtype, model_spec.attn_implementation)
     if ctx.stage_done(STAGE):
         return ref
-    model = load_pretrained(warmed_dir, "float32", model_spec.attn_implementation)
-    full_params = count_parameters(model)
-    plans = plan_ranks(model, spec.modules, spec.rho, spec.rank_multiple)
-    columns = None
-    if spec.method == "ipsvd":
-        collector = _collect_probes(ctx, model)
-        columns = collector.columns
-    compress(model, plans, spec.method, columns, spec.ridge, seed=ctx.job.run.seed + 5)
-    info = {
-        "method": spec.method,
-        "rho": spec.rho,
-        "rank_multiple": spec.rank_multiple,
-        "target_dir": str(warmed_dir),
-        "target_parameters": full_params,
-        "proxy_parameters": count_parameters(model),
-        "fingerprint": ctx.job.stage_fingerprint("model", "data.pool", "warmup", "proxy", "run.seed"),
-    }
-    save_proxy(model, ref.path, plans, info)
-    ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of "
-            f"{full_params:,} parameters; {sum(1 for p in plans if p.rank)} of {len(plans)} layers factored")
+    info = build_proxy(ctx, warmed_dir, ref.path)
+    stage2 = info["stage2"]
+    aligned = f"; stage 2: L_GA {stage2['first']['ga']:.3f} -> {stage2['last']['ga']:.3f} in {stage2['seconds']:.1f}s" if stage2 else ""
+    ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
+            f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
     ctx.mark_stage_done(STAGE, info)
     return ref

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from iprox_ray.corpus.batching import collate
 from iprox_ray.models.finetune import finetune
 from iprox_ray.models.loading import load_config, load_pretrained, random_init, save_model
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows
+from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, shuffled_epochs
 
 STAGE = "warmup"
 
@@ -22,19 +20,6 @@ def base_model(ctx: RunContext) -> torch.nn.Module:
     if spec.init == "random":
         return random_init(load_config(path), ctx.job.run.seed, spec.dtype, spec.attn_implementation)
     return load_pretrained(path, spec.dtype, spec.attn_implementation)
-
-
-def _epoch_batches(encoded, batch_size: int, pad_id: int, seed: int, epochs: int):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(epochs):
-        order = rng.permutation(len(encoded)).tolist()
-        batches = []
-        for i in range(0, len(order), batch_size):
-            b = collate(encoded, order[i : i + batch_size], pad_id)
-            batches.append(tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
-        out.append(batches)
-    return out
 
 
 def run_warmup(ctx: RunContext) -> Path:
@@ -59,7 +44,7 @@ def run_warmup(ctx: RunContext) -> Path:
         encoder = make_encoder(ctx)
         chosen = sample_rows(manifest, spec.fraction, seed=job.run.seed + 1)
         encoded = encode_sample(ctx, manifest, chosen, encoder)
-        epochs = _epoch_batches(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
+        epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
         losses: list[float] = []
         torch.manual_seed(job.run.seed)
         state = finetune(model, epochs, spec.lr, spec.weight_decay, spec.betas, spec.eps,

@@ -1,0 +1,162 @@
+"""IProX stage 2: align the proxy's factor gradients (and logits) with the target's (methods.md §2).
+
+L_GA = mean over factored layers of ½[(1 − cos(∇A_proxy, G_t Bᵀ)) + (1 − cos(∇B_proxy, Aᵀ G_t))],
+with G_t the target's weight gradient (detached) and A, B not detached inside the mapped targets;
+the proxy's factor gradients need create_graph=True (double backward, math attention).
+L_KL = τ² · mean over trainable tokens of KL(softmax(f_target/τ) ‖ softmax(f_proxy/τ)).
+Only the factors A and B train (AdamW); biases, norms and embeddings stay fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iprox_ray.models.lowrank import LowRankLinear
+from iprox_ray.models.selection import is_linear_like
+from iprox_ray.sketch.loss import batch_token_loss
+
+COSINE_EPS = 1e-8
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, trainable
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    name: str
+    target: nn.Module  # the dense linear in the target
+    proxy: LowRankLinear
+
+
+@dataclass
+class AlignReport:
+    steps: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # per step: total, ga, kl
+
+    def summary(self) -> dict:
+        first, last = (self.history[0], self.history[-1]) if self.history else ({}, {})
+        return {"steps": self.steps, "seconds": round(self.seconds, 3),
+                "first": first, "last": last}
+
+
+def layer_pairs(target: nn.Module, proxy: nn.Module) -> list[LayerPair]:
+    """Every low-rank module of the proxy with the dense linear of the same name in the target."""
+    pairs = []
+    for name, module in proxy.named_modules():
+        if isinstance(module, LowRankLinear):
+            dense = target.get_submodule(name)
+            if not is_linear_like(dense):
+                raise ValueError(f"target module {name} is {type(dense).__name__}, not a linear")
+            pairs.append(LayerPair(name, dense, module))
+    if not pairs:
+        raise ValueError("the proxy has no low-rank module to align")
+    return pairs
+
+
+def _dense_weight_grad(module: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+    # Conv1D (GPT-2) stores [in, out]; factor space is defined on [out, in].
+    return grad if isinstance(module, nn.Linear) else grad.t()
+
+
+def _math_attention():
+    """Double backward needs differentiable attention; the math SDPA kernel is."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def kl_loss(target_logits: torch.Tensor, proxy_logits: torch.Tensor, trainable: torch.Tensor, tau: float) -> torch.Tensor:
+    """τ² · mean over the positions that predict a trainable token of KL(target ‖ proxy)."""
+    t_logp = F.log_softmax(target_logits[:, :-1].float().detach() / tau, dim=-1)
+    p_logp = F.log_softmax(proxy_logits[:, :-1].float() / tau, dim=-1)
+    per_token = (t_logp.exp() * (t_logp - p_logp)).sum(dim=-1)
+    mask = trainable[:, 1:].float()
+    return tau**2 * (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def alignment_loss(
+    target: nn.Module, proxy: nn.Module, pairs: Sequence[LayerPair], batch: Batch, lambda_kl: float, tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, L_GA, L_KL) on one batch; total is differentiable w.r.t. the proxy's factors."""
+    for pair in pairs:  # the gradients this loss is made of
+        for weight in (pair.target.weight, pair.proxy.A.weight, pair.proxy.B.weight):
+            weight.requires_grad_(True)
+    device = next(proxy.parameters()).device
+    ids, attn, trainable = (t.to(device) for t in batch)
+    with _autocast(device):
+        t_logits = target(input_ids=ids, attention_mask=attn).logits
+        t_loss = batch_token_loss(t_logits, ids, trainable)
+        t_grads = torch.autograd.grad(t_loss, [p.target.weight for p in pairs])
+        with _math_attention():
+            p_logits = proxy(input_ids=ids, attention_mask=attn).logits
+        p_loss = batch_token_loss(p_logits, ids, trainable)
+        factors = [p.proxy.A.weight for p in pairs] + [p.proxy.B.weight for p in pairs]
+        p_grads = torch.autograd.grad(p_loss, factors, create_graph=True)
+    n = len(pairs)
+    per_layer = []
+    for i, pair in enumerate(pairs):
+        g_t = _dense_weight_grad(pair.target, t_grads[i]).detach().float()
+        a, b = pair.proxy.A.weight, pair.proxy.B.weight
+        cos_a = F.cosine_similarity(p_grads[i].float().flatten(), (g_t @ b.float().T).flatten(), dim=0, eps=COSINE_EPS)
+        cos_b = F.cosine_similarity(p_grads[n + i].float().flatten(), (a.float().T @ g_t).flatten(), dim=0, eps=COSINE_EPS)
+        per_layer.append(0.5 * ((1 - cos_a) + (1 - cos_b)))
+    l_ga = torch.stack(per_layer).mean()
+    l_kl = kl_loss(t_logits, p_logits, trainable, tau) if lambda_kl > 0 else torch.zeros((), device=device)
+    return l_ga + lambda_kl * l_kl, l_ga, l_kl
+
+
+def factor_parameters(proxy: nn.Module) -> list[nn.Parameter]:
+    return [w for m in proxy.modules() if isinstance(m, LowRankLinear) for w in (m.A.weight, m.B.weight)]
+
+
+def align(
+    target: nn.Module,
+    proxy: nn.Module,
+    epochs: Iterable[Sequence[Batch]],
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    lambda_kl: float = 0.0,
+    tau: float = 2.0,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> AlignReport:
+    """Train the proxy's factors in place; the target is only read."""
+    pairs = layer_pairs(target, proxy)
+    for p in list(target.parameters()) + list(proxy.parameters()):
+        p.requires_grad_(False)  # alignment_loss re-enables exactly what it differentiates
+    factors = factor_parameters(proxy)
+    optimizer = torch.optim.AdamW(factors, lr=lr, weight_decay=weight_decay)
+    target.eval()
+    proxy.train()
+    report = AlignReport()
+    start = time.perf_counter()
+    try:
+        for batches in epochs:
+            for batch in batches:
+                total, l_ga, l_kl = alignment_loss(target, proxy, pairs, batch, lambda_kl, tau)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                report.steps += 1
+                step = {"total": total.item(), "ga": l_ga.item(), "kl": l_kl.item()}
+                report.history.append(step)
+                if on_step:
+                    on_step(report.steps, step)
+    finally:
+        proxy.eval()
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,123 @@
+"""The influence-fidelity report: does the proxy rank the pool like the target would?
+
+Draws a seeded probe sample of the pool and the target set, sketches both with the full (warmed)
+target model and with the proxy (same sketch settings, same projection seed), scores them the
+same way, and reports Spearman, Kendall, top-share overlap, and what the proxy costs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.influence.less import cosine_scores, target_direction
+from iprox_ray.models.loading import count_parameters, load_pretrained
+from iprox_ray.proxy.fidelity import forward_flops_per_token, kendall_tau_b, spearman, top_overlap
+from iprox_ray.sketch.factory import make_sketcher
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, target_split
+from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.store.atomic import atomic_write_json
+
+
+def sketch_rows(model: torch.nn.Module, encoded, ctx: RunContext, pad_id: int) -> tuple[np.ndarray, float]:
+    """(sketch rows in input order, tokens/s) for a list of encoded rows, in this process."""
+    s = ctx.job.sketch
+    sketcher = make_sketcher(model, s)  # plain gradients on both sides: fidelity compares models
+    out = np.zeros((len(encoded), sketcher.dim), dtype=np.float32)
+    tokens = 0
+    start = time.perf_counter()
+    try:
+        for batch in make_batches(encoded, s.token_budget, s.max_batch_rows, pad_id):
+            result = sketcher.sketch(*(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable)))
+            out[batch.rows] = result.sketch.cpu().numpy()
+            tokens += batch.n_tokens
+    finally:
+        sketcher.close()
+    return out, tokens / max(time.perf_counter() - start, 1e-9)
+
+
+def _probe_data(ctx: RunContext):
+    spec = ctx.job.fidelity
+    encoder = make_encoder(ctx)
+    pool_manifest = manifest_for(ctx, POOL)
+    fraction = min(1.0, spec.pool_rows / pool_manifest.n_rows)
+    pool = encode_sample(ctx, pool_manifest, sample_rows(pool_manifest, fraction, seed=ctx.job.run.seed + 8), encoder)
+    target_manifest = manifest_for(ctx, target_split("main"))
+    target = []
+    for shard in target_manifest.shards:
+        target += read_shard("target", shard, ctx.job.data.target, encoder).encoded
+        if len(target) >= spec.target_rows:
+            break
+    return pool, target[: spec.target_rows], encoder.tokenizer.pad_token_id
+
+
+def influence_scores(model, pool, target, ctx: RunContext, pad_id: int) -> tuple[np.ndarray, float]:
+    """LESS cosine of each probe pool row to the target; tokens/s of sketching the pool rows."""
+    pool_sketch, tokens_per_s = sketch_rows(model, pool, ctx, pad_id)
+    target_sketch, _ = sketch_rows(model, target, ctx, pad_id)
+    return cosine_scores(pool_sketch, target_direction(target_sketch)), tokens_per_s
+
+
+def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
+    spec = ctx.job.fidelity
+    pool, target, pad_id = _probe_data(ctx)
+    full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
+    small = proxy.load()
+    full_scores, full_tps = influence_scores(full, pool, target, ctx, pad_id)
+    proxy_scores, proxy_tps = influence_scores(small, pool, target, ctx, pad_id)
+    ok = np.isfinite(full_scores) & np.isfinite(proxy_scores)
+    a, b = full_scores[ok], proxy_scores[ok]
+    share, hits, k = top_overlap(a, b, spec.top_fraction)
+    mean_len = float(np.mean([e.n_tokens for e in pool]))
+    report = {
+        "proxy": {"kind": proxy.kind, "method": ctx.job.proxy.method, "rho": ctx.job.proxy.rho},
+        "pool_rows": int(ok.sum()), "target_rows": len(target),
+        "spearman": spearman(a, b), "kendall": kendall_tau_b(a, b),
+        "top_fraction": spec.top_fraction, "top_overlap": share, "top_hits": hits, "top_k": k,
+        "parameters": {"target": count_parameters(full), "proxy": count_parameters(small)},
+        "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
+                                    "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
+        "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
+    }
+    out_dir = ctx.layout.root / "fidelity"
+    atomic_write_json(out_dir / "report.json", report)
+    _scatter(a, b, report, out_dir / "scatter.png")
+    report["plot"] = str(out_dir / "scatter.png")
+    return report
+
+
+def _scatter(a: np.ndarray, b: np.ndarray, report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.scatter(a, b, s=6, alpha=0.5)
+    ax.set_xlabel("influence on the target model (cosine)")
+    ax.set_ylabel("influence on the proxy (cosine)")
+    ax.set_title(f"{report['proxy']['method']} ρ={report['proxy']['rho']}: Spearman {report['spearman']:.3f}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_report(r: dict) -> str:
+    p, f, t = r["parameters"], r["forward_flops_per_token"], r["sketch_tokens_per_s"]
+    return "\n".join([
+        f"influence fidelity: proxy ({r['proxy']['method']}, rho={r['proxy']['rho']}) vs target, "
+        f"{r['pool_rows']} pool rows x {r['target_rows']} target rows",
+        f"  Spearman {r['spearman']:.3f}   Kendall {r['kendall']:.3f}   "
+        f"top-{r['top_fraction']:.0%} overlap {r['top_overlap']:.2f} ({r['top_hits']}/{r['top_k']})",
+        f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
+        f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
+        f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)",
+        f"  scatter plot: {r['plot']}",
+    ])
