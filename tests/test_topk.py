@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iprox_ray.influence.topk import topk_stream
+from iprox_ray.influence.topk import StreamingTopK, topk_stream
 
 
 def _reference(values: np.ndarray, k: int) -> np.ndarray:
@@ -12,8 +12,9 @@ def _reference(values: np.ndarray, k: int) -> np.ndarray:
     return idx[order][:k]
 
 
+@pytest.mark.parametrize("kernel", ["auto", "heap", "gather"])
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_argsort_reference_with_ties_and_nans(seed):
+def test_matches_argsort_reference_with_ties_and_nans(seed, kernel):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(50, 2500))
     values = rng.integers(0, 25, n).astype(np.float32)  # many ties
@@ -22,22 +23,59 @@ def test_matches_argsort_reference_with_ties_and_nans(seed):
     values[rng.random(n) < 0.02] = -np.inf
     chunk = int(rng.integers(1, 400))
     chunks = [(o, values[o : o + chunk]) for o in range(0, n, chunk)]
+    if seed % 2:
+        chunks = chunks[::-1]  # offsets, not arrival order, define the rows
     n_finite = int(np.isfinite(values).sum())
     for k in sorted({1, 2, 7, n_finite // 2 or 1, n_finite, n}):
-        rows, scores, bad = topk_stream(chunks, k)
+        rows, scores, bad = topk_stream(chunks, k, kernel)
         np.testing.assert_array_equal(rows, _reference(values, k))
         np.testing.assert_array_equal(scores, values[rows])
         assert bad == n - n_finite
 
 
-def test_k_from_one_to_n_on_distinct_values():
+@pytest.mark.parametrize("kernel", ["heap", "gather"])
+def test_k_from_one_to_n_on_distinct_values(kernel):
     values = np.random.default_rng(9).standard_normal(300).astype(np.float32)
     for k in range(1, 301):
-        rows, _, _ = topk_stream([(0, values[:123]), (123, values[123:])], k)
+        rows, _, _ = topk_stream([(0, values[:123]), (123, values[123:])], k, kernel)
         np.testing.assert_array_equal(rows, np.argsort(-values, kind="stable")[:k])
 
 
-def test_sorted_input_worst_case_for_heaps():
+@pytest.mark.parametrize("kernel", ["heap", "gather"])
+def test_k_from_one_to_n_with_ties_and_nans(kernel):
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 9, 257).astype(np.float64)
+    values[rng.random(257) < 0.15] = np.nan
+    chunks = [(o, values[o : o + 40]) for o in range(0, 257, 40)]
+    for k in range(1, 258):
+        rows, _, bad = topk_stream(chunks, k, kernel)
+        np.testing.assert_array_equal(rows, _reference(values, k))
+        assert bad == int(np.isnan(values).sum())
+
+
+@pytest.mark.parametrize("kernel", ["heap", "gather"])
+def test_sorted_input_worst_case(kernel):
     values = np.arange(10_000, dtype=np.float32)
-    rows, _, _ = topk_stream([(o, values[o : o + 1000]) for o in range(0, 10_000, 1000)], 50)
+    rows, _, _ = topk_stream([(o, values[o : o + 1000]) for o in range(0, 10_000, 1000)], 50, kernel)
     np.testing.assert_array_equal(rows, np.arange(9999, 9949, -1))
+
+
+def test_large_k_over_many_parallel_blocks():
+    """Chunks big enough for many prange blocks; k large against the chunk (the gather path)."""
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal(400_000).astype(np.float32)
+    values[::97] = np.round(values[::97], 1)  # ties
+    values[rng.random(values.size) < 0.01] = np.nan
+    chunks = [(o, values[o : o + 65_536]) for o in range(0, values.size, 65_536)]
+    for k in (1, 10_000, 150_000, values.size):
+        for kernel in ("auto", "gather", "heap") if k <= 10_000 else ("auto", "gather"):
+            rows, scores, bad = topk_stream(chunks, k, kernel)
+            np.testing.assert_array_equal(rows, _reference(values, k))
+            assert bad == int(np.isnan(values).sum())
+
+
+def test_integer_chunks_and_bad_k():
+    rows, scores, _ = topk_stream([(10, np.array([3, 1, 3, 2]))], 2)
+    assert rows.tolist() == [10, 12] and scores.tolist() == [3.0, 3.0]
+    with pytest.raises(ValueError):
+        StreamingTopK(0)
