@@ -56,14 +56,13 @@ class JvpEmbedder:
         self.d_model = model.get_input_embeddings().embedding_dim
         device = next(model.parameters()).device
         self.projection = projection_matrix(seed, "jvp-embedding", "out", dim, n_tangents * self.d_model).to(device)
-        self._handle = self.blocks[-1][1].register_forward_hook(_raise_output)
 
     @property
     def dim(self) -> int:
         return self.projection.shape[0]
 
     def close(self) -> None:
-        self._handle.remove()
+        self.tangents = []
 
     def block_output_tangents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, T·d_model]: J·v_j of the block-B hidden state at each row's last real token."""
@@ -72,18 +71,23 @@ class JvpEmbedder:
         rows = torch.arange(input_ids.shape[0], device=device)
         last = last_token_index(attention_mask)
         outs = []
-        with torch.no_grad():
-            for tangent in self.tangents:
-                with fwAD.dual_level():
-                    duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
-                    try:
-                        functional_call(self.model, duals, (), {"input_ids": input_ids, "attention_mask": attention_mask,
-                                                                "use_cache": False}, strict=False)
-                    except _Stop as stop:
-                        hidden = stop.output
-                    else:  # pragma: no cover - the hook always fires
-                        raise RuntimeError("the last embedded block did not run")
-                    outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+        # The stop hook lives only for this call: the same model may serve full forward passes.
+        handle = self.blocks[-1][1].register_forward_hook(_raise_output)
+        try:
+            with torch.no_grad():
+                for tangent in self.tangents:
+                    with fwAD.dual_level():
+                        duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
+                        try:
+                            functional_call(self.model, duals, (), {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                                    "use_cache": False}, strict=False)
+                        except _Stop as stop:
+                            hidden = stop.output
+                        else:  # pragma: no cover - the hook always fires
+                            raise RuntimeError("the last embedded block did not run")
+                        outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+        finally:
+            handle.remove()
         return torch.cat(outs, dim=1)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
