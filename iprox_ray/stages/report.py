@@ -90,7 +90,7 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
 
 
 def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict,
-                  out: Path | None = None) -> dict:
+                  out: Path | None = None, extra: dict | None = None) -> dict:
     quarantine = merge_quarantine(ctx)
     reasons = Counter(zip(quarantine.column("split").to_pylist(), quarantine.column("reason").to_pylist()))
     pool = SplitStore.open(ctx.layout.store, "pool")
@@ -111,6 +111,7 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],
+        **(extra or {}),
     }
     atomic_write_json(out or ctx.layout.summary, summary)
     return summary
@@ -130,5 +131,10 @@ def format_summary(summary: dict) -> str:
     pool, sel = summary["domain_share_pool"], summary["domain_share_selection"]
     for domain in sorted(set(pool) | set(sel)):
         lines.append(f"    {domain:<14}{pool.get(domain, 0):6.1%}  {sel.get(domain, 0):8.1%}")
+    fid = summary.get("landmark_fidelity")
+    if fid:
+        lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
+                     f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
+                     f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
     lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     return "\n".join(lines)

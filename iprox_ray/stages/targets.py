@@ -13,6 +13,7 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.execution.planning import WorkerPlan
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed import run_embed
+from iprox_ray.stages.fidelity import landmark_fidelity
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import run_landmarks
 from iprox_ray.stages.model_ref import ModelRef
@@ -60,6 +61,9 @@ def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, M
             write_subset(selection, manifests[POOL], out_dir)
         if ctx.job.output.plot:
             score_histogram(ctx, scores_name, info["cutoff"], out_dir / "scores.png", selection=selection)
-    summary = build_summary(ctx, name, info, manifests, summary_path)
+    extra = {}
+    if ctx.job.scoring.method == "influence-distillation" and ctx.job.scoring.landmarks.sketch == "all":
+        extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
+    summary = build_summary(ctx, name, info, manifests, summary_path, extra)
     print(format_summary(summary))
     return summary
