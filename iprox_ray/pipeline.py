@@ -117,4 +117,4 @@ def _run_stages(ctx: RunContext) -> dict:
     with ctx.timed("dedup"):
         for split, manifest in manifests.items():
             run_dedup(ctx, split, manifest)
-    return finish_target(ctx, MAIN_TARGET, target, manifests)
+    return finish_target(ctx, MAIN_TARGET, target, manifests, ref)

@@ -25,7 +25,7 @@ from iprox_ray.stages.embed import embed_markers, run_embed
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.landmarks import ARRAY as LANDMARKS
 from iprox_ray.stages.proxy import run_proxy
-from iprox_ray.stages.score import columns_array_path, pool_needs, score_array_path
+from iprox_ray.stages.score import check_scoring, columns_array_path, pool_needs, score_array_path
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.targets import embed_jobs, finish_target
 from iprox_ray.stages.warmup import run_warmup
@@ -131,6 +131,7 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
                                           "scoring": job.science()["scoring"]})}
     with RunLock(layout.lock, force=break_lock):
         ctx = RunContext(job, layout, quiet=quiet)
+        check_scoring(job)
         check_pool_ready(ctx)
         record_path = layout.selection_dir(name) / "target.json"
         if record_path.exists() and read_json(record_path)["fingerprint"] != record["fingerprint"]:
@@ -151,5 +152,5 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
                     run_embed(ctx, jobs, ref, plan)
         with ctx.timed("dedup"):
             run_dedup(ctx, split, manifests[split])
-        return finish_target(ctx, name, split, manifests, layout.selection_dir(name) / "summary.json")
+        return finish_target(ctx, name, split, manifests, ref, layout.selection_dir(name) / "summary.json")
 

@@ -173,3 +173,48 @@ def test_random_and_mid_ppl(subtask_job):
     middle = set(ranked[lo - 1 : lo + 10].tolist())  # the middle band, ±1 for the rounding of its centre
     chosen = [r["store_row"] for r in _selection(run_dir)]
     assert len(chosen) == 9 and set(chosen) <= middle
+
+
+def test_influence_distillation_second_order_term(subtask_job):
+    """p' = p − (η/N)·ĉ, ĉ the KRR propagation of G̃_L·P·H_T·Σ w_i ĝ_i from the first-order support."""
+    from iprox_ray.influence.topk import topk_stream
+    from iprox_ray.influence.weights import lambda_bisection
+    from iprox_ray.spec import load_job
+    from iprox_ray.stages.context import RunContext
+    from iprox_ray.stages.model_ref import ModelRef
+    from iprox_ray.stages.second_order import second_order_direction
+    from iprox_ray.store.layout import RunLayout
+    from iprox_ray.store.sketch_store import SplitStore
+
+    overrides = ('scoring.method="influence-distillation"', "scoring.landmarks.count=20", "scoring.embed.dim=48",
+                 "scoring.embed.blocks=1", "scoring.second_order.enabled=true", "scoring.second_order.lr=50.0")
+    run_dir, summary, root = subtask_job(*overrides)
+    first, second = root["scores_first_order/main"][:], root["scores/main"][:]
+    ok = np.isfinite(first)
+    assert np.isfinite(second[ok]).all() and not np.allclose(first[ok], second[ok])
+    n_valid = summary["valid_pool_rows"]
+    rows, values, _ = topk_stream([(0, first)], 10)
+    weights = lambda_bisection(values, 9, float(n_valid)).weights
+    ctx = RunContext(load_job(run_dir.parent / "job.toml", list(overrides)), RunLayout(run_dir), quiet=True)
+    ref = ModelRef("proxy", run_dir / "proxy")
+    pool, target = SplitStore.open(run_dir / "store.zarr", "pool"), SplitStore.open(run_dir / "store.zarr", "targets/main")
+    t_rows = np.flatnonzero(root["targets/main"]["written"][:] == OK)
+    direction = second_order_direction(ctx, ref, pool, target, "targets/main", t_rows, rows[:9], weights)
+    landmarks = root["landmarks/pool"][:]
+    used = landmarks[root["pool"]["written"][:][landmarks] == OK]
+    emb = root["embeddings/jvp/pool"]["embedding"][:]
+    c_L = unit_rows(root["pool"]["sketch"][:][used]) @ direction.astype(np.float32)
+    c_hat = krr.fit(emb[used], c_L, "rbf", 0.01).predict(emb[ok])[:, 0]
+    np.testing.assert_allclose((first[ok] - second[ok]) / (50.0 / n_valid), c_hat, rtol=2e-3, atol=1e-4 * np.abs(c_hat).max())
+    assert root["scores/main"].attrs["second_order"]["iterations"] == 1
+    chosen = [r["store_row"] for r in _selection(run_dir)]
+    assert chosen == _topk_reference(second, 9).tolist()
+
+
+def test_second_order_with_another_method_is_refused_before_any_work(tmp_path, make_job, capsys):
+    from iprox_ray.cli.main import main
+
+    path = make_job()
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "r"), "-q", "--set", "scoring.second_order.enabled=true"]) == 2
+    assert "scoring.second_order needs" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "completions").exists()

@@ -11,9 +11,12 @@ import numpy as np
 
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
 from iprox_ray.influence.less import unit_rows
+from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.stages.scorers import (
     EmbeddingScorer,
     MidPplScorer,
@@ -21,6 +24,7 @@ from iprox_ray.stages.scorers import (
     Scorer,
     SketchScorer,
     TargetFeatures,
+    count_valid,
     fit_landmark_model,
     sketch_rows,
 )
@@ -51,6 +55,14 @@ def pool_needs(method: str) -> dict:
         "rds+": {"sketch": "none", "embed": ["rds"]},
         "random": {"sketch": "none", "embed": []},
     }[method]
+
+
+def check_scoring(job) -> None:
+    """Combinations the spec types cannot rule out, refused before any work is done."""
+    if job.scoring.second_order.enabled and (job.scoring.method != "influence-distillation"
+                                             or job.selection.strategy == "round-robin"):
+        raise SpecError("scoring.second_order needs scoring.method = 'influence-distillation' and one aggregated "
+                         "score (selection.strategy 'topk' or 'weights')")
 
 
 def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method: str) -> np.ndarray:
@@ -87,8 +99,10 @@ def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitSt
     raise ValueError(f"unknown scoring method {method!r}")
 
 
-def run_score(ctx: RunContext, target_split: str, target_name: str, method: str | None = None) -> str:
-    """Score the pool against `target_split`; returns the path of the aggregated score array."""
+def run_score(ctx: RunContext, target_split: str, target_name: str, method: str | None = None,
+              ref: ModelRef | None = None) -> str:
+    """Score the pool against `target_split`; returns the path of the aggregated score array.
+    `ref` (the sketched model) is needed only by the second-order term."""
     stage = f"score-{target_name}"
     name = score_array_path(target_name)
     if ctx.stage_done(stage):
@@ -105,6 +119,10 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, method: str 
     how = "mean" if single else spec.resolved_aggregate()
     scorer = build_scorer(ctx, method, pool, target, target_split, t_rows, columns)
     to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
+    second_order = spec.second_order.enabled
+    if second_order and (method != "influence-distillation" or per_example or ref is None):
+        raise ValueError("scoring.second_order needs method 'influence-distillation', one aggregated score "
+                         "(selection.strategy 'topk' or 'weights') and the model")
 
     root = open_root(ctx.layout.store)
     col_name = columns_array_path(target_name)
@@ -128,5 +146,10 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, method: str 
         scores[span] = aggregate(by_subtask_block, SINGLE if single else subtasks, how)
         if col_arr is not None:
             col_arr[span] = block
+    if second_order:
+        k = ctx.job.selection.size_for(count_valid(pool))
+        attrs.update(apply_second_order(ctx, ref, name, target_name, target_split, t_rows, read_landmarks(ctx),
+                                        scorer.embeddings, k, count_valid(pool)))
+        scores.attrs.update(attrs)
     ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None, **attrs})
     return name

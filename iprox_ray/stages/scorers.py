@@ -149,14 +149,24 @@ class MidPplScorer(Scorer):
         return self.by_row[self.pool.shard_rows(shard_id)][:, None].copy()
 
 
+def count_valid(pool: SplitStore) -> int:
+    """Pool rows a selection may choose (sketched or not)."""
+    return int(sum(np.isin(block, CANDIDATES).sum() for _, block in pool.iter_blocks("written")))
+
+
+def usable_landmarks(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray) -> np.ndarray:
+    """The landmarks with both a finite gradient sketch and an embedding (not duplicates)."""
+    rows = np.asarray(landmark_rows, dtype=np.int64)
+    rows = rows[(pool.gather("written", rows) == OK) & (embeddings.gather("written", rows) == EMBED_OK)]
+    if len(rows) == 0:
+        raise ValueError("no landmark has both a gradient sketch and an embedding")
+    return rows
+
+
 def fit_landmark_model(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray,
                        target: TargetFeatures, spec: ScoringSpec) -> tuple[krr.KernelRidge, dict]:
     """Exact landmark scores P_L = G̃_L · target columns, then the KRR fit on their embeddings."""
-    rows = np.asarray(landmark_rows, dtype=np.int64)
-    usable = (pool.gather("written", rows) == OK) & (embeddings.gather("written", rows) == EMBED_OK)
-    rows = rows[usable]
-    if len(rows) == 0:
-        raise ValueError("no landmark has both a gradient sketch and an embedding")
+    rows = usable_landmarks(pool, embeddings, landmark_rows)
     features = landmark_features(pool, rows)
     P_L = features @ target.rows.T  # [L, C] mean cosines per column
     lm = spec.landmarks

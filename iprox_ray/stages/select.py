@@ -18,8 +18,9 @@ from iprox_ray.influence.topk import StreamingTopK, topk_stream
 from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.score import columns_array_path
+from iprox_ray.stages.scorers import count_valid
 from iprox_ray.store.atomic import atomic_write_parquet, read_json
-from iprox_ray.store.sketch_store import CANDIDATES, SplitStore, open_root
+from iprox_ray.store.sketch_store import SplitStore, open_root
 
 SELECTION_SCHEMA = pa.schema(
     [
@@ -34,10 +35,6 @@ SELECTION_SCHEMA = pa.schema(
         ("picked_by", pa.string()),  # round-robin: the target example whose turn chose the row
     ]
 )
-
-
-def count_valid(pool: SplitStore) -> int:
-    return int(sum(np.isin(block, CANDIDATES).sum() for _, block in pool.iter_blocks("written")))
 
 
 def _chunks(arr, n_rows: int, S: int):

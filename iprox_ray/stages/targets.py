@@ -18,7 +18,7 @@ from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import run_landmarks
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
-from iprox_ray.stages.score import pool_needs, run_score
+from iprox_ray.stages.score import check_scoring, pool_needs, run_score
 from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.stages.subset import write_subset
@@ -32,6 +32,7 @@ def embed_jobs(method: str, splits: list[str]) -> list[tuple[str, str]]:
 
 def prepare_pool(ctx: RunContext, ref: ModelRef, plan: WorkerPlan, target_splits: list[str]) -> dict[str, RowSubset]:
     """Run the embedding passes and choose landmarks; returns the pool's sketch subset, if any."""
+    check_scoring(ctx.job)
     method = ctx.job.scoring.method
     jobs = embed_jobs(method, [POOL, *target_splits])
     if jobs:
@@ -47,11 +48,11 @@ def prepare_pool(ctx: RunContext, ref: ModelRef, plan: WorkerPlan, target_splits
     return {}
 
 
-def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, Manifest],
+def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, Manifest], ref: ModelRef,
                   summary_path: Path | None = None) -> dict:
     """Score, select, write the subset and the plot, and summarise one target."""
     with ctx.timed("score"):
-        scores_name = run_score(ctx, split, name)
+        scores_name = run_score(ctx, split, name, ref=ref)
     with ctx.timed("select"):
         info = run_select(ctx, scores_name, manifests[POOL], name)
     with ctx.timed("outputs"):
