@@ -1,4 +1,5 @@
-"""The pipeline: warm-up → proxy → sketch target/pool → dedup → score → select → outputs.
+"""The pipeline: warm-up → proxy → (embed → landmarks) → sketch target/pool → dedup → score →
+select → outputs.
 
 Every stage is idempotent (markers under the run directory), so rerunning the same command after a
 crash resumes where it stopped and produces the same bytes.
@@ -21,11 +22,8 @@ from iprox_ray.stages.fidelity import fidelity_report, format_report
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.proxy import run_proxy
-from iprox_ray.stages.report import build_summary, format_summary, score_histogram
-from iprox_ray.stages.score import run_score
-from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import run_sketch
-from iprox_ray.stages.subset import write_subset
+from iprox_ray.stages.targets import finish_target, prepare_pool
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
@@ -142,23 +140,10 @@ def _run_stages(ctx: RunContext) -> dict:
         check_fidelity(ctx, warmed, ref)
     with worker_plan(ctx.job) as plan:
         ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
+        subsets = prepare_pool(ctx, ref, plan, [target])  # embeddings + landmarks, when the method needs them
         with ctx.timed("sketch"):
-            run_sketch(ctx, [target, POOL], ref, plan)
+            run_sketch(ctx, [target, POOL], ref, plan, subsets)
     with ctx.timed("dedup"):
         for split, manifest in manifests.items():
             run_dedup(ctx, split, manifest)
-    with ctx.timed("score"):
-        scores_name = run_score(ctx, target, MAIN_TARGET)
-    with ctx.timed("select"):
-        info = run_select(ctx, scores_name, manifests[POOL], MAIN_TARGET)
-    with ctx.timed("outputs"):
-        out_dir = ctx.layout.selection_dir(MAIN_TARGET)
-        if ctx.job.output.subset:
-            import pyarrow.parquet as pq
-
-            write_subset(pq.read_table(info["selection"]), manifests[POOL], out_dir)
-        if ctx.job.output.plot:
-            score_histogram(ctx, scores_name, info["cutoff"], out_dir / "scores.png")
-    summary = build_summary(ctx, MAIN_TARGET, info, manifests)
-    print(format_summary(summary))
-    return summary
+    return finish_target(ctx, MAIN_TARGET, target, manifests, ref)

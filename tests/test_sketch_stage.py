@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
@@ -18,6 +19,7 @@ from iprox_ray.spec import load_job
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, target_split
 from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.score import run_score
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.layout import RunLayout
@@ -109,6 +111,19 @@ def test_two_checkpoints_get_one_sketch_array_each(make_job, tmp_path):
         stored = pool.read(checkpoint_array("sketch", c), span)[local].astype(np.float32)
         np.testing.assert_allclose(stored, _unit(expected), atol=2e-3)
     assert not np.allclose(pool.read("sketch", span), pool.read("sketch_ckpt1", span))
+
+    # LESS over both checkpoints: Σ_c η̄_c · mean over target examples of cos(pool_c, target_c).
+    name = run_score(ctx, TARGET, "main", "less")
+    got = zarr.open_group(ctx.layout.store, mode="r")[name][:]
+    target = SplitStore.open(ctx.layout.store, TARGET)
+    t_ok = np.flatnonzero(target.read("written") == OK)
+    p_ok = np.flatnonzero(pool.read("written") == OK)
+    expected = np.zeros(len(p_ok))
+    for c, weight in enumerate([0.75, 0.25]):
+        p_units = _unit(pool.gather(checkpoint_array("sketch", c), p_ok).astype(np.float64))
+        t_units = _unit(target.gather(checkpoint_array("sketch", c), t_ok).astype(np.float64))
+        expected += weight * (p_units @ t_units.mean(axis=0))
+    np.testing.assert_allclose(got[p_ok], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoints_with_a_proxy_are_refused(make_job, tmp_path):

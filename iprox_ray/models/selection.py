@@ -58,3 +58,12 @@ def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool =
     if not chosen:
         raise ValueError(f"no linear module matches {patterns}; first names: {[n for n, _ in model.named_modules()][:8]}")
     return chosen
+
+
+def select_blocks(model: nn.Module, patterns: list[str]) -> list[tuple[str, nn.Module]]:
+    """Transformer blocks (any module type) whose dotted name matches a pattern, in model order."""
+    compiled = _compile(patterns)
+    blocks = [(name, m) for name, m in model.named_modules() if any(rx.fullmatch(name) for rx in compiled)]
+    if not blocks:
+        raise ValueError(f"no block matches {patterns}; first names: {[n for n, _ in model.named_modules()][:8]}")
+    return blocks

@@ -1,4 +1,4 @@
-"""Spec sections: scoring and selection."""
+"""Spec sections: scoring (method, embeddings, landmarks) and selection (size, strategy)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,74 @@ from pydantic import Field
 
 from iprox_ray.spec.base import Section
 
+ScoringMethod = Literal["less", "influence-distillation", "tracin", "rds+", "random", "mid-ppl"]
+
+# Transformer blocks of common decoder LMs (model.layers.N, transformer.h.N, ...), by name.
+DEFAULT_BLOCK_PATTERNS = [r"re:(.*\.)?(layers|h|blocks|block)\.\d+$"]
+
+
+class EmbedSpec(Section):
+    """Embedding passes over every pool row: JVP (Influence Distillation) and pooled hidden
+    states (RDS+). Only the passes a method needs are run."""
+
+    blocks: int = Field(4, ge=1, description="JVP through the first B transformer blocks")
+    block_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCK_PATTERNS))
+    tangents: int = Field(2, ge=1, description="random Gaussian tangents T over those blocks' parameters")
+    dim: int = Field(4096, ge=1, description="random projection of the T·d_model tangent outputs")
+    seed: int = 0
+    token_budget: int = Field(8192, ge=16, description="max padded tokens per batch")
+    max_batch_rows: int = Field(64, ge=1)
+
+
+class LandmarkSpec(Section):
+    """Influence Distillation: exact gradients on L landmarks, propagated to the pool by KRR."""
+
+    count: int = Field(4096, ge=1, description="landmarks L (capped at the valid pool size)")
+    method: Literal["uniform", "kmeans++", "farthest-point"] = "uniform"
+    candidates: int = Field(65536, ge=1, description="k-means++ / farthest-point run on this many "
+                                                     "seeded uniform candidates (memory: candidates × dim)")
+    seed: int = 0
+    kernel: Literal["rbf", "linear"] = "rbf"
+    ridge: float = Field(0.01, gt=0, description="ridge = this × mean(diag K_LL)")
+    bandwidth_sample: int = Field(1000, ge=2, description="RBF σ: median pairwise distance on ≤ this many landmarks")
+    # all: sketch every pool row too (costs what LESS costs; lets exact scores be compared).
+    sketch: Literal["landmarks", "all"] = "landmarks"
+
+
+class SecondOrderSpec(Section):
+    """Influence Distillation's Q term, (η/2)·wᵀQw with Q = (1/N)·G̃_S H_T G̃_Sᵀ, applied by
+    linearising around the first-order weights (Hessian-vector products on the target set)."""
+
+    enabled: bool = False
+    lr: float = Field(1e-4, gt=0, description="η, the step the objective models")
+    iterations: int = Field(1, ge=1)
+
 
 class ScoringSpec(Section):
-    method: Literal["less"] = "less"
+    method: ScoringMethod = "less"
+    # How per-target-example scores combine into one score per pool row. auto: subtask-max for
+    # less/tracin (the LESS rule; equals the mean when there are no subtasks), mean otherwise.
+    aggregate: Literal["auto", "mean", "subtask-max"] = "auto"
+    seed: int = Field(0, description="random method: the seed of the scores")
+    mid_ppl_center: float = Field(0.5, gt=0, lt=1, description="mid-ppl: quantile the kept band is centred on")
+    embed: EmbedSpec = Field(default_factory=EmbedSpec)
+    landmarks: LandmarkSpec = Field(default_factory=LandmarkSpec)
+    second_order: SecondOrderSpec = Field(default_factory=SecondOrderSpec)
+
+    def resolved_aggregate(self) -> str:
+        if self.aggregate != "auto":
+            return self.aggregate
+        return "subtask-max" if self.method in ("less", "tracin") else "mean"
 
 
 class SelectionSpec(Section):
     k: int | None = Field(None, ge=1, description="rows to select (wins over fraction)")
     fraction: float = Field(0.05, gt=0, le=1, description="share of the valid pool to select")
-    strategy: Literal["topk"] = "topk"
+    # topk: global top-k of the aggregated score; round-robin: target examples take turns (a random
+    # order per round), each taking its best unselected row; weights: Influence Distillation's
+    # λ-bisection weights (exactly k non-zero, summing to the valid pool size).
+    strategy: Literal["topk", "round-robin", "weights"] = "topk"
+    seed: int = Field(0, description="round-robin: seed of the per-round order")
 
     def size_for(self, n_valid: int) -> int:
         if self.k is not None:

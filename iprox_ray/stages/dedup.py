@@ -14,9 +14,9 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.context import RunContext
 from iprox_ray.store.atomic import atomic_write_parquet
-from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, OK, SplitStore
+from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
 
-CANDIDATE = (OK, NONFINITE, DUPLICATE)  # rows that carry a parsed id
+CANDIDATE = (OK, NONFINITE, DUPLICATE, NOT_SKETCHED)  # rows that carry a parsed id
 
 
 def _id_hash(sample_id: str) -> int:

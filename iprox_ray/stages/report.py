@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.context import RunContext
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
-from iprox_ray.store.sketch_store import OK, SplitStore, open_root
+from iprox_ray.store.sketch_store import CANDIDATES, SplitStore, open_root
 
 
 def merge_quarantine(ctx: RunContext) -> pa.Table:
@@ -32,13 +32,16 @@ def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
 def pool_domains(pool: SplitStore) -> np.ndarray:
     parts = []
     for start, written in pool.iter_blocks("written"):
-        ok = written == OK
+        ok = np.isin(written, CANDIDATES)
         if ok.any():
             parts.append(pool.read("domain", slice(start, start + pool.rows_per_shard))[ok])
     return np.concatenate(parts) if parts else np.empty(0, dtype=object)
 
 
-def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out: Path, bins: int = 80) -> None:
+def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out: Path, bins: int = 80,
+                    selection: pa.Table | None = None) -> None:
+    """Pool score distribution (selected rows overlaid, the cut-off marked); with non-uniform
+    weights a second panel shows each selected row's weight against its score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,21 +62,35 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
     for start in range(0, arr.shape[0], S):
         v = arr[start : start + S]
         counts += np.histogram(v[np.isfinite(v)], bins=edges)[0]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.stairs(counts, edges, fill=True, alpha=0.6)
+    weights = selection.column("weight").to_numpy() if selection is not None and selection.num_rows else None
+    weighted = weights is not None and np.ptp(weights) > 1e-12 * max(1.0, float(np.abs(weights).max()))
+    fig, axes = plt.subplots(1, 2 if weighted else 1, figsize=(12 if weighted else 7, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    ax.stairs(counts, edges, fill=True, alpha=0.6, label="pool")
+    if selection is not None and selection.num_rows:
+        chosen = selection.column("score").to_numpy()
+        ax.stairs(np.histogram(chosen[np.isfinite(chosen)], bins=edges)[0], edges, fill=True, alpha=0.6,
+                  color="darkorange", label=f"selected ({selection.num_rows})")
     if cutoff is not None:
         ax.axvline(cutoff, color="crimson", linestyle="--", label=f"selection cut-off {cutoff:.4f}")
-        ax.legend()
+    ax.legend()
     ax.set_xlabel(f"score ({arr.attrs.get('method', '')})")
     ax.set_ylabel("pool rows")
     ax.set_title("Score distribution")
+    if weighted:
+        wx = axes[0, 1]
+        wx.scatter(selection.column("score").to_numpy(), weights, s=6)
+        wx.set_xlabel("score")
+        wx.set_ylabel("weight (λ-bisection, sums to N)")
+        wx.set_title(f"Weights of the {selection.num_rows} selected rows")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
 
-def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict) -> dict:
+def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict,
+                  out: Path | None = None, extra: dict | None = None) -> dict:
     quarantine = merge_quarantine(ctx)
     reasons = Counter(zip(quarantine.column("split").to_pylist(), quarantine.column("reason").to_pylist()))
     pool = SplitStore.open(ctx.layout.store, "pool")
@@ -87,12 +104,16 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "valid_pool_rows": selection_info["valid_rows"],
         "selected": selection.num_rows,
         "non_finite_scores": selection_info["non_finite_scores"],
+        "target": target_name,
+        "method": ctx.job.scoring.method,
+        "strategy": selection_info.get("strategy", "topk"),
         "domain_share_pool": domain_shares(pool_domains(pool)),
         "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],
+        **(extra or {}),
     }
-    atomic_write_json(ctx.layout.summary, summary)
+    atomic_write_json(out or ctx.layout.summary, summary)
     return summary
 
 
@@ -103,10 +124,17 @@ def format_summary(summary: dict) -> str:
     for key, n in summary["quarantine_reasons"].items():
         lines.append(f"    {key}: {n}")
     lines.append(f"  selected {summary['selected']} of {summary['valid_pool_rows']} valid pool rows"
-                 f" -> {summary['selection']}")
+                 f" ({summary.get('method', '?')}, {summary.get('strategy', 'topk')}) -> {summary['selection']}")
+    if summary["non_finite_scores"]:
+        lines.append(f"  {summary['non_finite_scores']} valid pool rows had a non-finite score (never selected)")
     lines.append("  domain share     pool  selection")
     pool, sel = summary["domain_share_pool"], summary["domain_share_selection"]
     for domain in sorted(set(pool) | set(sel)):
         lines.append(f"    {domain:<14}{pool.get(domain, 0):6.1%}  {sel.get(domain, 0):8.1%}")
+    fid = summary.get("landmark_fidelity")
+    if fid:
+        lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
+                     f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
+                     f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
     lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     return "\n".join(lines)

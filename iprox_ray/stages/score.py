@@ -1,42 +1,162 @@
-"""Stage: score. Stream the pool's sketches shard by shard against the target; write scores."""
+"""Stage: score. Stream the pool shard by shard against one target; write its score arrays.
+
+`scores/<target>` holds one aggregated score per pool row (what top-k, the λ-weights and the plot
+use); `score_columns/<target>` holds the per-column scores when there is more than one column
+(per target example for round-robin, else per subtask). Non-candidates are NaN.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from iprox_ray.influence.less import cosine_scores, target_direction
+from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
+from iprox_ray.influence.less import unit_rows
+from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import POOL
+from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.second_order import apply_second_order
+from iprox_ray.stages.scorers import (
+    EmbeddingScorer,
+    MidPplScorer,
+    RandomScorer,
+    Scorer,
+    SketchScorer,
+    TargetFeatures,
+    checkpoint_weights,
+    count_valid,
+    fit_landmark_model,
+    sketch_rows,
+)
+from iprox_ray.store.embedding_store import OK as EMBED_OK
+from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import OK, SplitStore, open_root
 
 SCORES_GROUP = "scores"
+COLUMNS_GROUP = "score_columns"
+SINGLE = Columns("single", ("all",), np.zeros(0, np.int64), np.ones(1, np.int64))
 
 
 def score_array_path(target_name: str) -> str:
     return f"{SCORES_GROUP}/{target_name}"
 
 
-def run_score(ctx: RunContext, target_split: str, target_name: str) -> str:
+def columns_array_path(target_name: str) -> str:
+    return f"{COLUMNS_GROUP}/{target_name}"
+
+
+def pool_needs(method: str) -> dict:
+    """What a method needs from the pool: which rows sketched ('all'|'landmarks'|'none'), which embeddings."""
+    return {
+        "less": {"sketch": "all", "embed": []},
+        "tracin": {"sketch": "all", "embed": []},
+        "mid-ppl": {"sketch": "all", "embed": []},
+        "influence-distillation": {"sketch": "landmarks", "embed": ["jvp"]},
+        "rds+": {"sketch": "none", "embed": ["rds"]},
+        "random": {"sketch": "none", "embed": []},
+    }[method]
+
+
+def check_scoring(job) -> None:
+    """Combinations the spec types cannot rule out, refused before any work is done."""
+    if job.scoring.second_order.enabled and (job.scoring.method != "influence-distillation"
+                                             or job.selection.strategy == "round-robin"):
+        raise SpecError("scoring.second_order needs scoring.method = 'influence-distillation' and one aggregated "
+                         "score (selection.strategy 'topk' or 'weights')")
+
+
+def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method: str) -> np.ndarray:
+    ok = target.read("written") == OK
+    if method == "rds+":
+        ok &= EmbeddingStore.open(ctx.layout.store, "rds", target_split).read("written") == EMBED_OK
+    rows = np.flatnonzero(ok)
+    if len(rows) == 0:
+        raise ValueError(f"no usable example in target {target_split!r} (all quarantined or non-finite)")
+    return rows
+
+
+def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitStore, target_split: str,
+                 target_rows: np.ndarray, columns: Columns) -> Scorer:
+    spec = ctx.job.scoring
+    store = ctx.layout.store
+    if method == "random":
+        return RandomScorer(pool, 1, {}, seed=spec.seed)
+    if method == "mid-ppl":
+        return MidPplScorer.build(pool, spec.mid_ppl_center)
+    if method == "rds+":
+        t_emb = EmbeddingStore.open(store, "rds", target_split).gather("embedding", target_rows)
+        features = TargetFeatures.build(unit_rows(t_emb), columns)
+        return EmbeddingScorer(pool, columns.count, {}, EmbeddingStore.open(store, "rds", POOL), features)
+    raw = method == "tracin"
+    weights = checkpoint_weights(pool)
+    per_checkpoint = []
+    for c in range(len(weights)):
+        t_sketch = sketch_rows(target, target_rows, c)
+        per_checkpoint.append(TargetFeatures.build(t_sketch if raw else unit_rows(t_sketch), columns))
+    features = per_checkpoint[0]
+    if method in ("less", "tracin"):
+        return SketchScorer(pool, columns.count, {"checkpoint_weights": weights}, per_checkpoint, weights, raw=raw)
+    if len(weights) > 1:
+        raise ValueError("influence-distillation scores one model: sketch a single checkpoint (no sketch.checkpoints)")
+    if method == "influence-distillation":
+        embeddings = EmbeddingStore.open(store, "jvp", POOL)
+        model, info = fit_landmark_model(pool, embeddings, read_landmarks(ctx), features, spec)
+        return EmbeddingScorer(pool, columns.count, info, embeddings, features, model)
+    raise ValueError(f"unknown scoring method {method!r}")
+
+
+def run_score(ctx: RunContext, target_split: str, target_name: str, method: str | None = None,
+              ref: ModelRef | None = None) -> str:
+    """Score the pool against `target_split`; returns the path of the aggregated score array.
+    `ref` (the sketched model) is needed only by the second-order term."""
     stage = f"score-{target_name}"
     name = score_array_path(target_name)
     if ctx.stage_done(stage):
         return name
-    pool = SplitStore.open(ctx.layout.store, "pool")
+    spec = ctx.job.scoring
+    method = method or spec.method
+    pool = SplitStore.open(ctx.layout.store, POOL)
     target = SplitStore.open(ctx.layout.store, target_split)
-    valid = target.read("written") == OK
-    direction = target_direction(target.read("sketch")[valid])
+    t_rows = _target_rows(ctx, target, target_split, method)
+    subtasks = by_subtask(target.gather("subtask", t_rows))
+    single = method in ("random", "mid-ppl")
+    per_example = ctx.job.selection.strategy == "round-robin" and not single
+    columns = SINGLE if single else by_example(target.gather("sample_id", t_rows)) if per_example else subtasks
+    how = "mean" if single else spec.resolved_aggregate()
+    scorer = build_scorer(ctx, method, pool, target, target_split, t_rows, columns)
+    to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
+    second_order = spec.second_order.enabled
+    if second_order and (method != "influence-distillation" or per_example or ref is None):
+        raise ValueError("scoring.second_order needs method 'influence-distillation', one aggregated score "
+                         "(selection.strategy 'topk' or 'weights') and the model")
+
     root = open_root(ctx.layout.store)
-    if name in root:
-        del root[name]  # a half-written array from an interrupted run
-    scores = root.create_array(name, shape=(pool.n_rows,), chunks=(pool.rows_per_shard,),
-                               dtype="float32", fill_value=np.nan)
-    scores.attrs.update({"method": ctx.job.scoring.method, "target": target_split,
-                         "target_examples": int(valid.sum())})
-    for start, block in pool.iter_blocks("sketch"):
-        span = slice(start, start + pool.rows_per_shard)
-        ok = pool.read("written", span) == OK
-        values = np.full(pool.rows_per_shard, np.nan, dtype=np.float32)
-        if ok.any():
-            values[ok] = cosine_scores(block[ok], direction)
-        scores[span] = values
-    ctx.mark_stage_done(stage, {"array": name, "target_examples": int(valid.sum())})
+    col_name = columns_array_path(target_name)
+    for path in (name, col_name):
+        if path in root:
+            del root[path]  # a half-written array from an interrupted run
+    S = pool.rows_per_shard
+    scores = root.create_array(name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
+    col_arr = None
+    if columns.count > 1:
+        col_arr = root.create_array(col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
+                                    dtype="float32", fill_value=np.nan)
+        col_arr.attrs.update({"columns": columns.kind, "labels": list(columns.labels)})
+    attrs = {"method": method, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
+             "columns": columns.kind, "subtasks": list(subtasks.labels), **scorer.info}
+    scores.attrs.update(attrs)
+    for shard_id in range(pool.n_shards):
+        block = scorer.block(shard_id)
+        span = pool.shard_rows(shard_id)
+        by_subtask_block = block @ to_subtasks if to_subtasks is not None else block
+        scores[span] = aggregate(by_subtask_block, SINGLE if single else subtasks, how)
+        if col_arr is not None:
+            col_arr[span] = block
+    if second_order:
+        k = ctx.job.selection.size_for(count_valid(pool))
+        attrs.update(apply_second_order(ctx, ref, name, target_name, target_split, t_rows, read_landmarks(ctx),
+                                        scorer.embeddings, k, count_valid(pool)))
+        scores.attrs.update(attrs)
+    ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None, **attrs})
     return name

@@ -1,30 +1,58 @@
-"""Stage: select. Numba top-k streamed over the score array; selection.parquet with provenance."""
+"""Stage: select. Streams the score arrays with Numba; selection.parquet with weights and provenance.
+
+Strategies: `topk` (global top-k of the aggregated score), `round-robin` (target examples take
+turns, each taking its best unselected row; per-column exact top-k lists streamed from
+`score_columns/<target>`), `weights` (top-k with Influence Distillation's λ-bisection weights).
+Uniform strategies give every selected row the weight N/k, so weights always sum to N (the valid
+pool size), as the Influence Distillation objective normalises them.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from iprox_ray.corpus.manifest import Manifest
-from iprox_ray.influence.topk import topk_stream
+from iprox_ray.influence.roundrobin import round_robin
+from iprox_ray.influence.topk import StreamingTopK, topk_stream
+from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.score import columns_array_path
+from iprox_ray.stages.scorers import count_valid
 from iprox_ray.store.atomic import atomic_write_parquet, read_json
-from iprox_ray.store.sketch_store import OK, SplitStore, open_root
+from iprox_ray.store.sketch_store import SplitStore, open_root
 
 SELECTION_SCHEMA = pa.schema(
     [
         ("sample_id", pa.string()),
         ("score", pa.float64()),
         ("rank", pa.int64()),
+        ("weight", pa.float64()),
         ("source_file", pa.string()),
         ("source_row", pa.int64()),
         ("domain", pa.string()),
         ("store_row", pa.int64()),
+        ("picked_by", pa.string()),  # round-robin: the target example whose turn chose the row
     ]
 )
 
 
-def count_valid(pool: SplitStore) -> int:
-    return int(sum((block == OK).sum() for _, block in pool.iter_blocks("written")))
+def _chunks(arr, n_rows: int, S: int):
+    return ((start, arr[start : start + S]) for start in range(0, n_rows, S))
+
+
+def select_round_robin(scores, columns, k: int, seed: int, S: int) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(rows in pick order, picking column per row, non-finite aggregated scores, column labels)."""
+    n_rows, n_cols = columns.shape
+    per_column = [StreamingTopK(min(k, n_rows)) for _ in range(n_cols)]
+    non_finite = 0
+    for start in range(0, n_rows, S):
+        block = columns[start : start + S]
+        non_finite += int((~np.isfinite(scores[start : start + S])).sum())
+        for j, acc in enumerate(per_column):
+            acc.push(np.ascontiguousarray(block[:, j]), start)
+    picked, by = round_robin([acc.result()[0] for acc in per_column], k, seed)
+    return picked, by, non_finite, list(columns.attrs.get("labels", []))
 
 
 def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_name: str) -> dict:
@@ -32,33 +60,60 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
     done = ctx.stage_done(stage)
     if done:
         return done
+    spec = ctx.job.selection
     pool = SplitStore.open(ctx.layout.store, "pool")
-    scores = open_root(ctx.layout.store)[scores_name]
+    root = open_root(ctx.layout.store)
+    scores = root[scores_name]
     valid = count_valid(pool)
-    k = ctx.job.selection.size_for(valid)
+    k = spec.size_for(valid)
     S = pool.rows_per_shard
-    chunks = ((start, scores[start : start + S]) for start in range(0, pool.n_rows, S))
-    rows, values, non_finite = topk_stream(chunks, k)
-    sample_ids = pool.gather("sample_id", rows)
-    domains = pool.gather("domain", rows)
-    records = []
-    for rank, (row, score) in enumerate(zip(rows.tolist(), values.tolist()), start=1):
-        shard = manifest.shards[row // S]
-        records.append({
-            "sample_id": str(sample_ids[rank - 1]), "score": float(score), "rank": rank,
-            "source_file": shard.file, "source_row": shard.row_start + row % S,
-            "domain": str(domains[rank - 1]), "store_row": row,
-        })
+    strategy = spec.strategy
+    col_path = columns_array_path(target_name)
+    if strategy == "round-robin" and (col_path not in root or root[col_path].attrs.get("columns") != "examples"):
+        strategy = "topk"  # one column (random, mid-ppl, or a single target example): round-robin is top-k
+    picked_by: list[str | None]
+    info_extra: dict = {}
+    if strategy == "round-robin":
+        rows, by, non_finite, labels = select_round_robin(scores, root[col_path], k, spec.seed, S)
+        values = np.asarray(scores.get_coordinate_selection(rows) if len(rows) else [], dtype=np.float64)
+        picked_by = [labels[j] if j < len(labels) else str(j) for j in by.tolist()]
+    else:
+        want = k + 1 if strategy == "weights" else k
+        rows, values, non_finite = topk_stream(_chunks(scores, pool.n_rows, S), want)
+        picked_by = [None] * len(rows)
+    if strategy == "weights" and len(rows):
+        k_eff = min(k, len(rows))
+        res = lambda_bisection(values, k_eff, float(valid))
+        rows, values, weights = rows[:k_eff], values[:k_eff], res.weights
+        picked_by = picked_by[:k_eff]
+        info_extra = {"lambda": res.lam, "tau": res.tau, "bisection_iterations": res.iterations}
+    else:
+        weights = np.full(len(rows), valid / max(1, len(rows)))
+    records = _records(pool, manifest, rows, values, weights, picked_by)
     path = ctx.layout.selection(target_name)
     atomic_write_parquet(path, pa.Table.from_pylist(records, schema=SELECTION_SCHEMA))
-    info = {"selection": str(path), "k": k, "valid_rows": valid,
-            "non_finite_scores": non_finite - (pool.n_rows - valid),
-            "cutoff": float(values[-1]) if len(values) else None}
+    info = {"selection": str(path), "k": k, "selected": len(rows), "strategy": strategy, "valid_rows": valid,
+            "non_finite_scores": int(non_finite - (pool.n_rows - valid)),
+            "cutoff": float(values.min()) if len(values) and strategy != "round-robin" else None,
+            "weights_sum": float(np.sum(weights)), **info_extra}
     ctx.mark_stage_done(stage, info)
     return info
 
 
+def _records(pool: SplitStore, manifest: Manifest, rows, values, weights, picked_by) -> list[dict]:
+    S = pool.rows_per_shard
+    sample_ids = pool.gather("sample_id", rows)
+    domains = pool.gather("domain", rows)
+    records = []
+    for rank, (row, score, weight) in enumerate(zip(rows.tolist(), values.tolist(), weights.tolist()), start=1):
+        shard = manifest.shards[row // S]
+        records.append({
+            "sample_id": str(sample_ids[rank - 1]), "score": float(score), "rank": rank, "weight": float(weight),
+            "source_file": shard.file, "source_row": shard.row_start + row % S,
+            "domain": str(domains[rank - 1]), "store_row": row, "picked_by": picked_by[rank - 1],
+        })
+    return records
+
+
 def selection_info(ctx: RunContext, target_name: str) -> dict:
     return read_json(ctx.layout.stage_done(f"select-{target_name}"))
-
-

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
 from iprox_ray.models.selection import linear_dims, select_modules
@@ -22,6 +24,24 @@ from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import SplitStore, open_root
+
+
+@dataclass(frozen=True)
+class RowSubset:
+    """Store rows to sketch (sorted), with a name and fingerprint recorded in the split's attributes."""
+
+    name: str
+    rows: np.ndarray
+    fingerprint: str
+
+    def describe(self) -> dict:
+        return {"subset": self.name, "rows": int(len(self.rows)), "fingerprint": self.fingerprint}
+
+    def by_shard(self, rows_per_shard: int) -> dict[int, tuple[int, ...]]:
+        out: dict[int, list[int]] = {}
+        for row in np.asarray(self.rows, dtype=np.int64).tolist():
+            out.setdefault(row // rows_per_shard, []).append(row % rows_per_shard)
+        return {shard: tuple(rows) for shard, rows in out.items()}
 
 
 def sketch_modules(ref: ModelRef, spec: SketchSpec) -> list[list]:
@@ -77,7 +97,7 @@ def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
 
 
 def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
-                       checkpoints: Checkpoints | None = None) -> SplitStore:
+                       checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all") -> SplitStore:
     job = ctx.job
     checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
     manifest = manifest_for(ctx, split)
@@ -95,18 +115,25 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
             "checkpoints": checkpoints.record(),
             "modules": modules,
             "model": ref.identity(),
+            "sketched_rows": sketched_rows,
         },
     )
 
 
-def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPlan) -> StageReport:
+def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPlan,
+               subsets: dict[str, RowSubset] | None = None) -> StageReport:
+    """Sketch every row of `splits`, or only the rows of `subsets[split]` (others: metadata only)."""
     job = ctx.job
     checkpoints = plan_checkpoints(ctx, ref)
     modules = sketch_modules(checkpoints.models[0], job.sketch)
-    work, inputs = [], {}
+    subsets = subsets or {}
+    work, inputs, only_rows = [], {}, {}
     for split in splits:
-        store = create_split_store(ctx, split, ref, modules, checkpoints)
+        subset = subsets.get(split)
+        store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all")
         stage = sketch_stage(split)
+        if subset is not None:
+            only_rows[stage] = subset.by_shard(store.rows_per_shard)
         work.append(StageWork(stage, store.n_shards, markers_for(ctx, split)))
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)),
@@ -122,6 +149,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         max_length=job.data.max_length,
         truncation=job.data.truncation,
         store_path=ctx.layout.store,
+        only_rows=only_rows or None,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
                               show_progress=not ctx.quiet)

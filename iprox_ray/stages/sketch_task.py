@@ -33,7 +33,7 @@ from iprox_ray.spec import SketchSpec, SourceSpec
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import POOL
-from iprox_ray.store.sketch_store import NONFINITE, OK, QUARANTINED, SplitStore, checkpoint_array
+from iprox_ray.store.sketch_store import NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore, checkpoint_array
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class SketchShardTask:
     max_length: int
     truncation: str
     store_path: Path
+    # Optional row subset per stage: {stage: {shard: local rows}}; a stage absent here sketches
+    # every row. Valid rows outside the subset get metadata only (written = NOT_SKETCHED).
+    only_rows: dict[str, dict[int, tuple[int, ...]]] | None = None
     _state: dict = field(default_factory=dict, repr=False)
 
     def setup(self) -> None:
@@ -121,7 +124,16 @@ class SketchShardTask:
             columns["subtask"][local[i]] = conv.subtask
             columns["n_tokens"][local[i]] = rows.encoded[i].n_tokens
         tokens = nonfinite = 0
-        for batch in make_batches(rows.encoded, self.sketch.token_budget, self.sketch.max_batch_rows, st["pad_id"]):
+        subset = (self.only_rows or {}).get(ref.stage)
+        if subset is not None:
+            wanted = set(subset.get(shard_id, ()))
+            keep = np.asarray([i for i, row in enumerate(local) if int(row) in wanted], dtype=np.int64)
+            columns["written"][local] = NOT_SKETCHED
+        else:
+            keep = np.arange(len(local))
+        encoded = [rows.encoded[i] for i in keep]
+        local = local[keep]
+        for batch in make_batches(encoded, self.sketch.token_budget, self.sketch.max_batch_rows, st["pad_id"]):
             tensors = [torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable)]
             target = local[batch.rows]
             ok = np.ones(len(target), dtype=bool)
@@ -150,6 +162,7 @@ class SketchShardTask:
             domains[conv.domain] = domains.get(conv.domain, 0) + 1
         return {
             "rows": n,
+            "sketched": len(encoded),
             "kept": len(rows.conversations) - nonfinite,
             "quarantined": len(rows.quarantine),
             "nonfinite": nonfinite,

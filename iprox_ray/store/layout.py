@@ -86,3 +86,7 @@ def sketch_stage(split: str) -> str:
 
 def _flat(split: str) -> str:
     return split.replace("/", "-")
+
+
+def embed_stage(kind: str, split: str) -> str:
+    return f"embed-{kind}-{_flat(split)}"

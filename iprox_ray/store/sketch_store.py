@@ -18,7 +18,10 @@ SCHEMA_VERSION = 1
 
 # Row status codes held in the `written` array.
 EMPTY, OK, QUARANTINED, NONFINITE, DUPLICATE = 0, 1, 2, 3, 4
-STATUS_NAMES = {EMPTY: "empty", OK: "ok", QUARANTINED: "quarantined", NONFINITE: "nonfinite", DUPLICATE: "duplicate"}
+NOT_SKETCHED = 5  # a valid row outside the sketched subset (e.g. not an Influence Distillation landmark)
+STATUS_NAMES = {EMPTY: "empty", OK: "ok", QUARANTINED: "quarantined", NONFINITE: "nonfinite", DUPLICATE: "duplicate",
+                NOT_SKETCHED: "not-sketched"}
+CANDIDATES = (OK, NOT_SKETCHED)  # rows a selection may choose (by scores that need no sketch)
 
 ROW_ARRAYS: dict[str, Any] = {
     "sample_id": str,

@@ -1,0 +1,99 @@
+"""JVP embeddings (Influence Distillation, methods.md §5 step 1), batched and padding-aware.
+
+For T random Gaussian tangents v_j over the parameters of the first B transformer blocks, the
+forward-mode derivative J·v_j of the hidden state leaving block B at each sample's last real
+token; the T outputs are concatenated (T·d_model) and randomly projected to `dim` dimensions
+(entries N(0,1)/sqrt(dim)). Blocks are found by name patterns; the forward pass stops at block B
+(a hook raises), so the rest of the model, the final norm and the LM head never run.
+
+Tangents and the projection derive from (seed, parameter name): identical in every worker.
+Memory: T copies of the first B blocks' parameters (the tangents) + one forward's activations
+(twice: primal and tangent).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+from torch.func import functional_call
+
+from iprox_ray.models.selection import select_blocks
+from iprox_ray.sketch.projection import derive_seed, projection_matrix
+
+
+class _Stop(Exception):
+    def __init__(self, output):
+        super().__init__("stop after the last embedded block")
+        self.output = output
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each row's last real token (works for left or right padding)."""
+    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
+
+
+def gaussian_tangent(seed: int, name: str, j: int, like: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, name, f"tangent-{j}"))
+    return torch.randn(like.shape, generator=gen, dtype=torch.float32).to(like.device, like.dtype)
+
+
+class JvpEmbedder:
+    def __init__(self, model: nn.Module, block_patterns: list[str], n_blocks: int, n_tangents: int,
+                 dim: int, seed: int):
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")  # fused SDPA kernels have no forward-AD rule
+        self.model = model
+        blocks = select_blocks(model, block_patterns)
+        self.blocks = blocks[: min(n_blocks, len(blocks))]
+        prefixes = tuple(f"{name}." for name, _ in self.blocks)
+        self.params = {n: p for n, p in model.named_parameters() if n.startswith(prefixes)}
+        if not self.params:
+            raise ValueError(f"blocks {[n for n, _ in self.blocks]} hold no parameters")
+        self.tangents = [{n: gaussian_tangent(seed, n, j, p.detach()) for n, p in self.params.items()}
+                         for j in range(n_tangents)]
+        self.d_model = model.get_input_embeddings().embedding_dim
+        device = next(model.parameters()).device
+        self.projection = projection_matrix(seed, "jvp-embedding", "out", dim, n_tangents * self.d_model).to(device)
+
+    @property
+    def dim(self) -> int:
+        return self.projection.shape[0]
+
+    def close(self) -> None:
+        self.tangents = []
+
+    def block_output_tangents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, T·d_model]: J·v_j of the block-B hidden state at each row's last real token."""
+        device = self.projection.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        rows = torch.arange(input_ids.shape[0], device=device)
+        last = last_token_index(attention_mask)
+        outs = []
+        # The stop hook lives only for this call: the same model may serve full forward passes.
+        handle = self.blocks[-1][1].register_forward_hook(_raise_output)
+        try:
+            with torch.no_grad():
+                for tangent in self.tangents:
+                    with fwAD.dual_level():
+                        duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
+                        try:
+                            functional_call(self.model, duals, (), {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                                    "use_cache": False}, strict=False)
+                        except _Stop as stop:
+                            hidden = stop.output
+                        else:  # pragma: no cover - the hook always fires
+                            raise RuntimeError("the last embedded block did not run")
+                        outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+        finally:
+            handle.remove()
+        return torch.cat(outs, dim=1)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, dim] float32 embeddings."""
+        return self.block_output_tangents(input_ids, attention_mask) @ self.projection.T
+
+
+def _raise_output(module, inputs, output):
+    raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)

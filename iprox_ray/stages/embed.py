@@ -1,0 +1,74 @@
+"""Driver side of the embed stage: create each (kind, split) embedding array, fan shards out.
+
+jvp embeddings serve Influence Distillation's landmark propagation, rds embeddings RDS+ scoring.
+Like the sketch stage it is idempotent per shard (completion markers) and resumable.
+"""
+
+from __future__ import annotations
+
+from iprox_ray.execution.planning import WorkerPlan, make_executor
+from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.embed_task import EmbedInputs, EmbedShardTask
+from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.layout import embed_stage
+from iprox_ray.store.markers import ShardMarkers
+from iprox_ray.store.sketch_store import open_root
+
+JVP_SETTINGS = ("blocks", "block_patterns", "tangents", "dim", "seed")
+
+
+def embedding_settings(ctx: RunContext, kind: str) -> dict:
+    spec = ctx.job.scoring.embed
+    return {k: getattr(spec, k) for k in JVP_SETTINGS} if kind == "jvp" else {"pooling": "position-weighted-mean"}
+
+
+def embedding_fingerprint(ctx: RunContext, kind: str, split: str) -> str:
+    data = "data.pool" if split == POOL else "data.target"
+    sections = ["run.seed", "model", "warmup", "proxy", "data.max_length", "data.truncation", data]
+    return ctx.job.stage_fingerprint(*sections, *(f"scoring.embed.{k}" for k in JVP_SETTINGS if kind == "jvp"))
+
+
+def embedding_dim(ctx: RunContext, kind: str, ref: ModelRef) -> int:
+    if kind == "jvp":
+        return ctx.job.scoring.embed.dim
+    return ref.meta().get_input_embeddings().embedding_dim
+
+
+def embed_markers(ctx: RunContext, kind: str, split: str) -> ShardMarkers:
+    stage = embed_stage(kind, split)
+    return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage))
+
+
+def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, plan: WorkerPlan) -> StageReport | None:
+    """Embed every row of each (kind, split) in `wanted`; one worker pool serves them all."""
+    if not wanted:
+        return None
+    job = ctx.job
+    open_root(ctx.layout.store, job.fingerprint())
+    work, inputs = [], {}
+    for kind, split in wanted:
+        manifest = manifest_for(ctx, split)
+        attrs = {"fingerprint": embedding_fingerprint(ctx, kind, split), "settings": embedding_settings(ctx, kind),
+                 "model": ref.identity()}
+        store = EmbeddingStore.create(ctx.layout.store, kind, split, manifest.n_shards, manifest.rows_per_shard,
+                                      embedding_dim(ctx, kind, ref), attrs)
+        stage = embed_stage(kind, split)
+        work.append(StageWork(stage, store.n_shards, embed_markers(ctx, kind, split)))
+        inputs[stage] = EmbedInputs(split, kind, source_for(ctx, split),
+                                    (ctx.layout.manifest(split), ctx.layout.manifest_info(split)))
+    task = EmbedShardTask(
+        name="embed",
+        resources=plan.resources,
+        splits=inputs,
+        embed=job.scoring.embed,
+        model=ref,
+        tokenizer_dir=tokenizer_path(ctx),
+        max_length=job.data.max_length,
+        truncation=job.data.truncation,
+        store_path=ctx.layout.store,
+    )
+    return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
+                              show_progress=not ctx.quiet)

@@ -1,0 +1,108 @@
+"""Worker side of the embed stage: one shard in, its rows' embeddings written to the store.
+
+Kinds: `jvp` (Influence Distillation's forward-mode embeddings) and `rds` (RDS+ pooled final
+hidden states). Bad rows are recorded by the sketch stage's quarantine; here they are only
+flagged (written = 2) so that nothing downstream mistakes a zero row for an embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.manifest import Manifest
+from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.execution.task import Resources, ShardRef
+from iprox_ray.models.loading import load_tokenizer
+from iprox_ray.sketch.jvp import JvpEmbedder
+from iprox_ray.sketch.pooled import PooledEmbedder
+from iprox_ray.spec import SourceSpec
+from iprox_ray.spec.selection import EmbedSpec
+from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
+
+KINDS = ("jvp", "rds")
+
+
+@dataclass(frozen=True)
+class EmbedInputs:
+    split: str
+    kind: str  # jvp | rds
+    source: SourceSpec
+    manifest_paths: tuple[Path, Path]
+
+
+def make_embedder(kind: str, model: torch.nn.Module, spec: EmbedSpec):
+    if kind == "jvp":
+        return JvpEmbedder(model, spec.block_patterns, spec.blocks, spec.tangents, spec.dim, spec.seed)
+    if kind == "rds":
+        return PooledEmbedder(model)
+    raise ValueError(f"unknown embedding kind {kind!r}")
+
+
+@dataclass
+class EmbedShardTask:
+    name: str
+    resources: Resources
+    splits: dict[str, EmbedInputs]  # by stage name
+    embed: EmbedSpec
+    model: ModelRef
+    tokenizer_dir: Path
+    max_length: int
+    truncation: str
+    store_path: Path
+    _state: dict = field(default_factory=dict, repr=False)
+
+    def setup(self) -> None:
+        torch.set_num_threads(self.resources.threads)
+        tokenizer = load_tokenizer(self.tokenizer_dir)
+        # Forward-mode AD has no rule for fused attention kernels: eager attention throughout.
+        model = dataclasses.replace(self.model, attn="eager").load()
+        if torch.cuda.is_available() and self.resources.gpus:
+            model = model.to("cuda")
+        kinds = sorted({v.kind for v in self.splits.values()})
+        self._state = {
+            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "pad_id": tokenizer.pad_token_id,
+            "embedders": {kind: make_embedder(kind, model, self.embed) for kind in kinds},
+            "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
+            "stores": {k: EmbeddingStore.open(self.store_path, v.kind, v.split) for k, v in self.splits.items()},
+        }
+
+    def teardown(self) -> None:
+        for embedder in self._state.get("embedders", {}).values():
+            embedder.close()
+        self._state = {}
+
+    def process(self, ref: ShardRef) -> dict:
+        start = time.perf_counter()
+        st = self._state
+        inputs = self.splits[ref.stage]
+        store: EmbeddingStore = st["stores"][ref.stage]
+        embedder = st["embedders"][inputs.kind]
+        shard = st["manifests"][ref.stage].shards[ref.shard]
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        n = shard.n_rows
+        matrix = np.zeros((n, store.dim), dtype=np.float32)
+        written = np.full(n, SKIPPED, dtype=np.uint8)
+        local = np.asarray(rows.local_rows, dtype=np.int64)
+        tokens = nonfinite = 0
+        for batch in make_batches(rows.encoded, self.embed.token_budget, self.embed.max_batch_rows, st["pad_id"]):
+            out = embedder.embed(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
+            values = out.cpu().numpy()
+            finite = np.isfinite(values).all(axis=1)
+            target = local[batch.rows]
+            matrix[target] = np.where(finite[:, None], values, 0.0)
+            written[target] = np.where(finite, OK, NONFINITE)
+            tokens += batch.n_tokens
+            nonfinite += int((~finite).sum())
+        store.write_shard(ref.shard, matrix, written)
+        return {"rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
+                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}

@@ -1,0 +1,72 @@
+"""How well landmark propagation reproduces exact scores (Influence Distillation diagnostics).
+
+Needs a run that sketched every pool row (`scoring.landmarks.sketch = "all"`). The exact score of
+a row is what propagation approximates: the mean cosine of its gradient features to the target
+examples' (the first-order p of methods.md §5, per target column, aggregated like the run). The
+control propagates the same landmark scores through random Gaussian embeddings of the same
+dimension: any skill above it comes from the JVP embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iprox_ray.influence import krr
+from iprox_ray.influence.columns import aggregate, by_subtask
+from iprox_ray.influence.less import unit_rows
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import POOL
+from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.scorers import landmark_features
+from iprox_ray.store.embedding_store import OK as EMBED_OK
+from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.sketch_store import OK, SplitStore, open_root
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    out = np.empty(len(x), dtype=np.float64)
+    out[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return out
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> dict:
+    return {"pearson": float(np.corrcoef(a, b)[0, 1]), "spearman": float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])}
+
+
+def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, control_seed: int = 0) -> dict:
+    """Correlation of propagated vs exact scores on the non-landmark rows, and the control's."""
+    store = ctx.layout.store
+    pool = SplitStore.open(store, POOL, mode="r")
+    if pool.group.attrs.get("sketched_rows", "all") != "all":
+        raise ValueError("landmark fidelity needs every pool row sketched (scoring.landmarks.sketch = 'all')")
+    target = SplitStore.open(store, target_split, mode="r")
+    emb = EmbeddingStore.open(store, "jvp", POOL, mode="r")
+    t_rows = np.flatnonzero(target.read("written") == OK)
+    subtasks = by_subtask(target.gather("subtask", t_rows))
+    columns = subtasks.reduce_rows(unit_rows(target.gather("sketch", t_rows)))  # [J, D]
+    how = ctx.job.scoring.resolved_aggregate()
+    propagated = open_root(store)[scores_name]
+    landmarks = read_landmarks(ctx)
+    rows, exact, approx = [], [], []
+    for shard_id in range(pool.n_shards):
+        span = pool.shard_rows(shard_id)
+        ok = (pool.read("written", span) == OK) & (emb.read("written", span) == EMBED_OK)
+        local = np.flatnonzero(ok)
+        if not len(local):
+            continue
+        units = unit_rows(pool.read("sketch", span)[local])
+        rows.append(span.start + local)
+        exact.append(aggregate(units @ columns.T, subtasks, how))
+        approx.append(propagated[span][local])
+    rows, exact, approx = np.concatenate(rows), np.concatenate(exact), np.concatenate(approx)
+    held_out = ~np.isin(rows, landmarks) & np.isfinite(approx)
+    usable = landmarks[(pool.gather("written", landmarks) == OK) & (emb.gather("written", landmarks) == EMBED_OK)]
+    P_L = landmark_features(pool, usable) @ columns.T
+    # A diagnostic: it holds one random embedding per valid row (valid rows × dim floats).
+    noise = np.random.default_rng(control_seed).standard_normal((len(rows), emb.dim), dtype=np.float32)
+    lm = ctx.job.scoring.landmarks
+    control_model = krr.fit(noise[np.searchsorted(rows, usable)], P_L, lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed)
+    control = aggregate(control_model.predict(noise), subtasks, how)
+    return {"rows": int(held_out.sum()), "landmarks": int(len(usable)),
+            "propagated": correlations(approx[held_out], exact[held_out]),
+            "random_embedding_control": correlations(control[held_out], exact[held_out])}

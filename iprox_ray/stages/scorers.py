@@ -1,0 +1,189 @@
+"""Per-method scorers: each turns one pool shard into a [rows, columns] block of scores.
+
+Columns are target examples (round-robin needs them) or subtasks (their example means). Rows that
+cannot be scored by the method are NaN: never selected, counted. Every scorer streams the pool
+one corpus shard at a time; what it holds in memory is target- or landmark-sized, never
+pool-sized (mid-ppl excepted: ranking the pool's losses needs 12 bytes per row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iprox_ray.influence import krr
+from iprox_ray.influence.columns import Columns
+from iprox_ray.influence.less import unit_rows
+from iprox_ray.spec.selection import ScoringSpec
+from iprox_ray.store.embedding_store import OK as EMBED_OK
+from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array
+
+SKETCH_METHODS = ("less", "tracin", "influence-distillation")
+
+
+def sketch_rows(store: SplitStore, rows: np.ndarray, checkpoint: int = 0) -> np.ndarray:
+    """The fp32 gradient sketch rows (unit row × norm) at store rows, for one checkpoint."""
+    units = store.gather(checkpoint_array("sketch", checkpoint), rows).astype(np.float32)
+    return units * store.gather(checkpoint_array("sketch_norm", checkpoint), rows)[:, None]
+
+
+def checkpoint_weights(store: SplitStore) -> list[float]:
+    """η̄ per sketched checkpoint (sums to 1), as the sketch stage recorded them."""
+    return [float(c["weight"]) for c in store.group.attrs.get("checkpoints", [{"weight": 1.0}])]
+
+
+def landmark_features(pool: SplitStore, rows: np.ndarray) -> np.ndarray:
+    """[L, D] unit-L2 gradient features of the landmark rows, as Influence Distillation uses them.
+
+    Today these are the proxy's Kronecker sketches of the plain per-sample gradient. The Adam
+    preconditioning (a = (1−β1)/(1−β1^{t+1}) / (sqrt(v̂)+ε)) and the randomized-Hadamard
+    projection of methods.md §5 step 3 belong to the sketch engine; when its store carries
+    preconditioned landmark rows, this is the one function that reads them.
+    """
+    return unit_rows(pool.gather("sketch", rows))
+
+
+def candidate_mask(pool: SplitStore, span: slice, need_sketch: bool) -> np.ndarray:
+    written = pool.read("written", span)
+    return written == OK if need_sketch else np.isin(written, CANDIDATES)
+
+
+@dataclass
+class TargetFeatures:
+    """Per-column target features: column means of per-example rows."""
+
+    rows: np.ndarray  # [C, D] float32
+
+    @classmethod
+    def build(cls, per_example: np.ndarray, columns: Columns) -> "TargetFeatures":
+        return cls(columns.reduce_rows(per_example))
+
+
+@dataclass
+class Scorer:
+    """Base: `block(shard_id)` -> [S, C] scores for the pool shard (NaN where not a candidate)."""
+
+    pool: SplitStore
+    n_columns: int
+    info: dict = field(default_factory=dict)
+
+    def block(self, shard_id: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _empty(self) -> np.ndarray:
+        return np.full((self.pool.rows_per_shard, self.n_columns), np.nan, dtype=np.float32)
+
+
+@dataclass
+class SketchScorer(Scorer):
+    """less: cosine of unit rows; tracin: inner product of the raw sketches. With several
+    checkpoints, Σ_c η̄_c · score_c (LESS eq. 2 / TracIn's sum over checkpoints)."""
+
+    targets: list[TargetFeatures] = field(default_factory=list)  # one per checkpoint
+    weights: list[float] = field(default_factory=lambda: [1.0])
+    raw: bool = False
+
+    def block(self, shard_id: int) -> np.ndarray:
+        span = self.pool.shard_rows(shard_id)
+        out = self._empty()
+        ok = candidate_mask(self.pool, span, need_sketch=True)
+        if ok.any():
+            total = np.zeros((int(ok.sum()), self.n_columns), dtype=np.float32)
+            for c, (target, weight) in enumerate(zip(self.targets, self.weights)):
+                units = self.pool.read(checkpoint_array("sketch", c), span)[ok].astype(np.float32)
+                if self.raw:
+                    feats = units * self.pool.read(checkpoint_array("sketch_norm", c), span)[ok][:, None]
+                else:
+                    feats = unit_rows(units)
+                total += np.float32(weight) * (feats @ target.rows.T)
+            out[ok] = total
+        return out
+
+
+@dataclass
+class EmbeddingScorer(Scorer):
+    """rds+: cosine of unit pooled embeddings; influence-distillation: KRR from landmarks."""
+
+    embeddings: EmbeddingStore | None = None
+    target: TargetFeatures | None = None
+    model: krr.KernelRidge | None = None
+
+    def block(self, shard_id: int) -> np.ndarray:
+        span = self.pool.shard_rows(shard_id)
+        out = self._empty()
+        ok = candidate_mask(self.pool, span, need_sketch=False) & (self.embeddings.read("written", span) == EMBED_OK)
+        if ok.any():
+            emb = self.embeddings.read("embedding", span)[ok]
+            out[ok] = self.model.predict(emb) if self.model is not None else unit_rows(emb) @ self.target.rows.T
+        return out
+
+
+@dataclass
+class RandomScorer(Scorer):
+    seed: int = 0
+
+    def block(self, shard_id: int) -> np.ndarray:
+        span = self.pool.shard_rows(shard_id)
+        out = self._empty()
+        ok = candidate_mask(self.pool, span, need_sketch=False)
+        draws = np.random.default_rng([self.seed, shard_id]).random(self.pool.rows_per_shard, dtype=np.float32)
+        out[ok, 0] = draws[ok]
+        return out
+
+
+@dataclass
+class MidPplScorer(Scorer):
+    """Keeps the middle band of pool perplexities: score = −|quantile of the row's loss − centre|."""
+
+    by_row: np.ndarray | None = None  # float32 [N]
+
+    @classmethod
+    def build(cls, pool: SplitStore, center: float) -> "MidPplScorer":
+        rows, losses = [], []
+        for start, written in pool.iter_blocks("written"):
+            ok = written == OK
+            loss = pool.read("loss", slice(start, start + pool.rows_per_shard))
+            ok &= np.isfinite(loss)
+            rows.append(start + np.flatnonzero(ok))
+            losses.append(loss[ok])
+        rows_all, loss_all = np.concatenate(rows), np.concatenate(losses)
+        by_row = np.full(pool.n_rows, np.nan, dtype=np.float32)
+        if len(rows_all):
+            order = np.lexsort((rows_all, loss_all))  # ascending loss, ties by row
+            quantile = np.empty(len(order), dtype=np.float64)
+            quantile[order] = np.arange(len(order)) / max(1, len(order) - 1)
+            by_row[rows_all] = -np.abs(quantile - center)
+        median = float(np.median(loss_all)) if len(loss_all) else None
+        return cls(pool, 1, {"median_loss": median, "rows_with_loss": int(len(rows_all))}, by_row)
+
+    def block(self, shard_id: int) -> np.ndarray:
+        return self.by_row[self.pool.shard_rows(shard_id)][:, None].copy()
+
+
+def count_valid(pool: SplitStore) -> int:
+    """Pool rows a selection may choose (sketched or not)."""
+    return int(sum(np.isin(block, CANDIDATES).sum() for _, block in pool.iter_blocks("written")))
+
+
+def usable_landmarks(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray) -> np.ndarray:
+    """The landmarks with both a finite gradient sketch and an embedding (not duplicates)."""
+    rows = np.asarray(landmark_rows, dtype=np.int64)
+    rows = rows[(pool.gather("written", rows) == OK) & (embeddings.gather("written", rows) == EMBED_OK)]
+    if len(rows) == 0:
+        raise ValueError("no landmark has both a gradient sketch and an embedding")
+    return rows
+
+
+def fit_landmark_model(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray,
+                       target: TargetFeatures, spec: ScoringSpec) -> tuple[krr.KernelRidge, dict]:
+    """Exact landmark scores P_L = G̃_L · target columns, then the KRR fit on their embeddings."""
+    rows = usable_landmarks(pool, embeddings, landmark_rows)
+    features = landmark_features(pool, rows)
+    P_L = features @ target.rows.T  # [L, C] mean cosines per column
+    lm = spec.landmarks
+    model = krr.fit(embeddings.gather("embedding", rows), P_L, lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed)
+    info = {"landmarks_used": int(len(rows)), "landmarks_chosen": int(len(landmark_rows)), "kernel": lm.kernel,
+            "sigma": model.sigma, "ridge": model.ridge}
+    return model, info

@@ -1,0 +1,70 @@
+"""KRR propagation against the dense closed form; chunked equals unchunked; landmark choice."""
+
+import numpy as np
+import pytest
+
+from iprox_ray.influence import krr, landmarks
+
+
+def _dense_reference(E, rows, P_L, kind, ridge_factor):
+    E = E.astype(np.float64)
+    X = E[rows]
+    if kind == "rbf":
+        d = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+        sigma = np.median(d[np.triu_indices(len(X), 1)])
+        kern = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
+    else:
+        kern = lambda a, b: a @ b.T  # noqa: E731
+    K = kern(X, X)
+    K = K + ridge_factor * np.mean(np.diag(K)) * np.eye(len(X))
+    return kern(E, X) @ np.linalg.inv(K) @ P_L
+
+
+@pytest.mark.parametrize("kind", ["rbf", "linear"])
+def test_krr_equals_dense_closed_form_and_chunking_is_exact(kind):
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((300, 16)).astype(np.float32)
+    rows = np.sort(rng.choice(300, 40, replace=False))
+    P_L = rng.standard_normal((40, 3))
+    model = krr.fit(E[rows], P_L, kind, 0.01, bandwidth_sample=1000)
+    whole = model.predict(E)
+    np.testing.assert_allclose(whole, _dense_reference(E, rows, P_L, kind, 0.01), rtol=2e-3, atol=2e-4)
+    chunked = np.concatenate([model.predict(E[o : o + 17]) for o in range(0, 300, 17)])
+    # equal up to float32 rounding: BLAS may block a 17-row product differently from a 300-row one
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=2e-5)
+
+
+def test_krr_interpolates_its_landmarks_with_tiny_ridge():
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((30, 8)).astype(np.float32)
+    P = rng.standard_normal(30)
+    model = krr.fit(E, P, "rbf", 1e-9)
+    np.testing.assert_allclose(model.predict(E)[:, 0], P, atol=1e-3)
+
+
+def test_median_bandwidth_uses_a_seeded_subset():
+    x = np.random.default_rng(2).standard_normal((1500, 4))
+    assert krr.median_bandwidth(x, 1000, seed=3) == krr.median_bandwidth(x, 1000, seed=3)
+    full = krr.median_bandwidth(x, 5000)
+    assert abs(krr.median_bandwidth(x, 1000) - full) / full < 0.05
+
+
+@pytest.mark.parametrize("method", ["uniform", "kmeans++", "farthest-point"])
+def test_landmark_methods_give_distinct_valid_rows(method):
+    rng = np.random.default_rng(4)
+    E = rng.standard_normal((500, 6)).astype(np.float32)
+    valid = np.flatnonzero(rng.random(500) < 0.8)
+    rows = landmarks.choose(method, valid, 50, seed=1, candidates=200, embeddings_of=lambda r: E[r])
+    assert len(rows) == 50 == len(set(rows.tolist())) and np.isin(rows, valid).all()
+    assert np.all(np.diff(rows) > 0)
+    again = landmarks.choose(method, valid, 50, seed=1, candidates=200, embeddings_of=lambda r: E[r])
+    np.testing.assert_array_equal(rows, again)
+    capped = landmarks.choose(method, valid[:30], 50, seed=1, candidates=200, embeddings_of=lambda r: E[r])
+    assert sorted(capped.tolist()) == valid[:30].tolist()
+
+
+def test_farthest_point_spreads_over_clusters():
+    centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100]], np.float32)
+    E = np.concatenate([c + np.random.default_rng(i).standard_normal((50, 2)) for i, c in enumerate(centres)])
+    picked = landmarks.farthest_point(E, 4, seed=0)
+    assert sorted(set((E[picked] > 50).astype(int).dot([1, 2]).tolist())) == [0, 1, 2, 3]
