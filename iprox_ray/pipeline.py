@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from iprox_ray.execution.planning import WorkerPlan, plan_workers
+from iprox_ray.execution.slurm_jobs import slurm_owner_gone
+from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import canonical_json
 from iprox_ray.stages.context import RunContext
@@ -27,7 +30,7 @@ from iprox_ray.stages.subset import write_subset
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
-from iprox_ray.store.lock import RunLock
+from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
 
 MAIN_TARGET = "main"
 
@@ -92,15 +95,39 @@ def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
                            resources.get("CPU", 0), resources.get("GPU", 0))
 
 
+@dataclass(frozen=True)
+class RunPart:
+    """A slice of a run (SLURM array mode): sketch only the shards `owns` accepts, then stop.
+
+    A part with a `group` takes that group's own lock, so the groups of one array run side by
+    side; a part without one (the array's prepare step) takes the run's lock like a whole run.
+    """
+
+    label: str
+    owns: Callable[[ShardRef], bool]
+    group: int | None = None
+
+
 def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
-            break_lock: bool = False) -> dict:
+            break_lock: bool = False, part: RunPart | None = None) -> dict:
     layout = RunLayout(Path(run_dir) if run_dir else job.run_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
-    with RunLock(layout.lock, force=break_lock):
+    grouped = part is not None and part.group is not None
+    lock_path = layout.group_lock(part.group) if grouped else layout.lock
+    with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)):
+        if grouped:
+            _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
         check_run_dir(job, layout, force_new)
         write_config(job, layout)
         ctx = RunContext(job, layout, quiet=quiet)
+        ctx.shard_filter = part.owns if part else None
         return _run_stages(ctx)
+
+
+def _refuse_if_held(lock: RunLock) -> None:
+    owner = lock.owner()
+    if owner is not None and not lock.is_stale(owner):
+        raise RunLockedError(f"run directory {lock.path.parent} is in use by another run ({describe_owner(owner)})")
 
 
 def _run_stages(ctx: RunContext) -> dict:
@@ -114,7 +141,9 @@ def _run_stages(ctx: RunContext) -> dict:
     with worker_plan(ctx.job) as plan:
         ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
         with ctx.timed("sketch"):
-            run_sketch(ctx, [target, POOL], ref, plan)
+            report = run_sketch(ctx, [target, POOL], ref, plan)
+    if ctx.shard_filter is not None:  # a run part stops after its own shards
+        return {"part": True, "shards_run": report.shards_run, "rows": report.rows, "timings": ctx.timings}
     with ctx.timed("dedup"):
         for split, manifest in manifests.items():
             run_dedup(ctx, split, manifest)

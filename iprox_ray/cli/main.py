@@ -9,7 +9,7 @@ import sys
 
 from iprox_ray.spec import SpecError
 
-COMMANDS = ["run", "status"]
+COMMANDS = ["run", "submit", "status"]
 
 
 def build_parser() -> argparse.ArgumentParser:
