@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,47 +186,71 @@ def test_two_node_gang_uses_both_nodes_and_survives_a_killed_actor(cluster, job_
     proc = subprocess.Popen(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait",
                                        "--set", "cluster.slurm.nodes=2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
-    # SIGKILL the head node's actor while it is inside a shard: the shard must be redone elsewhere.
-    victim = wait_until(lambda: busy_actor("127.0.0.2"), "a busy actor on the head node", proc=proc)
-    os.kill(victim, signal.SIGKILL)
+
+    def victim() -> int | None:
+        # An actor inside a shard, on a node that already finished one (so both nodes still show work).
+        nodes = {json.loads(b)["worker"]["node_ip"] for b in done_markers(run_dir).values()}
+        return next((pid for pid in map(busy_actor, sorted(nodes)) if pid), None)
+
+    # SIGKILL an actor while it is inside a shard: the shard must be redone by another actor.
+    killed = wait_until(victim, "a busy actor on a node that finished a shard", proc=proc)
+    os.kill(killed, signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert_identical(run_dir, local_run)
     markers = [json.loads(b) for b in done_markers(run_dir).values()]
     nodes = {m["worker"]["node_ip"] for m in markers}
     assert nodes == {"127.0.0.2", "127.0.0.3"}, nodes
-    assert victim not in {m["worker"]["pid"] for m in markers}  # its shard was not committed by it
     log = next((tmp_path / "logs").rglob("*_0_log.err")).read_text()
-    assert "actor died on" in log and "re-queueing" in log
+    died = re.findall(r"actor died on ShardRef\(stage='([\w-]+)', shard=(\d+)\)", log)
+    assert len(died) == 1, log[-3000:]
+    stage, shard = died[0]
+    redone = json.loads((run_dir / "completions" / stage / f"{int(shard):06d}.json").read_text())
+    assert redone["worker"]["pid"] != killed  # the shard was committed by another actor
+
+
+def start_and_freeze(cluster, run_dir: Path, job_args, logs: Path) -> tuple[subprocess.Popen, str]:
+    """Submit (waiting in the background), and suspend the job once three pool shards are done.
+
+    A suspended job (SIGSTOP on all its processes) is frozen mid-run: its lock stays held by a
+    live process and its in-flight shards stay in flight, whatever the machine's load.
+    """
+    proc = subprocess.Popen(submit_cmd(run_dir, job_args, logs, "--wait"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
+    job_id = submitted_job(run_dir)
+    wait_until(lambda: len(done_markers(run_dir)) >= 3, "three finished shards", proc=proc)
+    slurm(cluster, "scontrol", "suspend", job_id)
+    wait_until(lambda: job_state(cluster, job_id) == "SUSPENDED", "the job to be suspended", timeout=60)
+    return proc, job_id
 
 
 def test_scancel_then_resubmit_is_bitwise_identical_and_the_lock_names_its_owner(cluster, job_args, local_run,
                                                                                   tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
-    job_id = submitted_job(run_dir)
-    wait_until(lambda: len(done_markers(run_dir)) >= 3, "three finished shards", proc=proc)
+    proc, job_id = start_and_freeze(cluster, run_dir, job_args, tmp_path / "logs")
+    before = done_markers(run_dir)
+    assert 3 <= len(before) < N_SHARDS, len(before)
 
-    # While it runs: a second run on the directory refuses and names the owner; so does a second submit.
+    # While it holds the directory: a second run refuses and names the owner; so does a second submit.
     second = iprox("run", str(DEMO), "--run-dir", str(run_dir), *job_args, "-q", env=cluster)
-    assert second.returncode == 1
+    assert second.returncode == 1, second.stdout[-2000:]
     assert "in use by another run" in second.stderr and f"SLURM job {job_id}" in second.stderr
     assert "pid " in second.stderr and "host " in second.stderr
     again = subprocess.run(submit_cmd(run_dir, job_args, tmp_path / "logs"), capture_output=True, text=True,
                            env=cluster, timeout=120)
     assert again.returncode == 1 and job_id in again.stderr, again.stderr
     status = iprox("status", str(run_dir), env=cluster)
-    assert "RUNNING" in status.stdout and "lock: held by" in status.stdout, status.stdout
+    assert "SUSPENDED" in status.stdout and "lock: held by" in status.stdout, status.stdout
+    assert "in flight for" in status.stdout, status.stdout
 
     slurm(cluster, "scancel", job_id)
     wait_until(lambda: job_state(cluster, job_id) == "CANCELLED" and not job_processes(job_id),
                "the cancelled job and all its processes to be gone", timeout=120)
     assert proc.wait(timeout=120) == 1  # --wait reports the cancelled job
-    before = done_markers(run_dir)
-    assert 3 <= len(before) < N_SHARDS, len(before)
+    assert done_markers(run_dir) == before
     status = iprox("status", str(run_dir), env=cluster)
     assert "STALE" in status.stdout and "CANCELLED" in status.stdout, status.stdout
+    assert "was in flight when its driver stopped" in status.stdout, status.stdout
 
     resumed = subprocess.run(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait"), capture_output=True,
                              text=True, env=cluster, timeout=600)
@@ -237,20 +262,18 @@ def test_scancel_then_resubmit_is_bitwise_identical_and_the_lock_names_its_owner
 
 def test_scontrol_requeue_resumes_to_bitwise_identical_results(cluster, job_args, local_run, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
-    job_id = submitted_job(run_dir)
-    wait_until(lambda: len(done_markers(run_dir)) >= 3, "three finished shards", proc=proc)
-    slurm(cluster, "scontrol", "requeue", job_id)
+    proc, job_id = start_and_freeze(cluster, run_dir, job_args, tmp_path / "logs")
     before = done_markers(run_dir)
-    # SLURM holds a requeued job back two minutes (BeginTime); release it now.
+    assert len(before) < N_SHARDS
+    slurm(cluster, "scontrol", "requeue", job_id)  # a suspended job is requeued held
     wait_until(lambda: job_state(cluster, job_id) == "PENDING", "the requeued job to pend", timeout=120)
+    slurm(cluster, "scontrol", "release", job_id)
+    # SLURM holds a requeued job back two minutes (BeginTime); release it now.
     slurm(cluster, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    assert len(before) < N_SHARDS
     after = done_markers(run_dir)
-    assert all(after[name] == data for name, data in before.items())  # finished shards were not redone
+    assert len(after) == N_SHARDS and all(after[name] == data for name, data in before.items())
     record = json.loads((run_dir / "slurm" / "jobs" / f"{job_id}.json").read_text())
     assert [a["restart"] for a in record["attempts"]] == [0, 1]
     assert_identical(run_dir, local_run)
