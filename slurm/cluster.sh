@@ -44,6 +44,10 @@ stop_pid() {  # stop_pid NAME: TERM, wait up to 10 s, then KILL; only the PID we
   rm -f "$file"
 }
 
+queue_empty() {
+  [[ -z "$(squeue -h -o %i)" ]]
+}
+
 nodes_idle() {
   local states
   states="$(sinfo -h -N -o %T)"
@@ -133,6 +137,14 @@ EOF
 stop() {
   [[ -d "$dir/pids" ]] || { echo "cluster.sh: no cluster in $dir" >&2; return 0; }
   local f
+  # Cancel what still runs (suspended jobs too) and let slurmd end it, so no job process outlives the cluster.
+  if [[ -f "$dir/slurm.conf" && -f "$dir/pids/slurmctld.pid" ]]; then
+    export SLURM_CONF="$dir/slurm.conf"
+    if [[ -n "$(squeue -h -o %i 2>/dev/null)" ]]; then
+      squeue -h -o %i | xargs -r scancel 2>/dev/null || true
+      wait_for 60 "jobs to end" queue_empty || true
+    fi
+  fi
   for f in "$dir"/pids/slurmd-*.pid; do [[ -e "$f" ]] && stop_pid "$(basename "$f" .pid)"; done
   stop_pid slurmctld
   stop_pid munged

@@ -181,32 +181,55 @@ def test_gang_job_on_slurm_matches_the_local_run(cluster, job_args, local_run, t
     assert f"{N_SHARDS}/{N_SHARDS} shards done" in status.stdout
 
 
-def test_two_node_gang_uses_both_nodes_and_survives_a_killed_actor(cluster, job_args, local_run, tmp_path):
+def ray_node_group(node_ip: str) -> int | None:
+    """Process group of the `ray start --block` daemon serving this node address (one per node)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if " start --block " in cmd and f"--node-ip-address={node_ip}" in cmd:
+            return os.getpgid(int(proc.name))
+    return None
+
+
+def test_two_node_gang_survives_a_killed_actor_and_a_dead_node(cluster, job_args, local_run, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait",
                                        "--set", "cluster.slurm.nodes=2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
+    job_id = submitted_job(run_dir)
 
-    def victim() -> int | None:
-        # An actor inside a shard, on a node that already finished one (so both nodes still show work).
+    def both_nodes_worked() -> bool:
         nodes = {json.loads(b)["worker"]["node_ip"] for b in done_markers(run_dir).values()}
-        return next((pid for pid in map(busy_actor, sorted(nodes)) if pid), None)
+        return nodes == {"127.0.0.2", "127.0.0.3"}
 
-    # SIGKILL an actor while it is inside a shard: the shard must be redone by another actor.
-    killed = wait_until(victim, "a busy actor on a node that finished a shard", proc=proc)
-    os.kill(killed, signal.SIGKILL)
+    # Freeze the job once both nodes finished shards and the head node's actor is inside one.
+    for _ in range(50):
+        wait_until(lambda: both_nodes_worked() and busy_actor("127.0.0.2"), "work on both nodes", proc=proc)
+        freeze(cluster, job_id)
+        victim = busy_actor("127.0.0.2")
+        if victim:
+            break
+        slurm(cluster, "scontrol", "resume", job_id)
+    assert victim, "never caught the head node's actor inside a shard"
+    before = done_markers(run_dir)
+    assert len(before) < N_SHARDS
+    os.kill(victim, signal.SIGKILL)  # an actor dies mid-shard
+    os.killpg(ray_node_group("127.0.0.3"), signal.SIGKILL)  # the second node's Ray dies whole
+    slurm(cluster, "scontrol", "resume", job_id)
+
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert_identical(run_dir, local_run)
-    markers = [json.loads(b) for b in done_markers(run_dir).values()]
-    nodes = {m["worker"]["node_ip"] for m in markers}
-    assert nodes == {"127.0.0.2", "127.0.0.3"}, nodes
+    after = done_markers(run_dir)
+    assert all(after[name] == data for name, data in before.items())
     log = next((tmp_path / "logs").rglob("*_0_log.err")).read_text()
     died = re.findall(r"actor died on ShardRef\(stage='([\w-]+)', shard=(\d+)\)", log)
-    assert len(died) == 1, log[-3000:]
-    stage, shard = died[0]
-    redone = json.loads((run_dir / "completions" / stage / f"{int(shard):06d}.json").read_text())
-    assert redone["worker"]["pid"] != killed  # the shard was committed by another actor
+    assert len(died) >= 2, log[-3000:]  # the killed actor's shard and the dead node's
+    for stage, shard in died:
+        redone = json.loads((run_dir / "completions" / stage / f"{int(shard):06d}.json").read_text())
+        assert redone["worker"]["node_ip"] == "127.0.0.2" and redone["worker"]["pid"] != victim
 
 
 def start_and_freeze(cluster, run_dir: Path, job_args, logs: Path) -> tuple[subprocess.Popen, str]:
@@ -219,9 +242,13 @@ def start_and_freeze(cluster, run_dir: Path, job_args, logs: Path) -> tuple[subp
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
     job_id = submitted_job(run_dir)
     wait_until(lambda: len(done_markers(run_dir)) >= 3, "three finished shards", proc=proc)
+    freeze(cluster, job_id)
+    return proc, job_id
+
+
+def freeze(cluster, job_id: str) -> None:
     slurm(cluster, "scontrol", "suspend", job_id)
     wait_until(lambda: job_state(cluster, job_id) == "SUSPENDED", "the job to be suspended", timeout=60)
-    return proc, job_id
 
 
 def test_scancel_then_resubmit_is_bitwise_identical_and_the_lock_names_its_owner(cluster, job_args, local_run,
@@ -260,22 +287,44 @@ def test_scancel_then_resubmit_is_bitwise_identical_and_the_lock_names_its_owner
     assert_identical(run_dir, local_run)
 
 
-def test_scontrol_requeue_resumes_to_bitwise_identical_results(cluster, job_args, local_run, tmp_path):
-    run_dir = tmp_path / "run"
-    proc, job_id = start_and_freeze(cluster, run_dir, job_args, tmp_path / "logs")
-    before = done_markers(run_dir)
-    assert len(before) < N_SHARDS
-    slurm(cluster, "scontrol", "requeue", job_id)  # a suspended job is requeued held
+def release(cluster, job_id: str) -> None:
+    """SLURM holds a requeued job back two minutes (BeginTime), a suspended one also held: let it go."""
     wait_until(lambda: job_state(cluster, job_id) == "PENDING", "the requeued job to pend", timeout=120)
-    slurm(cluster, "scontrol", "release", job_id)
-    # SLURM holds a requeued job back two minutes (BeginTime); release it now.
+    if "JobHeldAdmin" in slurm(cluster, "scontrol", "show", "job", "-o", job_id):
+        slurm(cluster, "scontrol", "release", job_id)
     slurm(cluster, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+
+def test_preemption_and_scontrol_requeue_resume_to_bitwise_identical_results(cluster, job_args, local_run,
+                                                                             tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(submit_cmd(run_dir, job_args, tmp_path / "logs", "--wait"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster)
+    job_id = submitted_job(run_dir)
+    wait_until(lambda: len(done_markers(run_dir)) >= 3, "three finished shards", proc=proc)
+    # Preemption as SLURM announces it: USR2 to the job's tasks. submitit calls the job's
+    # checkpoint() and requeues it itself.
+    slurm(cluster, "scancel", "--signal=USR2", job_id)
+    release(cluster, job_id)
+    first = done_markers(run_dir)
+    assert len(first) < N_SHARDS
+    wait_until(lambda: len(done_markers(run_dir)) >= len(first) + 3, "three more shards after preemption",
+               proc=proc)
+    freeze(cluster, job_id)
+    second = done_markers(run_dir)
+    assert len(second) < N_SHARDS
+    # An administrator's requeue (of the frozen job: it comes back held).
+    slurm(cluster, "scontrol", "requeue", job_id)
+    release(cluster, job_id)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     after = done_markers(run_dir)
-    assert len(after) == N_SHARDS and all(after[name] == data for name, data in before.items())
+    assert len(after) == N_SHARDS and all(after[name] == data for name, data in second.items())
     record = json.loads((run_dir / "slurm" / "jobs" / f"{job_id}.json").read_text())
-    assert [a["restart"] for a in record["attempts"]] == [0, 1]
+    assert [a["restart"] for a in record["attempts"]] == [0, 1, 2]
+    log = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*_0_log.*"))
+    assert "this job is preempted" in log and "Calling checkpoint method" in log, log[-3000:]
+    assert "taking over the lock" in log and "the same SLURM job, requeued" in log
     assert_identical(run_dir, local_run)
 
 
