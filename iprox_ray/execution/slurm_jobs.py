@@ -21,7 +21,9 @@ ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", 
 
 
 def record_submission(folder: Path, job_id: str, info: dict) -> None:
-    atomic_write_json(folder / f"{job_id}.json", {**info, "job_id": job_id, "submitted_at": time.time()})
+    path = folder / f"{job_id}.json"
+    known = read_json(path) if path.exists() else {}  # the job may already have recorded its start
+    atomic_write_json(path, {**known, **info, "job_id": job_id, "submitted_at": time.time()})
 
 
 def record_attempt(folder: Path) -> None:
