@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 # The SLURM tests start a real SLURM cluster on localhost (slurm/cluster.sh): Debian's packages,
 # installed here when missing (needs root; in CI a failed install fails the run).
 slurm-packages:
-	@command -v slurmctld >/dev/null 2>&1 || { \
+	@test -x /usr/sbin/slurmctld -a -x /usr/sbin/munged || { \
 	  echo "installing slurmctld slurmd slurm-client munge for the SLURM tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge) \
 	  || { echo "could not install SLURM; the SLURM tests will skip (fail in CI)"; [ -z "$$CI" ]; }; }

@@ -126,9 +126,9 @@ def format_status(status: dict) -> str:
     for split, s in status["splits"].items():
         rate = f", {s['rows_per_s']:.1f} rows/s" if s["rows_per_s"] else ""
         eta = f", ETA {_fmt_seconds(s['eta_s'])}" if s["eta_s"] else ""
-        lines.append(f"  {split}: {s['done']}/{s['shards']} shards done, {len(s['in_flight'])} in flight, "
-                     f"{s['pending'] - len(s['in_flight'])} waiting, {len(s['failed'])} failed, "
-                     f"{s['quarantined']} rows quarantined{rate}{eta}")
+        lines.append(f"  {split}: {s['done']}/{s['shards']} shards done, {s['pending']} pending, "
+                     f"{len(s['failed'])} failed, {s['quarantined']} rows quarantined, "
+                     f"{len(s['in_flight'])} in flight{rate}{eta}")
         for r in s["in_flight"]:
             lines.append(f"    shard {r['shard']} in flight for {_fmt_seconds(now - r['started_at'])} "
                          f"(attempt {r.get('attempt')}, worker {r.get('worker')})")

@@ -11,6 +11,7 @@
 # job id is derived from the clock, so clusters started one after another never reuse job ids.
 # Needs root and the Debian packages slurmctld slurmd slurm-client munge (slurm-wlm 22.05).
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # runuser, munged, slurmctld live there
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cmd="${1:-}"
@@ -57,7 +58,7 @@ nodes_idle() {
 start() {
   local nodes="${3:-1}" cpus="${4:-2}" mem="${5:-8000}"
   [[ "$nodes" == 1 || "$nodes" == 2 ]] || { echo "cluster.sh: NODES must be 1 or 2" >&2; exit 2; }
-  command -v slurmctld >/dev/null || { echo "cluster.sh: slurmctld missing: apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 1; }
+  [[ -x /usr/sbin/slurmctld && -x /usr/sbin/munged ]] || { echo "cluster.sh: slurmctld missing: apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 1; }
   [[ ! -f "$dir/pids/slurmctld.pid" ]] || { echo "cluster.sh: a cluster already runs in $dir" >&2; exit 1; }
   mkdir -p "$dir"/{state,log,pids,bin} "$dir/munge"
   dir="$(cd "$dir" && pwd)"

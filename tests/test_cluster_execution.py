@@ -32,7 +32,7 @@ N_SHARDS = POOL_ROWS // ROWS_PER_SHARD
 
 
 def _slurm_missing() -> str | None:
-    if shutil.which("slurmctld") is None or shutil.which("munged") is None:
+    if not all(Path("/usr/sbin", d).exists() for d in ("slurmctld", "slurmd", "munged")) or not shutil.which("sbatch"):
         return "SLURM is not installed (make test installs slurmctld slurmd slurm-client munge)"
     if os.geteuid() != 0:
         return "the local SLURM test cluster needs root"

@@ -73,6 +73,10 @@ class RunLock:
                 return reason
         return None
 
+    def _gone(self, info: dict) -> str | None:
+        reason = self.gone_reason(info)
+        return f"its owner is gone: {reason}" if reason else None
+
     def is_stale(self, info: dict) -> bool:
         return self.gone_reason(info) is not None
 
@@ -87,7 +91,7 @@ class RunLock:
         except FileExistsError:
             owner = self.owner() or {}
             why = "forced" if self.force else (
-                "the same SLURM job, requeued" if self.is_own_requeue(owner) else self.gone_reason(owner))
+                "the same SLURM job, requeued" if self.is_own_requeue(owner) else self._gone(owner))
             if why:
                 self.report(f"taking over the lock of {self.path.parent} ({why}): was {describe_owner(owner)}")
                 self.path.unlink(missing_ok=True)
