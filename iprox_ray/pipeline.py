@@ -117,6 +117,9 @@ def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, 
     with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)):
         if grouped:
             _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
+        else:  # a whole run waits for the array tasks sketching in this directory
+            for group_lock in sorted((layout.root / "locks").glob("group-*")):
+                _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
         check_run_dir(job, layout, force_new)
         write_config(job, layout)
         ctx = RunContext(job, layout, quiet=quiet)

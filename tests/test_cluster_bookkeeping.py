@@ -202,3 +202,18 @@ def test_status_after_the_driver_died_reports_the_stale_lock_and_interrupted_sha
     cli = subprocess.run([sys.executable, "-m", "iprox_ray.cli.main", "status", str(layout.root), "--json"],
                          capture_output=True, text=True)
     assert cli.returncode == 0 and json.loads(cli.stdout)["splits"]["pool"]["done"] == 2
+
+
+def test_a_whole_run_waits_for_live_array_tasks(make_job, tmp_path):
+    from iprox_ray.pipeline import run_job
+    from iprox_ray.spec import load_job
+
+    layout = RunLayout(tmp_path / "run")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        _write_lock(layout.group_lock(1), pid=sleeper.pid, slurm_job_id="500_1")
+        with pytest.raises(RunLockedError, match="SLURM job 500_1"):
+            run_job(load_job(make_job()), layout.root, quiet=True)
+        assert not layout.lock.exists()  # refused before doing anything, lock released
+    finally:
+        sleeper.kill()
