@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo slurm-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/iprox-ray run jobs/demo.toml
 
-test: $(VENV)/.installed
+# The SLURM tests start a real SLURM cluster on localhost (slurm/cluster.sh): Debian's packages,
+# installed here when missing (needs root; in CI a failed install fails the run).
+slurm-packages:
+	@test -x /usr/sbin/slurmctld -a -x /usr/sbin/munged || { \
+	  echo "installing slurmctld slurmd slurm-client munge for the SLURM tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge) \
+	  || { echo "could not install SLURM; the SLURM tests will skip (fail in CI)"; [ -z "$$CI" ]; }; }
+
+test: $(VENV)/.installed slurm-packages
 	$(BIN)/python -m pytest -q tests
 
 clean-demo:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from iprox_ray.execution.planning import WorkerPlan, plan_workers
+from iprox_ray.execution.slurm_jobs import slurm_owner_gone
+from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import canonical_json
 from iprox_ray.stages.context import RunContext
@@ -27,7 +30,7 @@ from iprox_ray.stages.targets import finish_target, prepare_pool
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
-from iprox_ray.store.lock import RunLock
+from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
 
 MAIN_TARGET = "main"
 
@@ -92,22 +95,52 @@ def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
                            resources.get("CPU", 0), resources.get("GPU", 0))
 
 
+@dataclass(frozen=True)
+class RunPart:
+    """A slice of a run (SLURM array mode): sketch only the shards `owns` accepts, then stop.
+
+    A part with a `group` takes that group's own lock, so the groups of one array run side by
+    side; a part without one (the array's prepare step) takes the run's lock like a whole run
+    and does the driver-side work every group needs (warm-up, proxy, fidelity, embeddings,
+    landmarks).
+    """
+
+    label: str
+    owns: Callable[[ShardRef], bool]
+    group: int | None = None
+
+
 @contextlib.contextmanager
 def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
-             break_lock: bool = False) -> Iterator[RunContext]:
+             break_lock: bool = False, part: RunPart | None = None) -> Iterator[RunContext]:
     """Lock the run directory, check (or record) its config, and hand out the run's context."""
     layout = RunLayout(Path(run_dir) if run_dir else job.run_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
-    with RunLock(layout.lock, force=break_lock):
+    grouped = part is not None and part.group is not None
+    lock_path = layout.group_lock(part.group) if grouped else layout.lock
+    with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)):
+        if grouped:
+            _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
+        else:  # a whole run waits for the array tasks sketching in this directory
+            for group_lock in sorted((layout.root / "locks").glob("group-*")):
+                _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
         check_run_dir(job, layout, force_new)
         write_config(job, layout)
-        yield RunContext(job, layout, quiet=quiet)
+        ctx = RunContext(job, layout, quiet=quiet)
+        ctx.shard_filter = part.owns if part else None
+        yield ctx
+
+
+def _refuse_if_held(lock: RunLock) -> None:
+    owner = lock.owner()
+    if owner is not None and not lock.is_stale(owner):
+        raise RunLockedError(f"run directory {lock.path.parent} is in use by another run ({describe_owner(owner)})")
 
 
 def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
-            break_lock: bool = False) -> dict:
-    with open_run(job, run_dir, force_new, quiet, break_lock) as ctx:
-        return _run_stages(ctx)
+            break_lock: bool = False, part: RunPart | None = None) -> dict:
+    with open_run(job, run_dir, force_new, quiet, break_lock, part) as ctx:
+        return _run_stages(ctx, part)
 
 
 def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
@@ -132,17 +165,19 @@ def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
     return report
 
 
-def _run_stages(ctx: RunContext) -> dict:
+def _run_stages(ctx: RunContext, part: RunPart | None = None) -> dict:
     target = target_split(MAIN_TARGET)
     warmed, ref = build_models(ctx)
     manifests = {POOL: manifest_for(ctx, POOL), target: manifest_for(ctx, target)}
-    if ctx.job.fidelity.enabled:
+    if ctx.job.fidelity.enabled and (part is None or part.group is None):  # once per run, before the sketching
         check_fidelity(ctx, warmed, ref)
     with worker_plan(ctx.job) as plan:
         ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
         subsets = prepare_pool(ctx, ref, plan, [target])  # embeddings + landmarks, when the method needs them
         with ctx.timed("sketch"):
-            run_sketch(ctx, [target, POOL], ref, plan, subsets)
+            report = run_sketch(ctx, [target, POOL], ref, plan, subsets)
+    if part is not None:  # a run part stops after its own shards
+        return {"part": True, "shards_run": report.shards_run, "rows": report.rows, "timings": ctx.timings}
     with ctx.timed("dedup"):
         for split, manifest in manifests.items():
             run_dedup(ctx, split, manifest)

@@ -1,12 +1,19 @@
-"""Read a run directory's progress files (works while a run is live and after it ended)."""
+"""Read a run directory's progress files (works while a run is live and after it ended).
+
+Everything comes from plain files: completion markers (rows, seconds, finish time, worker),
+failure records (last error), in-flight records the driver writes when it hands a shard out,
+quarantine files, the lock, and the SLURM job records; SLURM is asked only for job states.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from iprox_ray.execution.slurm_jobs import job_states, read_submissions, slurm_owner_gone
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, describe_owner
 from iprox_ray.store.markers import ShardMarkers
@@ -19,7 +26,7 @@ def _stage_names(layout: RunLayout) -> list[str]:
 
 def _splits(layout: RunLayout) -> list[str]:
     folder = layout.root / "manifest"
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
+    return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
 
 
 def _quarantined(layout: RunLayout, flat_split: str) -> int:
@@ -29,52 +36,114 @@ def _quarantined(layout: RunLayout, flat_split: str) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
 
 
+def _shard_rows(layout: RunLayout, flat: str) -> dict[int, int]:
+    table = pq.read_table(layout.root / "manifest" / f"{flat}.parquet", columns=["shard_id", "row_start", "row_stop"])
+    ids, starts, stops = (table.column(c).to_pylist() for c in ("shard_id", "row_start", "row_stop"))
+    return {int(i): int(b) - int(a) for i, a, b in zip(ids, starts, stops)}
+
+
+def _wall_rate(done: list[dict], since: float) -> float | None:
+    """Rows per wall-clock second over the markers finished since `since` (all workers together)."""
+    recent = [d for d in done if d.get("finished_at", 0) >= since]
+    if len(recent) < 2:
+        return None
+    start = min(d["finished_at"] - d.get("seconds", 0.0) for d in recent)
+    span = max(d["finished_at"] for d in recent) - start
+    return sum(d.get("rows", 0) for d in recent) / span if span > 0 else None
+
+
+def _lock_status(layout: RunLayout) -> dict | None:
+    lock = RunLock(layout.lock, probes=(slurm_owner_gone,))
+    owner = lock.owner()
+    if owner is None:
+        return None
+    reason = lock.gone_reason(owner)
+    return {**owner, "stale": reason is not None, "stale_reason": reason}
+
+
 def collect_status(run_dir: Path) -> dict:
     layout = RunLayout(run_dir)
     if not layout.config.exists():
         raise FileNotFoundError(f"{run_dir} is not an iprox-ray run directory (no config.json)")
-    status: dict = {"run_dir": str(run_dir), "stages_done": _stage_names(layout), "splits": {}}
-    lock = RunLock(layout.lock)
-    owner = lock.owner()
-    status["lock"] = None if owner is None else {**owner, "stale": lock.is_stale(owner)}
+    lock = _lock_status(layout)
+    live = lock is not None and not lock["stale"]
+    since = lock["since"] if live else 0.0
+    status: dict = {"run_dir": str(run_dir), "lock": lock, "live": live, "stages_done": _stage_names(layout),
+                    "splits": {}, "slurm_jobs": []}
     for flat in _splits(layout):
-        n_shards = pq.ParquetFile(layout.root / "manifest" / f"{flat}.parquet").metadata.num_rows
         stage = f"sketch-{flat}"
-        markers = ShardMarkers(layout.completions(stage), layout.failures(stage))
+        markers = ShardMarkers(layout.completions(stage), layout.failures(stage), layout.inflight(stage))
+        sizes = _shard_rows(layout, flat)
         done = markers.read_done()
-        failures = markers.read_failures()
-        rows = sum(d.get("rows", 0) for d in done)
-        busy = sum(d.get("seconds", 0.0) for d in done)
+        done_ids = {int(d["shard"]) for d in done}
+        failures = [f for f in markers.read_failures() if int(f["shard"]) not in done_ids]
+        inflight = [r for r in markers.read_inflight() if int(r["shard"]) not in done_ids]
+        rate = _wall_rate(done, since)
+        remaining = sum(n for s, n in sizes.items() if s not in done_ids)
         status["splits"][flat] = {
-            "shards": n_shards,
-            "done": len(done),
-            "pending": n_shards - len(done),
+            "shards": len(sizes),
+            "done": len(done_ids),
+            "in_flight": inflight if live else [],
+            "interrupted": [] if live else inflight,  # recorded by a driver that is gone
+            "pending": len(sizes) - len(done_ids),
             "failed": [f for f in failures if f.get("final")],
             "retrying": [f for f in failures if not f.get("final")],
-            "rows_done": rows,
-            "rows_per_worker_second": rows / busy if busy else None,
+            "rows_done": sum(d.get("rows", 0) for d in done),
+            "rows_remaining": remaining,
+            "rows_per_s": rate,
+            "eta_s": remaining / rate if live and rate and remaining else None,
             "quarantined": _quarantined(layout, flat),
+            "workers": sorted({(d.get("worker") or {}).get("node_ip", "?") for d in done} - {"?"}),
         }
+    records = read_submissions(layout.slurm_jobs)
+    states = job_states([r["job_id"] for r in records]) if records else {}
+    for rec in records:
+        status["slurm_jobs"].append({**rec, "state": states.get(rec["job_id"], "unknown")})
     return status
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def format_status(status: dict) -> str:
     lines = [f"run {status['run_dir']}"]
     lock = status["lock"]
-    if lock:
-        state = "STALE (owner is dead)" if lock["stale"] else "held"
-        lines.append(f"  lock: {state} by {describe_owner(lock)}")
+    if lock and lock["stale"]:
+        lines.append(f"  lock: STALE ({lock['stale_reason']}): {describe_owner(lock)}; the next run takes it over")
+    elif lock:
+        lines.append(f"  lock: held by {describe_owner(lock)}")
     else:
         lines.append("  lock: free (no run active)")
     lines.append(f"  stages done: {', '.join(status['stages_done']) or 'none'}")
+    now = time.time()
     for split, s in status["splits"].items():
-        rate = f", {s['rows_per_worker_second']:.0f} rows/s per worker" if s["rows_per_worker_second"] else ""
+        rate = f", {s['rows_per_s']:.1f} rows/s" if s["rows_per_s"] else ""
+        eta = f", ETA {_fmt_seconds(s['eta_s'])}" if s["eta_s"] else ""
         lines.append(f"  {split}: {s['done']}/{s['shards']} shards done, {s['pending']} pending, "
-                     f"{len(s['failed'])} failed, {s['quarantined']} rows quarantined{rate}")
+                     f"{len(s['failed'])} failed, {s['quarantined']} rows quarantined, "
+                     f"{len(s['in_flight'])} in flight{rate}{eta}")
+        for r in s["in_flight"]:
+            lines.append(f"    shard {r['shard']} in flight for {_fmt_seconds(now - r['started_at'])} "
+                         f"(attempt {r.get('attempt')}, worker {r.get('worker')})")
+        for r in s["interrupted"]:
+            lines.append(f"    shard {r['shard']} was in flight when its driver stopped; it will be redone")
         for f in s["failed"] + s["retrying"]:
-            last = (f.get("error") or "").strip().splitlines()[-1:] or [""]
             lines.append(f"    shard {f['shard']} {'failed' if f.get('final') else 'retrying'} "
-                         f"(attempt {f.get('attempt')}): {last[0]}")
+                         f"(attempt {f.get('attempt')}): {_last_line(f.get('error'))}")
+    if status["slurm_jobs"]:
+        lines.append("  SLURM jobs:")
+        for job in status["slurm_jobs"]:
+            role = job.get("role", "?") + (f" {job['group']}" if job.get("group") is not None else "")
+            restarts = len(job.get("attempts", [])) - 1
+            again = f", restarted {restarts}x" if restarts > 0 else ""
+            lines.append(f"    {job['job_id']:>12}  {role:<10} {job['state']}{again}  logs: {job.get('folder', '?')}")
     return "\n".join(lines)
 
 

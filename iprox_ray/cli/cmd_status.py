@@ -1,4 +1,5 @@
-"""`iprox-ray status RUN_DIR`: shards done / pending / failed, quarantine counts, lock owner."""
+"""`iprox-ray status RUN_DIR`: shards done / in flight / failed, rows/s and ETA, quarantine counts,
+lock owner, SLURM jobs and their states."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import sys
 
 from iprox_ray.spec import SpecError
 
-COMMANDS = ["run", "status", "proxy", "fidelity", "score"]
+COMMANDS = ["run", "submit", "status", "proxy", "fidelity", "score"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,18 @@ from iprox_ray.execution.task import ShardRef, ShardTask
 
 OnResult = Callable[[ShardRef, dict], None]
 OnFailure = Callable[[ShardRef, str, int, bool], None]  # shard, error, attempt, final
+OnStart = Callable[[ShardRef, dict], None]  # shard, {attempt, worker}
 
 
 @dataclass
 class Callbacks:
     on_result: OnResult
     on_failure: OnFailure
+    on_start: OnStart | None = None
+
+    def started(self, ref: ShardRef, attempt: int, worker: int) -> None:
+        if self.on_start is not None:
+            self.on_start(ref, {"attempt": attempt, "worker": worker})
 
 
 class Executor(Protocol):
@@ -39,6 +45,7 @@ class InlineExecutor:
         try:
             for shard in refs:
                 for attempt in range(1, max_retries + 2):
+                    callbacks.started(shard, attempt, 0)
                     try:
                         stats = task.process(shard)
                     except Exception as exc:  # a shard failure must not stop the others

@@ -7,8 +7,10 @@ actor replaced; a shard whose process() raised is retried up to max_retries time
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -32,7 +34,10 @@ class _Worker:
         self.task.setup()
 
     def process(self, ref: ShardRef) -> dict:
-        return self.task.process(ref)
+        stats = self.task.process(ref)
+        # Where the shard ran: shows in the completion marker (e.g. both nodes of a gang job worked).
+        return {**stats, "worker": {"host": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
+                                    "pid": os.getpid()}}
 
     def pid(self) -> int:
         return os.getpid()
@@ -54,8 +59,12 @@ class RayActorPoolExecutor:
             "max_restarts": 0,
             "max_task_retries": 0,
             "runtime_env": {"env_vars": res.thread_env()},
+            # Spread replicas over the nodes: a gang job's workers sit on every node, not packed on the head.
+            "scheduling_strategy": "SPREAD",
         }
-        return ray.remote(_Worker).options(**options).remote(task, res.gpus >= 1)
+        actor = ray.remote(_Worker).options(**options).remote(task, res.gpus >= 1)
+        self.slots[actor] = next(self._slot_ids)
+        return actor
 
     def run(self, task: ShardTask, refs: list[ShardRef], callbacks: Callbacks, max_retries: int) -> dict[ShardRef, str]:
         pending = collections.deque(refs)
@@ -63,6 +72,8 @@ class RayActorPoolExecutor:
         failed: dict[ShardRef, str] = {}
         death_budget = self.max_actor_deaths if self.max_actor_deaths is not None else 3 * self.num_actors
         deaths = 0
+        self.slots: dict = {}
+        self._slot_ids = itertools.count()
         idle = [self._spawn(task) for _ in range(min(self.num_actors, len(refs)))]
         inflight: dict = {}
         self.actors = list(idle)  # visible to tests that kill workers
@@ -71,6 +82,7 @@ class RayActorPoolExecutor:
                 while idle and pending:
                     actor, shard = idle.pop(), pending.popleft()
                     inflight[actor.process.remote(shard)] = (actor, shard)
+                    callbacks.started(shard, attempts[shard] + 1, self.slots[actor])
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 for ref in ready:
                     actor, shard = inflight.pop(ref)

@@ -6,9 +6,12 @@ model replicas), so workers are set up once.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -40,23 +43,38 @@ def run_sharded_stages(
     executor: Executor,
     max_retries: int = 2,
     show_progress: bool = True,
+    select: Callable[[ShardRef], bool] | None = None,
 ) -> StageReport:
+    """`select` restricts the run to some shards (an array job owns a fixed subset)."""
     markers = {w.stage: w.markers for w in work}
     todo = []
     for w in work:
         done = w.markers.done_ids()
-        todo += [ShardRef(w.stage, s) for s in range(w.n_shards) if s not in done]
+        mine = [ShardRef(w.stage, s) for s in range(w.n_shards) if select is None or select(ShardRef(w.stage, s))]
+        todo += [ref for ref in mine if ref.shard not in done]
     total = sum(w.n_shards for w in work)
     report = StageReport(total, total - len(todo))
     if not todo:
         return report
+    if select is None:  # a whole-run driver owns every in-flight record; an array job only its own
+        for w in work:
+            w.markers.clear_all_started()
+    else:
+        for ref in todo:
+            markers[ref.stage].clear_started(ref.shard)
     start = time.perf_counter()
     label = "+".join(w.stage for w in work)
     bar = tqdm(total=total, initial=report.shards_skipped, desc=label, unit="shard",
                disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
 
+    driver = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+    def on_start(ref: ShardRef, info: dict) -> None:
+        markers[ref.stage].mark_started(ref.shard, {**info, "driver": driver})
+
     def on_result(ref: ShardRef, stats: dict) -> None:
         markers[ref.stage].mark_done(ref.shard, stats)
+        markers[ref.stage].clear_started(ref.shard)
         report.shards_run += 1
         report.rows += int(stats.get("rows", 0))
         bar.update(1)
@@ -64,12 +82,13 @@ def run_sharded_stages(
 
     def on_failure(ref: ShardRef, error: str, attempt: int, final: bool) -> None:
         markers[ref.stage].record_failure(ref.shard, error, attempt, final)
+        markers[ref.stage].clear_started(ref.shard)
         last = error.strip().splitlines()[-1] if error.strip() else ""
         tqdm.write(f"[{ref.stage}] shard {ref.shard} failed (attempt {attempt}"
                    f"{', giving up' if final else ''}): {last}", file=sys.stderr)
 
     try:
-        report.failures = executor.run(task, todo, Callbacks(on_result, on_failure), max_retries)
+        report.failures = executor.run(task, todo, Callbacks(on_result, on_failure, on_start), max_retries)
     finally:
         bar.close()
     report.seconds = time.perf_counter() - start

@@ -87,8 +87,16 @@ def load_cluster_profile(path: Path) -> dict[str, Any]:
     return tree.get("cluster", tree)
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def build_job(
-    tree: dict[str, Any], base_dir: Path, source: str, cluster_profile: Path | None = None
+    tree: dict[str, Any], base_dir: Path, source: str, cluster_profile: Path | None = None,
+    cluster_overrides: list[str] | None = None,
 ) -> JobSpec:
     tree = dict(tree)
     cluster = dict(tree.get("cluster", {}))
@@ -98,8 +106,12 @@ def build_job(
         if not profile_path.is_absolute():
             profile_path = (Path.cwd() if cluster_profile else base_dir) / profile_path
         inline = {} if cluster_profile else cluster
-        cluster = {**load_cluster_profile(profile_path), **inline, "profile": str(profile_path)}
-    tree["cluster"] = cluster
+        cluster = {**_merge(load_cluster_profile(profile_path), inline), "profile": str(profile_path)}
+    # --set cluster.* applies on top of whichever profile was chosen (also one given by --cluster)
+    holder = {"cluster": cluster}
+    for assignment in cluster_overrides or []:
+        apply_override(holder, assignment)
+    tree["cluster"] = holder["cluster"]
     try:
         job = JobSpec.model_validate(tree)
     except ValidationError as err:
@@ -114,7 +126,10 @@ def load_job(
     """Load and validate a job TOML; `overrides` are `key.path=value` strings applied first."""
     path = Path(path).resolve()
     tree = read_toml(path)
-    for assignment in overrides or []:
-        apply_override(tree, assignment)
+    overrides = overrides or []
+    cluster_overrides = [a for a in overrides if a.strip().startswith("cluster.")]
+    for assignment in overrides:
+        if assignment not in cluster_overrides:
+            apply_override(tree, assignment)
     profile = Path(cluster_profile) if cluster_profile else None
-    return build_job(tree, path.parent, str(path), profile)
+    return build_job(tree, path.parent, str(path), profile, cluster_overrides)

@@ -6,8 +6,9 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
+from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
@@ -20,6 +21,7 @@ class RunContext:
     quiet: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     ray_resources: dict | None = None  # set while an executor session is open
+    shard_filter: Callable[[ShardRef], bool] | None = None  # a run part (array job) owns only some shards
 
     def say(self, message: str) -> None:
         if not self.quiet:

@@ -93,7 +93,7 @@ def sketch_fingerprint(ctx: RunContext, split: str) -> str:
 
 def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
     stage = sketch_stage(split)
-    return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage))
+    return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage), ctx.layout.inflight(stage))
 
 
 def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
@@ -152,4 +152,4 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         only_rows=only_rows or None,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
-                              show_progress=not ctx.quiet)
+                              show_progress=not ctx.quiet, select=ctx.shard_filter)

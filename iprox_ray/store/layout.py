@@ -69,6 +69,24 @@ class RunLayout:
     def failures(self, stage: str) -> Path:
         return self.root / "failures" / stage
 
+    def inflight(self, stage: str) -> Path:
+        return self.root / "inflight" / stage
+
+    # cluster bookkeeping: submitted SLURM jobs, Ray rendezvous folders, per-group locks
+    @property
+    def slurm_jobs(self) -> Path:
+        return self.root / "slurm" / "jobs"
+
+    def rendezvous(self, job_id: str, attempt: int) -> Path:
+        return self.root / "slurm" / "rendezvous" / f"{job_id}-{attempt}"
+
+    @property
+    def array_groups(self) -> Path:
+        return self.root / "manifest" / "array-groups.json"
+
+    def group_lock(self, group: int) -> Path:
+        return self.root / "locks" / f"group-{group:04d}"
+
     def stage_done(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
 

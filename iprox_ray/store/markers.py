@@ -11,11 +11,16 @@ from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
 class ShardMarkers:
-    """`done/NNNNNN.json` exists iff that shard's data is fully committed."""
+    """`done/NNNNNN.json` exists iff that shard's data is fully committed.
 
-    def __init__(self, done_dir: Path, failure_dir: Path):
+    With an `inflight_dir`, the driver also records which shards are being processed right now
+    (one file per shard, removed when the shard ends), so `status` can show them from plain files.
+    """
+
+    def __init__(self, done_dir: Path, failure_dir: Path, inflight_dir: Path | None = None):
         self.done_dir = done_dir
         self.failure_dir = failure_dir
+        self.inflight_dir = inflight_dir
 
     def _done_path(self, shard_id: int) -> Path:
         return self.done_dir / f"{shard_id:06d}.json"
@@ -38,16 +43,38 @@ class ShardMarkers:
             {"shard": shard_id, "error": error, "attempt": attempt, "final": final, "at": time.time()},
         )
 
+    def mark_started(self, shard_id: int, info: dict[str, Any]) -> None:
+        if self.inflight_dir is not None:
+            atomic_write_json(self.inflight_dir / f"{shard_id:06d}.json",
+                              {**info, "shard": shard_id, "started_at": time.time()})
+
+    def clear_started(self, shard_id: int) -> None:
+        if self.inflight_dir is not None:
+            (self.inflight_dir / f"{shard_id:06d}.json").unlink(missing_ok=True)
+
+    def clear_all_started(self) -> None:
+        """At the start of a driver: records left by a dead driver describe nothing running."""
+        if self.inflight_dir is not None and self.inflight_dir.exists():
+            for path in self.inflight_dir.glob("[0-9]*.json"):
+                path.unlink(missing_ok=True)
+
+    def read_inflight(self) -> list[dict[str, Any]]:
+        return _read_all(self.inflight_dir) if self.inflight_dir is not None else []
+
     def read_done(self) -> list[dict[str, Any]]:
         return [read_json(p) for p in sorted(self.done_dir.glob("[0-9]*.json"))] if self.done_dir.exists() else []
 
     def read_failures(self) -> list[dict[str, Any]]:
-        if not self.failure_dir.exists():
-            return []
-        out = []
-        for path in sorted(self.failure_dir.glob("[0-9]*.json")):
-            try:
-                out.append(read_json(path))
-            except (OSError, json.JSONDecodeError):
-                continue  # being replaced right now
-        return out
+        return _read_all(self.failure_dir)
+
+
+def _read_all(folder: Path) -> list[dict[str, Any]]:
+    if not folder.exists():
+        return []
+    out = []
+    for path in sorted(folder.glob("[0-9]*.json")):
+        try:
+            out.append(read_json(path))
+        except (OSError, json.JSONDecodeError):
+            continue  # removed or being replaced right now
+    return out
