@@ -24,6 +24,7 @@ REDUCED = [
     "data.max_length=256",
     "warmup.epochs=1",
     "selection.k=40",
+    "fidelity.enabled=false",  # the report has its own tests (test_fidelity.py)
 ]
 
 

@@ -63,11 +63,11 @@ class EmbedShardTask:
     def setup(self) -> None:
         torch.set_num_threads(self.resources.threads)
         tokenizer = load_tokenizer(self.tokenizer_dir)
-        # Forward-mode AD has no rule for fused attention kernels: eager attention throughout.
-        model = dataclasses.replace(self.model, attn="eager").load()
+        kinds = sorted({v.kind for v in self.splits.values()})
+        # Forward-mode AD has no rule for fused attention kernels: eager attention when JVPs are due.
+        model = (dataclasses.replace(self.model, attn="eager") if "jvp" in kinds else self.model).load()
         if torch.cuda.is_available() and self.resources.gpus:
             model = model.to("cuda")
-        kinds = sorted({v.kind for v in self.splits.values()})
         self._state = {
             "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
             "pad_id": tokenizer.pad_token_id,

@@ -106,8 +106,7 @@ def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitSt
     raise ValueError(f"unknown scoring method {method!r}")
 
 
-def run_score(ctx: RunContext, target_split: str, target_name: str, method: str | None = None,
-              ref: ModelRef | None = None) -> str:
+def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRef | None = None) -> str:
     """Score the pool against `target_split`; returns the path of the aggregated score array.
     `ref` (the sketched model) is needed only by the second-order term."""
     stage = f"score-{target_name}"
@@ -115,7 +114,7 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, method: str 
     if ctx.stage_done(stage):
         return name
     spec = ctx.job.scoring
-    method = method or spec.method
+    method = spec.method
     pool = SplitStore.open(ctx.layout.store, POOL)
     target = SplitStore.open(ctx.layout.store, target_split)
     t_rows = _target_rows(ctx, target, target_split, method)
