@@ -84,7 +84,9 @@ class HookSketcher:
                 # Nothing upstream needs a gradient: start the graph here.
                 replaced = output = output.detach().requires_grad_(True)
                 self._leaves.append(output)
-            self._stash.setdefault(name, []).append(self._capture(name, inputs[0]))
+            with self._full_precision():  # projections stay fp32 under bf16 autocast
+                kept = self._capture(name, inputs[0])
+            self._stash.setdefault(name, []).append(kept)
             output.register_hook(lambda grad: self._backward(name, grad))
             return replaced
 
@@ -130,6 +132,11 @@ class HookSketcher:
         loss = loss.detach().float()
         finite = torch.isfinite(loss) & torch.isfinite(rows).all(dim=1)
         return SketchOutput(rows.detach(), loss, finite)
+
+    def _full_precision(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, enabled=False)
 
     def _autocast_context(self):
         if self.autocast is None:
