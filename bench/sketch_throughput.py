@@ -64,7 +64,9 @@ def vmap_dense(model, data, chunk: int = 8) -> None:
     projector = DenseProjector(0, 8192, "srht")
 
     def loss_one(p, i, a, t):
-        logits = functional_call(model, p, (i[None],), {"attention_mask": a[None]}).logits
+        # No attention mask: transformers' mask builder branches on data (vmap refuses it), and
+        # with right padding and a causal model the real tokens' outputs are the same without it.
+        logits = functional_call(model, p, (i[None],)).logits
         return per_sample_loss(logits, i[None], t[None])[0]
 
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0), chunk_size=chunk)

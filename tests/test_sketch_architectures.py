@@ -147,4 +147,5 @@ def test_bf16_autocast_is_close_to_fp32_and_off_by_default_on_cpu():
     bf16 = KroneckerSketcher(copy.deepcopy(model), patterns_for("llama"), 4, 4, seed=0, autocast="bf16")
     assert bf16.autocast == torch.bfloat16
     a, b = fp32.sketch(ids, attn, trainable).sketch, bf16.sketch(ids, attn, trainable).sketch
+    assert b.dtype == torch.float32  # projections are kept fp32 under bf16 autocast
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.95

@@ -113,8 +113,9 @@ class SplitStore:
         sketch_dim: int,
         attrs: dict[str, Any],
     ) -> "SplitStore":
-        """`attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds."""
-        """Create the split's arrays, or reopen them if they were made with identical attributes."""
+        """Create the split's arrays, or reopen them if they were made with identical attributes.
+
+        `attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds."""
         root = open_root(store_path)
         want = {
             **attrs,
