@@ -32,7 +32,7 @@ slurm-packages:
 	  || { echo "could not install SLURM; the SLURM tests will skip (fail in CI)"; [ -z "$$CI" ]; }; }
 
 test: $(VENV)/.installed slurm-packages
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests  # SLURM/Ray tests wait a lot: two workers overlap them
 
 clean-demo:
 	rm -rf runs/demo
