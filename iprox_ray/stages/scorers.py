@@ -37,10 +37,9 @@ def checkpoint_weights(store: SplitStore) -> list[float]:
 def landmark_features(pool: SplitStore, rows: np.ndarray) -> np.ndarray:
     """[L, D] unit-L2 gradient features of the landmark rows, as Influence Distillation uses them.
 
-    Today these are the proxy's Kronecker sketches of the plain per-sample gradient. The Adam
-    preconditioning (a = (1−β1)/(1−β1^{t+1}) / (sqrt(v̂)+ε)) and the randomized-Hadamard
-    projection of methods.md §5 step 3 belong to the sketch engine; when its store carries
-    preconditioned landmark rows, this is the one function that reads them.
+    The rows are what the sketch stage wrote: Adam-preconditioned (the factor a of methods.md §5)
+    when `sketch.optimizer = "influence-distillation"`, else plain gradients; projected by
+    `sketch.kind` (Kronecker, or SRHT as in §5 step 3).
     """
     return unit_rows(pool.gather("sketch", rows))
 
