@@ -31,8 +31,11 @@ slurm-packages:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge) \
 	  || { echo "could not install SLURM; the SLURM tests will skip (fail in CI)"; [ -z "$$CI" ]; }; }
 
+# The SLURM tests interrupt jobs at chosen moments, so they run alone; the rest run on two workers
+# (by file), which overlaps the Ray tests' waiting with the CPU-bound tests.
 test: $(VENV)/.installed slurm-packages
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests  # SLURM/Ray tests wait a lot: two workers overlap them
+	$(BIN)/python -m pytest -q tests/test_cluster_execution.py
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests --ignore=tests/test_cluster_execution.py
 
 clean-demo:
 	rm -rf runs/demo
