@@ -13,7 +13,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from iprox_ray.store.sketch_store import SplitStore, StoreMismatchError, _jsonable, open_root
+from iprox_ray.store.sketch_store import SplitStore, StoreMismatchError, open_root, require_same_attrs
 
 EMBEDDING = "embedding"
 WRITTEN = "written"  # 0 empty/padding, 1 ok, 2 not embedded (quarantined row), 3 non-finite
@@ -55,11 +55,7 @@ class EmbeddingStore:
         path = embedding_group(kind, split)
         want = {**attrs, "kind": kind, "split": split, "n_shards": n_shards, "rows_per_shard": rows_per_shard, "dim": dim}
         if path in root:
-            have = dict(root[path].attrs)
-            diff = sorted(k for k in set(want) | set(have) if _jsonable(want.get(k)) != _jsonable(have.get(k)))
-            if diff:
-                details = "; ".join(f"{k}: store has {have.get(k)!r}, run wants {want.get(k)!r}" for k in diff)
-                raise StoreMismatchError(f"store group {path!r} at {store_path} was written with other settings: {details}")
+            require_same_attrs(f"store group {path!r} at {store_path}", dict(root[path].attrs), want)
             return cls.open(store_path, kind, split)
         group = root.require_group(path)
         n_rows = n_shards * rows_per_shard

@@ -125,11 +125,7 @@ class SplitStore:
             "sketch_dim": sketch_dim,
         }
         if split in root:
-            have = dict(root[split].attrs)
-            diff = sorted(k for k in set(want) | set(have) if _jsonable(want.get(k)) != _jsonable(have.get(k)))
-            if diff:
-                details = "; ".join(f"{k}: store has {have.get(k)!r}, run wants {want.get(k)!r}" for k in diff)
-                raise StoreMismatchError(f"store split {split!r} at {store_path} was written with other settings: {details}")
+            require_same_attrs(f"store split {split!r} at {store_path}", dict(root[split].attrs), want)
             return cls.open(store_path, split)
         group = root.create_group(split)
         n_rows = n_shards * rows_per_shard
@@ -206,6 +202,14 @@ class SplitStore:
         for shard_id in shard_ids if shard_ids is not None else range(self.n_shards):
             span = self.shard_rows(shard_id)
             yield span.start, self.group[name][span]
+
+
+def require_same_attrs(what: str, have: dict, want: dict) -> None:
+    """Refuse to reopen a group whose recorded attributes differ from what this run would write."""
+    diff = sorted(k for k in set(want) | set(have) if _jsonable(want.get(k)) != _jsonable(have.get(k)))
+    if diff:
+        details = "; ".join(f"{k}: store has {have.get(k)!r}, run wants {want.get(k)!r}" for k in diff)
+        raise StoreMismatchError(f"{what} was written with other settings: {details}")
 
 
 def _jsonable(value: Any) -> Any:
