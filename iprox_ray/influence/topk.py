@@ -7,11 +7,13 @@ How it stays close to one plain pass over the data, for any k:
 - A threshold, the current k-th best (score, row), rules out almost every value once known. The
   first one comes from the first big chunk's strided 1/8 sample (its k-th best is safe: k values
   at least as good exist), later ones from the candidates.
-- Threshold / count / prefix-sum gather, in one pass, in parallel over blocks of a chunk
-  (`prange`): each block writes the positions of its values ≥ threshold into its own region of a
-  reused chunk-sized scratch buffer and counts them; prefix sums of the counts place the blocks'
-  candidates side by side. Branchy when few values pass (well predicted), branch-free when many
-  do (chosen from the previous chunk's pass rate). Non-finite values are counted by numpy.
+- Threshold / count / prefix-sum gather, in parallel over blocks of a chunk (`prange`). Each block
+  tests 32 values at a time with a vectorised any-pass check that also counts non-finite values,
+  so a chunk with few passing values costs about one plain pass; a group with a hit writes its
+  passing positions into the block's region of a reused scratch buffer (visiting the set bits of
+  its 32-bit pass mask when few values pass, branch-free when many do, chosen from the previous
+  chunk's pass rate). Prefix sums
+  of the block counts then place every block's (score, row) candidates side by side, in parallel.
 - Candidates accumulate until there are 2k, then are cut back to the exact top-k by a linear-time
   partition, which also raises the threshold. Total work is linear in the rows.
 """
@@ -23,72 +25,127 @@ from typing import Iterable
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
-DENSE_PASS_RATE = 0.05  # above this share of passing values the branch-free scan is faster
+LANES = 32  # values per vectorised any-pass check
+DENSE_PASS_RATE = 0.05  # above this share of passing values the branch-free write is faster
 
 
-@numba.njit(cache=True)
-def _scan_block(values, lo, hi, tv, inf, out):
-    """Chunk positions of the finite values ≥ tv in values[lo:hi], written to out[lo:]. Passing is
-    rare once a threshold is known, so the branch is well predicted. Returns the count."""
-    count = 0
-    for i in range(lo, hi):
-        v = values[i]
-        if v >= tv:
-            out[lo + count] = i
-            count += abs(v) < inf
-    return count
+@numba.njit(cache=True, inline="always")
+def _passes(v, i, tv, ti, offset, inf):
+    """Finite and better than the threshold (tv, ti): higher score, or equal with a lower row."""
+    return ((v > tv) | ((v == tv) & (offset + i <= ti))) & (abs(v) < inf)
 
 
 @numba.njit(cache=True)
-def _scan_block_dense(values, lo, hi, tv, inf, out):
-    """As _scan_block, branch-free (every position is written, the cursor advances if it passes):
-    faster when many values pass. Needs one spare slot after the block's region."""
-    count = 0
-    for i in range(lo, hi):
+def _scan_block(values, tv, ti, offset, inf, dense, out, base):
+    """Positions (+ base) of the finite values that beat (tv, ti), written to out; values is one
+    block, indexed from 0 (provably non-negative indices let LLVM vectorise the check; offset is
+    the block's global row). Returns (passing count, non-finite count)."""
+    at = 0
+    nonfinite = 0
+    n = values.size
+    full = n - n % LANES
+    for start in range(0, full, LANES):
+        mask = np.uint32(0)
+        bad = np.int32(0)
+        for j in range(LANES):  # fixed trip count, no stores, no branches: vectorised
+            v = values[start + j]
+            mask |= np.uint32(v >= tv) << np.uint32(j)
+            bad += np.int32(not (abs(v) < inf))
+        nonfinite += bad
+        if mask == 0:
+            continue
+        if dense:  # branch-free: every position is written, the cursor moves if it passes
+            for i in range(start, start + LANES):
+                out[at] = base + i  # at <= i: never past the block's region
+                at += _passes(values[i], i, tv, ti, offset, inf)
+        else:  # few pass: visit the set bits only
+            while mask:
+                i = start + trailing_zeros(mask)
+                if _passes(values[i], i, tv, ti, offset, inf):
+                    out[at] = base + i
+                    at += 1
+                mask &= mask - np.uint32(1)
+    for i in range(full, n):
         v = values[i]
-        out[lo + count] = i
-        count += (v >= tv) & (abs(v) < inf)
-    return count
+        nonfinite += not (abs(v) < inf)
+        out[at] = base + i
+        at += _passes(v, i, tv, ti, offset, inf)
+    return at, nonfinite
 
 
 @numba.njit(parallel=True, cache=True)
-def _scan_chunk(values, n_blocks, tv, inf, dense, out):
-    """Per-block candidates under prange: block b fills out[b*per:] (out holds n+1 slots) with
-    chunk positions. Returns (count per block, per)."""
+def _scan_chunk(values, n_blocks, tv, ti, offset, inf, dense, out):
+    """Per-block candidates under prange: block b fills out[b*per:] with chunk positions.
+    Returns (count per block, non-finite count, per)."""
     n = values.shape[0]
     per = (n + n_blocks - 1) // n_blocks
     kept = np.zeros(n_blocks, dtype=np.int64)
+    bad = np.zeros(n_blocks, dtype=np.int64)
     for b in numba.prange(n_blocks):
         lo, hi = b * per, min(n, (b + 1) * per)
-        if dense:
-            kept[b] = _scan_block_dense(values, lo, hi, tv, inf, out)
-        else:
-            kept[b] = _scan_block(values, lo, hi, tv, inf, out)
-    return kept, per
+        kept[b], bad[b] = _scan_block(values[lo:hi], tv, ti, offset + lo, inf, dense, out[lo:hi], lo)
+    return kept, bad.sum(), per
+
+
+@numba.njit(parallel=True, cache=True)
+def _gather(values, positions, kept, per, offset, vals, idx, at):
+    """Append every block's candidates (score, global row) to vals/idx from `at`, side by side."""
+    starts = np.empty(kept.size, dtype=np.int64)
+    total = at
+    for b in range(kept.size):
+        starts[b] = total
+        total += kept[b]
+    for b in numba.prange(kept.size):
+        src, dst = b * per, starts[b]
+        for t in range(kept[b]):
+            p = positions[src + t]
+            vals[dst + t] = values[p]
+            idx[dst + t] = offset + p
+    return total
 
 
 @numba.njit(cache=True)
-def _compact_above(vals, idx, m, kth):
-    """Move the entries with value > kth to the front (stable, in place, branch-free: about half
-    of them move); return their count and the rows of the entries equal to kth."""
-    n_ties = 0
-    for i in range(m):
-        n_ties += vals[i] == kth
-    ties = np.empty(n_ties, dtype=np.int64)
-    t = 0
-    for i in range(m):
-        if vals[i] == kth:  # rare: well predicted
-            ties[t] = idx[i]
-            t += 1
+def _compact_above(vals, idx, m, kth, ties):
+    """Move the entries with value > kth to the front (stable, in place, branch-free) and the rows
+    of those equal to kth into `ties` (a branch: ties are few in real scores); return both counts."""
     count = 0
+    n_ties = 0
     for i in range(m):
         v = vals[i]
         r = idx[i]
+        if v == kth:  # few ties: well predicted
+            ties[n_ties] = r
+            n_ties += 1
         vals[count] = v
         idx[count] = r
         count += v > kth
-    return count, ties
+    return count, n_ties
+
+
+@numba.njit(cache=True)
+def _order_keys(bits, idx):
+    """One uint64 per entry whose ascending order is score descending, then row ascending: the
+    float32 score's bits made order-preserving and inverted in the high half, the row below."""
+    keys = np.empty(bits.size, dtype=np.uint64)
+    for i in range(bits.size):
+        b = np.uint64(bits[i])
+        up = (~b & np.uint64(0xFFFFFFFF)) if b >> np.uint64(31) else (b | np.uint64(1 << 31))
+        keys[i] = ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(idx[i])
+    return keys
+
+
+@numba.njit(cache=True)
+def _decode_keys(keys):
+    """Inverse of _order_keys: (rows, float32 score bits)."""
+    rows = np.empty(keys.size, dtype=np.int64)
+    bits = np.empty(keys.size, dtype=np.uint32)
+    for i in range(keys.size):
+        rows[i] = np.int64(keys[i] & np.uint64(0xFFFFFFFF))
+        up = np.uint64(0xFFFFFFFF) - (keys[i] >> np.uint64(32))
+        bits[i] = np.uint32((up & np.uint64(0x7FFFFFFF)) if up >> np.uint64(31) else (~up & np.uint64(0xFFFFFFFF)))
+    return rows, bits
 
 
 def exact_top(vals: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
@@ -109,15 +166,9 @@ def sort_best_first(vals: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.n
     """(rows, scores) by score descending, then row ascending."""
     as32 = vals.astype(np.float32) + np.float32(0.0)  # -0.0 -> +0.0: they tie, as everywhere else
     if len(vals) > 4096 and np.array_equal(as32, vals) and idx.min() >= 0 and idx.max() < 1 << 32:
-        # Sorting one 64-bit key is much faster than a two-key lexsort: the score's bits made
-        # order-preserving and inverted (descending) in the high half, the row in the low half.
-        bits = as32.view(np.uint32).astype(np.uint64)
-        ordered = np.where(bits >> np.uint64(31), ~bits, bits | np.uint64(1 << 31)) & np.uint64(0xFFFFFFFF)
-        key = np.sort(((np.uint64(0xFFFFFFFF) - ordered) << np.uint64(32)) | idx.astype(np.uint64))
-        rows = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        high = np.uint64(0xFFFFFFFF) - (key >> np.uint64(32))
-        bits = np.where(high >> np.uint64(31), high & np.uint64(0x7FFFFFFF), ~high & np.uint64(0xFFFFFFFF))
-        return rows, bits.astype(np.uint32).view(np.float32).astype(np.float64)
+        # Sorting one 64-bit key is much faster than a two-key lexsort.
+        rows, bits = _decode_keys(np.sort(_order_keys(as32.view(np.uint32), idx)))
+        return rows, bits.view(np.float32).astype(np.float64)
     order = np.lexsort((idx, -vals))
     return idx[order].astype(np.int64), vals[order].astype(np.float64)
 
@@ -145,15 +196,16 @@ def sampled_threshold(values: np.ndarray, offset: int, k: int, stride: int = 8) 
 class StreamingTopK:
     """Feed chunks with their global offset; `result()` gives rows and scores, best first.
 
-    Memory: a candidate buffer of ~2k + (passing rows of one chunk) entries and a chunk-sized
-    scratch buffer, 16 bytes per entry.
+    Memory: a candidate buffer of ~2k + (passing rows of one chunk) entries, 24 bytes each with
+    float32 scores (score, row, a partition copy, a tie slot), and a chunk-sized scratch buffer.
     """
 
     k: int
     non_finite: int = 0
     _vals: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    _part: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     _idx: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    _part: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    _ties: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     _size: int = 0  # live candidates at the front of _vals/_idx
     _threshold: tuple[float, int] | None = None  # the k-th best (value, row) once known
     _scratch: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
@@ -179,28 +231,18 @@ class StreamingTopK:
         if values.dtype == np.float32 and float(np.float32(tv)) != tv:
             values = values.astype(np.float64)  # compare in a type that holds the threshold exactly
         dtype = values.dtype.type
-        if self._scratch.size < n + 1:
-            self._scratch = np.empty(n + 1, np.int32)  # reused across chunks: no page faults
+        if self._scratch.size < n:
+            self._scratch = np.empty(n, np.int32)  # reused across chunks: no page faults
         n_blocks = max(1, min(numba.get_num_threads() * 4, n // 4096 or 1))
-        dense = self._pass_rate > DENSE_PASS_RATE  # many values passed last time: go branch-free
-        kept, per = _scan_chunk(values, n_blocks, dtype(tv), dtype(np.inf), dense, self._scratch)
-        self.non_finite += n - int(np.count_nonzero(np.isfinite(values)))
+        dense = self._pass_rate > DENSE_PASS_RATE  # many passed last time: go branch-free
+        kept, bad, per = _scan_chunk(values, n_blocks, dtype(tv), ti, offset, dtype(np.inf), dense, self._scratch)
+        self.non_finite += int(bad)
         total = int(kept.sum())
         self._pass_rate = total / n
         if total == 0:
             return
-        # Prefix sums of the block counts place each block's candidates side by side.
-        pos = np.concatenate([self._scratch[b * per : b * per + c] for b, c in enumerate(kept.tolist()) if c])
-        vals = values[pos]
-        rows = pos.astype(np.int64) + offset
-        if self._threshold is not None:  # a value equal to the threshold passes only with a lower row
-            keep = (vals > tv) | (rows <= ti)
-            if not keep.all():
-                vals, rows = vals[keep], rows[keep]
-        self._reserve(self._size + len(vals), values.dtype)
-        self._vals[self._size : self._size + len(vals)] = vals
-        self._idx[self._size : self._size + len(vals)] = rows
-        self._size += len(vals)
+        self._reserve(self._size + total, values.dtype)
+        self._size = _gather(values, self._scratch, kept, per, offset, self._vals, self._idx, self._size)
         # Cut back at 2k (amortised linear); the first time as soon as k exist, to get a threshold.
         if self._size >= 2 * self.k or (self._threshold is None and self._size > self.k):
             self._reduce()
@@ -212,25 +254,27 @@ class StreamingTopK:
             grown = max(capacity, 2 * self.k + 1, int(self._vals.size * 1.5))
             vals, idx = np.empty(grown, dtype), np.empty(grown, np.int64)
             vals[: self._size], idx[: self._size] = self._vals[: self._size], self._idx[: self._size]
-            self._vals, self._idx, self._part = vals, idx, np.empty(grown, dtype)
+            self._vals, self._idx = vals, idx
+            self._part, self._ties = np.empty(grown, dtype), np.empty(grown, np.int64)
 
     def _reduce(self) -> None:
-        """Cut the candidates back to the exact top-k, in place (no allocation but the ties')."""
+        """Cut the candidates back to the exact top-k in place and raise the threshold to the k-th."""
         m, k = self._size, self.k
-        if m > k:
-            part = self._part[:m]
-            part[:] = self._vals[:m]
-            part.partition(m - k)
-            kth = part[m - k]  # the k-th largest value
-            above, tie_rows = _compact_above(self._vals, self._idx, m, kth)
-            need = k - above
-            if need < len(tie_rows):
-                tie_rows = tie_rows[np.argpartition(tie_rows, need - 1)[:need]]  # lower rows win ties
-            self._vals[above : above + need] = kth
-            self._idx[above : above + need] = tie_rows
-            self._size = k
-        if self._size == self.k:
-            self._threshold = worst_kept(self._vals[: self._size], self._idx[: self._size])
+        if m <= k:
+            return
+        part = self._part[:m]
+        part[:] = self._vals[:m]
+        part.partition(m - k)
+        kth = part[m - k]  # the k-th largest value
+        above, n_ties = _compact_above(self._vals, self._idx, m, kth, self._ties)
+        need = k - above  # ≥ 1: kth itself is among the top k
+        ties = self._ties[:n_ties]
+        if need < n_ties:
+            ties.partition(need - 1)  # lower rows win ties
+        self._vals[above:k] = kth
+        self._idx[above:k] = ties[:need]
+        self._size = k
+        self._threshold = (float(kth), int(ties[:need].max()))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if self._size == 0:
