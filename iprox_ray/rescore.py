@@ -27,7 +27,7 @@ from iprox_ray.stages.landmarks import ARRAY as LANDMARKS
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.score import check_scoring, columns_array_path, pool_needs, score_array_path
 from iprox_ray.stages.sketch import run_sketch
-from iprox_ray.stages.targets import embed_jobs, finish_target
+from iprox_ray.stages.targets import embed_jobs, finish_target, target_subsets
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.embedding_store import embedding_group
@@ -146,7 +146,9 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
         with worker_plan(job) as plan:
             jobs = embed_jobs(job.scoring.method, [split])
             with ctx.timed("sketch"):
-                run_sketch(ctx, [split], ref, plan)  # the target only: the pool is never re-sketched
+                # The target only (metadata only where the method needs no target sketch): the
+                # pool is never re-sketched.
+                run_sketch(ctx, [split], ref, plan, target_subsets(job.scoring.method, [split]))
             if jobs:
                 with ctx.timed("embed"):
                     run_embed(ctx, jobs, ref, plan)

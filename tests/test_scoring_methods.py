@@ -126,6 +126,8 @@ def test_rds_plus_scores_are_pooled_cosines_and_nothing_is_sketched(subtask_job)
     run_dir, _, root = subtask_job('scoring.method="rds+"')
     pool_w = root["pool"]["written"][:]
     assert not np.any(pool_w == OK) and np.any(pool_w == NOT_SKETCHED)  # metadata only
+    target_w = root["targets/main"]["written"][:]
+    assert not np.any(target_w == OK) and np.any(target_w == NOT_SKETCHED)  # the target too
     emb, t_emb = root["embeddings/rds/pool"], root["embeddings/rds/targets/main"]
     ok = np.flatnonzero(emb["written"][:] == 1)
     t_ok = np.flatnonzero(t_emb["written"][:] == 1)

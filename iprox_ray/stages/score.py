@@ -31,7 +31,7 @@ from iprox_ray.stages.scorers import (
 )
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.sketch_store import OK, SplitStore, open_root
+from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, open_root
 
 SCORES_GROUP = "scores"
 COLUMNS_GROUP = "score_columns"
@@ -47,14 +47,15 @@ def columns_array_path(target_name: str) -> str:
 
 
 def pool_needs(method: str) -> dict:
-    """What a method needs from the pool: which rows sketched ('all'|'landmarks'|'none'), which embeddings."""
+    """What a method needs: which pool rows sketched ('all'|'landmarks'|'none'), which embeddings, and
+    whether the target examples are sketched (if not, only their metadata is written)."""
     return {
-        "less": {"sketch": "all", "embed": []},
-        "tracin": {"sketch": "all", "embed": []},
-        "mid-ppl": {"sketch": "all", "embed": []},
-        "influence-distillation": {"sketch": "landmarks", "embed": ["jvp"]},
-        "rds+": {"sketch": "none", "embed": ["rds"]},
-        "random": {"sketch": "none", "embed": []},
+        "less": {"sketch": "all", "embed": [], "target_sketch": True},
+        "tracin": {"sketch": "all", "embed": [], "target_sketch": True},
+        "mid-ppl": {"sketch": "all", "embed": [], "target_sketch": False},
+        "influence-distillation": {"sketch": "landmarks", "embed": ["jvp"], "target_sketch": True},
+        "rds+": {"sketch": "none", "embed": ["rds"], "target_sketch": False},
+        "random": {"sketch": "none", "embed": [], "target_sketch": False},
     }[method]
 
 
@@ -67,7 +68,8 @@ def check_scoring(job) -> None:
 
 
 def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method: str) -> np.ndarray:
-    ok = target.read("written") == OK
+    written = target.read("written")
+    ok = written == OK if pool_needs(method)["target_sketch"] else np.isin(written, CANDIDATES)
     if method == "rds+":
         ok &= EmbeddingStore.open(ctx.layout.store, "rds", target_split).read("written") == EMBED_OK
     rows = np.flatnonzero(ok)

@@ -24,28 +24,39 @@ from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.stages.subset import write_subset
 
 
+NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")
+
+
 def embed_jobs(method: str, splits: list[str]) -> list[tuple[str, str]]:
     """(kind, split) embedding passes a method needs: the pool's, and the targets' for rds+."""
     kinds = pool_needs(method)["embed"]
     return [(kind, split) for kind in kinds for split in splits if split == POOL or kind == "rds"]
 
 
+def target_subsets(method: str, target_splits: list[str]) -> dict[str, RowSubset]:
+    """Targets a method scores without their sketches (rds+, random, mid-ppl): metadata only."""
+    return {} if pool_needs(method)["target_sketch"] else {split: NO_ROWS for split in target_splits}
+
+
 def prepare_pool(ctx: RunContext, ref: ModelRef, plan: WorkerPlan, target_splits: list[str]) -> dict[str, RowSubset]:
-    """Run the embedding passes and choose landmarks; returns the pool's sketch subset, if any."""
+    """Run the embedding passes and choose landmarks; returns the sketch subsets of the pool and
+    targets where a split is not sketched whole."""
     check_scoring(ctx.job)
     method = ctx.job.scoring.method
     jobs = embed_jobs(method, [POOL, *target_splits])
     if jobs:
         with ctx.timed("embed"):
             run_embed(ctx, jobs, ref, plan)
+    subsets = target_subsets(method, target_splits)
     sketch = pool_needs(method)["sketch"]
     if sketch == "landmarks":
         with ctx.timed("landmarks"):
-            subset = run_landmarks(ctx)
-        return {POOL: subset} if ctx.job.scoring.landmarks.sketch == "landmarks" else {}
+            landmarks = run_landmarks(ctx)
+        if ctx.job.scoring.landmarks.sketch == "landmarks":
+            subsets[POOL] = landmarks
     if sketch == "none":
-        return {POOL: RowSubset("none", np.empty(0, np.int64), "none")}
-    return {}
+        subsets[POOL] = NO_ROWS
+    return subsets
 
 
 def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, Manifest], ref: ModelRef,
