@@ -30,6 +30,12 @@ def test_ipsvd_ranks_the_pool_more_like_the_target_than_plain_svd(tmp_path, caps
     printed = capsys.readouterr().out
     assert "Spearman" in printed and "top-5% overlap" in printed and "tokens/s" in printed
     assert (tmp_path / "ipsvd" / "fidelity" / "scatter.png").stat().st_size > 1000
+    assert _fidelity(tmp_path / "ipsvd", 'proxy.method="ipsvd"') == ipsvd  # a resume reads it back
+    assert "earlier attempt" in capsys.readouterr().out
+    other = _fidelity(tmp_path / "ipsvd", 'proxy.method="ipsvd"', "fidelity.top_fraction=0.1")  # new settings
+    assert other["top_fraction"] == 0.1 and other["key"] != ipsvd["key"]
+    assert other["spearman"] == pytest.approx(ipsvd["spearman"], abs=1e-6)
+    assert "earlier attempt" not in capsys.readouterr().out
     warmed = tmp_path / "ipsvd" / "warmup" / "model"  # same warmed target, no second warm-up
     svd = _fidelity(tmp_path / "svd", 'proxy.method="svd"', f'warmup.checkpoint="{warmed}"')
     assert ipsvd["parameters"] == svd["parameters"]  # same ranks

@@ -22,7 +22,8 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, target_split
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.store.atomic import atomic_write_json
+from iprox_ray.spec.base import fingerprint
+from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
 def sketch_rows(model: torch.nn.Module, encoded, ctx: RunContext, pad_id: int) -> tuple[np.ndarray, float]:
@@ -64,7 +65,22 @@ def influence_scores(model, pool, target, ctx: RunContext, pad_id: int) -> tuple
     return cosine_scores(pool_sketch, target_direction(target_sketch)), tokens_per_s
 
 
+def report_key(ctx: RunContext, proxy: ModelRef) -> str:
+    """What a report depends on: the job's science (model, data, proxy, sketch, seeds), the
+    [fidelity] settings (not fingerprinted with the run) and the proxy actually built."""
+    return fingerprint({"job": ctx.job.fingerprint(), "fidelity": ctx.job.fidelity.model_dump(mode="json"),
+                        "proxy": proxy.identity()})
+
+
 def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
+    """The report, computed once per settings: a resumed run (or a second `iprox-ray fidelity`)
+    reads the one written before instead of sketching the probe rows with both models again."""
+    out_dir = ctx.layout.root / "fidelity"
+    key = report_key(ctx, proxy)
+    if (out_dir / "report.json").exists() and (out_dir / "scatter.png").exists():
+        earlier = read_json(out_dir / "report.json")
+        if earlier.get("key") == key:
+            return {**earlier, "plot": str(out_dir / "scatter.png"), "reused": True}
     spec = ctx.job.fidelity
     pool, target, pad_id = _probe_data(ctx)
     full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
@@ -84,10 +100,10 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
                                     "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
+        "key": key,
     }
-    out_dir = ctx.layout.root / "fidelity"
-    atomic_write_json(out_dir / "report.json", report)
     _scatter(a, b, report, out_dir / "scatter.png")
+    atomic_write_json(out_dir / "report.json", report)  # last: its key marks the report complete
     report["plot"] = str(out_dir / "scatter.png")
     return report
 
@@ -119,5 +135,5 @@ def format_report(r: dict) -> str:
         f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
         f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
         f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)",
-        f"  scatter plot: {r['plot']}",
+        f"  scatter plot: {r['plot']}" + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
     ])
