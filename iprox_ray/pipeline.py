@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from iprox_ray.execution.planning import WorkerPlan, plan_workers
+from iprox_ray.execution.planning import WorkerPlan, plan_workers, shared_workers
 from iprox_ray.execution.slurm_jobs import slurm_owner_gone
 from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
@@ -91,8 +91,9 @@ def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
     from iprox_ray.execution.ray_session import ray_session
 
     with ray_session(c.ray_address) as resources:
-        yield plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
-                           resources.get("CPU", 0), resources.get("GPU", 0))
+        with shared_workers(plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
+                                         resources.get("CPU", 0), resources.get("GPU", 0))) as plan:
+            yield plan
 
 
 @dataclass(frozen=True)

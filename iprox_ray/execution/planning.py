@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 from iprox_ray.execution.executors import Executor, InlineExecutor
 from iprox_ray.execution.task import Resources
@@ -14,6 +17,8 @@ class WorkerPlan:
     executor: str  # ray | inline
     num_workers: int
     resources: Resources
+    # One executor for every stage under this plan (see shared_workers), not part of the plan's data.
+    shared: Executor | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def plan_workers(
@@ -40,8 +45,27 @@ def plan_workers(
 
 
 def make_executor(plan: WorkerPlan) -> Executor:
+    """The plan's shared executor, else a fresh one whose workers end with its run."""
+    if plan.shared is not None:
+        return plan.shared
     if plan.executor == "inline":
         return InlineExecutor()
     from iprox_ray.execution.ray_pool import RayActorPoolExecutor
 
     return RayActorPoolExecutor(plan.num_workers)
+
+
+@contextlib.contextmanager
+def shared_workers(plan: WorkerPlan) -> Iterator[WorkerPlan]:
+    """The plan with one Ray actor pool that every stage under it reuses: the worker processes
+    start once, not once per stage. Closed (tasks torn down, actors ended) on exit."""
+    if plan.executor == "inline":
+        yield plan
+        return
+    from iprox_ray.execution.ray_pool import RayActorPoolExecutor
+
+    pool = RayActorPoolExecutor(plan.num_workers, keep_actors=True)
+    try:
+        yield dataclasses.replace(plan, shared=pool)
+    finally:
+        pool.close()
