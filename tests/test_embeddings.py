@@ -4,12 +4,14 @@ import json
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from conftest import ASSETS
 from torch.func import functional_call, jvp
 
 from iprox_ray.models.loading import load_config, random_init
 from iprox_ray.sketch.jvp import JvpEmbedder, gaussian_tangent
 from iprox_ray.sketch.pooled import PooledEmbedder
+from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
 from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS
 
 
@@ -106,3 +108,47 @@ def test_pooled_embedding_is_position_weighted_unit_and_padding_free(tmp_path):
     ref = (hidden * (w / w.sum())[:, None]).sum(0)
     torch.testing.assert_close(out[1], ref / ref.norm(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pooled.embed(ids[:1, :5], mask[:1, :5])[0], out[0], rtol=1e-5, atol=1e-6)
+
+
+def _softmax_dual(call, x, t):
+    with fwAD.dual_level():
+        out = call(fwAD.make_dual(x, t))
+        primal, tangent = fwAD.unpack_dual(out)
+        return primal.clone(), tangent.clone()
+
+
+@pytest.mark.parametrize("call", [
+    lambda d: torch.nn.functional.softmax(d, dim=-1, dtype=torch.float64),
+    lambda d: torch.nn.functional.softmax(d, -1, 3, torch.float64),
+    lambda d: torch.softmax(d, 2),
+    lambda d: d.softmax(-1),
+    lambda d: d.softmax(dim=1, dtype=torch.float64),
+], ids=["F-kw-dtype", "F-positional-dtype", "torch", "method", "method-kw-dtype"])
+def test_cheap_softmax_rule_equals_torch_rule_on_masked_scores(call):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, generator=gen) + torch.full((6, 6), torch.finfo(torch.float32).min).triu(1)
+    t = torch.randn(x.shape, generator=gen)
+    ref = _softmax_dual(call, x, t)
+    with CheapSoftmaxJvp():
+        got = _softmax_dual(call, x, t)
+    assert got[0].dtype == ref[0].dtype and got[1].dtype == ref[1].dtype
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert got[1].abs().max() > 0.1  # a real tangent, not zeros
+
+
+def test_cheap_softmax_leaves_plain_and_implicit_dim_calls_to_torch():
+    x = torch.randn(3, 5)
+    with CheapSoftmaxJvp():
+        torch.testing.assert_close(torch.softmax(x, -1), torch.softmax(x, -1), rtol=0, atol=0)
+        with fwAD.dual_level(), pytest.warns(UserWarning, match="Implicit dimension"):  # dim=None: torch's path
+            out = torch.nn.functional.softmax(fwAD.make_dual(x, torch.ones_like(x)), _stacklevel=5, dim=None)
+            assert fwAD.unpack_dual(out).tangent is not None
+
+
+def test_jvp_with_the_cheap_rule_equals_torch_rule(tmp_path):
+    model = _llama(tmp_path)
+    ids, mask = _batch([9, 3, 12], seed=2)
+    cheap = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, 2, 2, 16, seed=4).block_output_tangents(ids, mask)
+    stock = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, 2, 2, 16, seed=4,
+                        cheap_softmax=False).block_output_tangents(ids, mask)
+    torch.testing.assert_close(cheap, stock, rtol=1e-4, atol=1e-5)

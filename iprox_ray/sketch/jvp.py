@@ -4,7 +4,8 @@ For T random Gaussian tangents v_j over the parameters of the first B transforme
 forward-mode derivative J·v_j of the hidden state leaving block B at each sample's last real
 token; the T outputs are concatenated (T·d_model) and randomly projected to `dim` dimensions
 (entries N(0,1)/sqrt(dim)). Blocks are found by name patterns; the forward pass stops at block B
-(a hook raises), so the rest of the model, the final norm and the LM head never run.
+(a hook raises), so the rest of the model, the final norm and the LM head never run. Softmax
+takes a cheaper forward-mode rule (softmax_jvp.py) than torch's own.
 
 Tangents and the projection derive from (seed, parameter name): identical in every worker.
 Memory: T copies of the first B blocks' parameters (the tangents) + one forward's activations
@@ -13,6 +14,8 @@ Memory: T copies of the first B blocks' parameters (the tangents) + one forward'
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
@@ -20,6 +23,7 @@ from torch.func import functional_call
 
 from iprox_ray.models.selection import select_blocks
 from iprox_ray.sketch.projection import derive_seed, projection_matrix
+from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
 
 
 class _Stop(Exception):
@@ -41,10 +45,11 @@ def gaussian_tangent(seed: int, name: str, j: int, like: torch.Tensor) -> torch.
 
 class JvpEmbedder:
     def __init__(self, model: nn.Module, block_patterns: list[str], n_blocks: int, n_tangents: int,
-                 dim: int, seed: int):
+                 dim: int, seed: int, cheap_softmax: bool = True):
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")  # fused SDPA kernels have no forward-AD rule
         self.model = model
+        self.cheap_softmax = cheap_softmax  # False: torch's own softmax rule (the reference, for benchmarks)
         blocks = select_blocks(model, block_patterns)
         self.blocks = blocks[: min(n_blocks, len(blocks))]
         prefixes = tuple(f"{name}." for name, _ in self.blocks)
@@ -74,7 +79,7 @@ class JvpEmbedder:
         # The stop hook lives only for this call: the same model may serve full forward passes.
         handle = self.blocks[-1][1].register_forward_hook(_raise_output)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), (CheapSoftmaxJvp() if self.cheap_softmax else contextlib.nullcontext()):
                 for tangent in self.tangents:
                     with fwAD.dual_level():
                         duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
