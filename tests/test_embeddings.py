@@ -137,9 +137,12 @@ def test_cheap_softmax_rule_equals_torch_rule_on_masked_scores(call):
 
 
 def test_cheap_softmax_leaves_plain_and_implicit_dim_calls_to_torch():
-    x = torch.randn(3, 5)
+    x, w = torch.randn(3, 5, requires_grad=True), torch.randn(3, 5)
+    (ref,) = torch.autograd.grad((torch.softmax(x, -1) * w).sum(), x)
+    with CheapSoftmaxJvp():  # the cheap rule has no backward: torch's softmax must serve reverse mode
+        (got,) = torch.autograd.grad((torch.softmax(x, -1) * w).sum(), x)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
     with CheapSoftmaxJvp():
-        torch.testing.assert_close(torch.softmax(x, -1), torch.softmax(x, -1), rtol=0, atol=0)
         with fwAD.dual_level(), pytest.warns(UserWarning, match="Implicit dimension"):  # dim=None: torch's path
             out = torch.nn.functional.softmax(fwAD.make_dual(x, torch.ones_like(x)), _stacklevel=5, dim=None)
             assert fwAD.unpack_dual(out).tangent is not None
