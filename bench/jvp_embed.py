@@ -6,7 +6,8 @@ The sides alternate within each repeat, and the median over `--repeats` is kept:
   - jvp, torch rule: JvpEmbedder with torch's own forward-mode softmax rule;
   - jvp, cheap rule: JvpEmbedder as the embed stage runs it (sketch/softmax_jvp.py).
 The model is the demo's random-init Llama, or `--model DIR` (a config folder).
-The batch is `--rows` rows of random tokens, with lengths uniform in [len/4, len], right-padded.
+The batch is `--rows` seeded rows of random tokens (sketch_common), lengths uniform in [len/4, len],
+right-padded.
 
     .venv/bin/python bench/jvp_embed.py [--blocks 1] [--tangents 2] [--rows 16] [--len 256] [--threads 1]
 """
@@ -15,35 +16,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
-from iprox_ray.models.loading import load_config, random_init
-from iprox_ray.sketch.jvp import JvpEmbedder, _raise_output, _Stop
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sketch_common import REPO, VOCAB, batches, make_rows, timed  # noqa: E402
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "iprox_ray" / "demo" / "assets" / "model"
+from iprox_ray.models.loading import load_config, random_init  # noqa: E402
+from iprox_ray.sketch.jvp import JvpEmbedder  # noqa: E402
+from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS  # noqa: E402
 
-
-def batch(rows: int, length: int, vocab: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(max(1, length // 4), length + 1, (rows,), generator=gen)
-    ids = torch.randint(3, vocab, (rows, length), generator=gen)
-    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-    return ids * mask, mask
-
-
-def plain_forward(model, last_block, ids, mask):
-    handle = last_block.register_forward_hook(_raise_output)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+DEMO_MODEL = REPO / "iprox_ray" / "demo" / "assets" / "model"
 
 
 def main() -> None:
@@ -59,15 +44,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.model)
+    if config.vocab_size < VOCAB:
+        raise SystemExit(f"{args.model}: vocabulary {config.vocab_size} < the benchmark rows' {VOCAB} token ids")
     model = random_init(config, seed=0, attn="eager").eval()
-    ids, mask = batch(args.rows, args.len, config.vocab_size)
+    rows = make_rows(args.rows, lo=max(1, args.len // 4), hi=args.len)
+    [(ids, mask, _)] = batches(rows, token_budget=args.rows * args.len, max_rows=args.rows)
     tokens = int(mask.sum())
     cheap = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, args.blocks, args.tangents, args.dim, seed=0)
     stock = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, args.blocks, args.tangents, args.dim, seed=0,
                         cheap_softmax=False)
     diff = (cheap.embed(ids, mask) - stock.embed(ids, mask)).abs().max().item()
     sides = {
-        "forward through the same blocks (no AD)": lambda: plain_forward(model, cheap.blocks[-1][1], ids, mask),
+        "forward through the same blocks (no AD)": lambda: cheap.forward_to_last_block(ids, mask),
         "jvp, torch's softmax rule": lambda: stock.embed(ids, mask),
         "jvp, cheap softmax rule": lambda: cheap.embed(ids, mask),
     }
@@ -76,9 +64,7 @@ def main() -> None:
         fn()  # warm-up
     for _ in range(args.repeats):
         for name, fn in sides.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn))
     print(f"{config.model_type}, {len(cheap.blocks)} of {config.num_hidden_layers} blocks, T={args.tangents}, "
           f"{args.rows} rows x {args.len} (real tokens {tokens}), {args.threads} thread(s); "
           f"max |cheap - torch rule| = {diff:.2e}")

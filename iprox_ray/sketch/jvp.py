@@ -71,29 +71,37 @@ class JvpEmbedder:
 
     def block_output_tangents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, T·d_model]: J·v_j of the block-B hidden state at each row's last real token."""
-        device = self.projection.device
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        rows = torch.arange(input_ids.shape[0], device=device)
+        input_ids, attention_mask = self._on_device(input_ids, attention_mask)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         last = last_token_index(attention_mask)
         outs = []
+        with torch.no_grad(), (CheapSoftmaxJvp() if self.cheap_softmax else contextlib.nullcontext()):
+            for tangent in self.tangents:
+                with fwAD.dual_level():
+                    duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
+                    hidden = self._hidden_after_last_block(input_ids, attention_mask, duals)
+                    outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+        return torch.cat(outs, dim=1)
+
+    def forward_to_last_block(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The block-B hidden state by a plain forward (no AD): the JVP's cost floor, for benchmarks."""
+        with torch.no_grad():
+            return self._hidden_after_last_block(*self._on_device(input_ids, attention_mask), {})
+
+    def _on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.projection.device) for t in tensors)
+
+    def _hidden_after_last_block(self, input_ids, attention_mask, params: dict) -> torch.Tensor:
         # The stop hook lives only for this call: the same model may serve full forward passes.
         handle = self.blocks[-1][1].register_forward_hook(_raise_output)
         try:
-            with torch.no_grad(), (CheapSoftmaxJvp() if self.cheap_softmax else contextlib.nullcontext()):
-                for tangent in self.tangents:
-                    with fwAD.dual_level():
-                        duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
-                        try:
-                            functional_call(self.model, duals, (), {"input_ids": input_ids, "attention_mask": attention_mask,
-                                                                    "use_cache": False}, strict=False)
-                        except _Stop as stop:
-                            hidden = stop.output
-                        else:  # pragma: no cover - the hook always fires
-                            raise RuntimeError("the last embedded block did not run")
-                        outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+            functional_call(self.model, params, (), {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                     "use_cache": False}, strict=False)
+        except _Stop as stop:
+            return stop.output
         finally:
             handle.remove()
-        return torch.cat(outs, dim=1)
+        raise RuntimeError("the last embedded block did not run")  # pragma: no cover - the hook always fires
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, dim] float32 embeddings."""
