@@ -85,7 +85,7 @@ class NullSketcher(HookSketcher):
     """The same capture machinery with no projection work: our approach's own floor."""
 
     @property
-    def dim(self) -> int:
+    def matrix_dim(self) -> int:
         return 1
 
     def _capture(self, name, x):

@@ -68,7 +68,9 @@ def test_dense_influence_distillation_features_on_pool_only(make_job, tmp_path):
     target = SplitStore.open(ctx.layout.store, TARGET)
     assert pool.group.attrs["features"] == {"optimizer": "influence-distillation", "approximation": "exact"}
     assert target.group.attrs["features"] == {"optimizer": "none"}
-    assert pool.group.attrs["projection"]["kind"] == "srht" and pool.sketch_dim == 64
+    vectors = pool.group.attrs["vectors"]  # norm weights sketched exactly beside the 64 SRHT columns
+    assert vectors["kind"] == "exact" and vectors["dim"] == sum(n for _, n in vectors["params"]) > 0
+    assert pool.group.attrs["projection"]["kind"] == "srht" and pool.sketch_dim == 64 + vectors["dim"]
     model = ref.load()
     state = load_adam_state(ctx.layout.warmup_dir)
     for split, store, adam in ((POOL, pool, state), (TARGET, target, None)):

@@ -60,10 +60,15 @@ def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool =
     return chosen
 
 
+def find_modules(model: nn.Module, patterns: list[str]) -> list[tuple[str, nn.Module]]:
+    """Modules of any type whose dotted name matches a pattern, in model order (maybe none)."""
+    compiled = _compile(patterns)
+    return [(name, m) for name, m in model.named_modules() if any(rx.fullmatch(name) for rx in compiled)]
+
+
 def select_blocks(model: nn.Module, patterns: list[str]) -> list[tuple[str, nn.Module]]:
     """Transformer blocks (any module type) whose dotted name matches a pattern, in model order."""
-    compiled = _compile(patterns)
-    blocks = [(name, m) for name, m in model.named_modules() if any(rx.fullmatch(name) for rx in compiled)]
+    blocks = find_modules(model, patterns)
     if not blocks:
         raise ValueError(f"no block matches {patterns}; first names: {[n for n, _ in model.named_modules()][:8]}")
     return blocks

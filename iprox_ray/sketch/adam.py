@@ -44,21 +44,34 @@ class AdamFeatures:
         self.beta1, self.beta2 = state.betas
         self.eps = state.eps
         self.step = state.step
+        self._state = state
         self.m: dict[str, torch.Tensor] = {}
         self.v: dict[str, torch.Tensor] = {}
         for name, module in modules:
             key = f"{name}.weight"
-            if key not in state.exp_avg or key not in state.exp_avg_sq:
-                have = sorted(state.exp_avg)[:4]
-                raise KeyError(f"the Adam state has no moments for {key!r} (it has e.g. {have}); it must come "
-                               "from training the model being sketched (a proxy's factors need their own state)")
-            m, v = state.exp_avg[key].float(), state.exp_avg_sq[key].float()
+            m, v = self._moments(key)
             if not isinstance(module, nn.Linear):  # Conv1D stores [d_in, d_out]
                 m, v = m.t(), v.t()
             if tuple(m.shape) != linear_dims(module):
                 raise ValueError(f"Adam moments of {key!r} have shape {tuple(m.shape)}, the module {linear_dims(module)}")
             device = module.weight.device
             self.m[name], self.v[name] = m.contiguous().to(device), v.contiguous().to(device)
+
+    def load_vector(self, key: str, numel: int) -> None:
+        """Also hold the moments of a 1-D parameter (norm weight, bias), flattened."""
+        if key not in self.m:
+            device = next(iter(self.m.values())).device if self.m else "cpu"
+            m, v = self._moments(key)
+            if m.numel() != numel:
+                raise ValueError(f"Adam moments of {key!r} have {m.numel()} entries, the parameter {numel}")
+            self.m[key], self.v[key] = m.flatten().to(device), v.flatten().to(device)
+
+    def _moments(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self._state.exp_avg or key not in self._state.exp_avg_sq:
+            have = sorted(self._state.exp_avg)[:4]
+            raise KeyError(f"the Adam state has no moments for {key!r} (it has e.g. {have}); it must come "
+                           "from training the model being sketched (a proxy's factors need their own state)")
+        return self._state.exp_avg[key].float(), self._state.exp_avg_sq[key].float()
 
     def id_scale(self, name: str) -> torch.Tensor:
         """The Influence Distillation factor a (same shape as the weight)."""
@@ -67,7 +80,7 @@ class AdamFeatures:
         return ((1 - self.beta1) / (1 - self.beta1**t)) / (v_hat.sqrt() + self.eps)
 
     def exact(self, name: str, grad: torch.Tensor) -> torch.Tensor:
-        """Features of per-sample gradients grad [B, d_out, d_in]."""
+        """Features of per-sample gradients grad [B, d_out, d_in] (or [B, n] of a vector)."""
         if self.mode == "influence-distillation":
             return grad * self.id_scale(name)
         m = self.beta1 * self.m[name] + (1 - self.beta1) * grad

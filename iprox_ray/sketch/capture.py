@@ -2,7 +2,8 @@
 
 For each selected linear-like module the forward hook sees its input x [B, T, d_in] and the
 backward sees its output gradient δ [B, T, d_out]; a subclass turns (x, δ) into per-sample
-features. What makes the hot path cheap:
+features; an optional `VectorBlock` (vectors.py) adds the exact per-sample gradients of norm
+weights and biases in the last columns. What makes the hot path cheap:
 - weights never require grad, so the backward computes activation gradients only;
 - the graph starts at the first sketched modules: a module output with no grad-requiring
   ancestor becomes a leaf, so no input gradient is computed below the first sketched layer
@@ -33,7 +34,7 @@ class SketchOutput:
 class HookSketcher:
     """Base class: owns the hooks; subclasses implement `_capture` and `_accumulate`."""
 
-    def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto"):
+    def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto", vectors=None):
         self.model = model
         self.device = next(model.parameters()).device
         for param in model.parameters():
@@ -46,7 +47,13 @@ class HookSketcher:
         self._token_mask: torch.Tensor | None = None  # [B, T, 1] float, 1 on real tokens
         self._keep: torch.Tensor | None = None  # [B, T] bool: positions whose logits are needed
         self._leaves: list[torch.Tensor] = []
-        self._handles = [m.register_forward_hook(self._forward_hook(n)) for n, m in self.modules]
+        self._replaying = False
+        self._handles = [m.register_forward_hook(self._forward_hook(n, self._capture, self._backward))
+                         for n, m in self.modules]
+        self.vectors = vectors(model, self.modules) if vectors is not None else None
+        if self.vectors is not None:
+            self._handles += [m.register_forward_hook(self._forward_hook(n, self._keep_input, self._vector_backward))
+                              for n, m in self.vectors.modules]
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self._gather_logits = head is not None
         if head is not None:
@@ -54,8 +61,13 @@ class HookSketcher:
 
     # -- subclass interface -------------------------------------------------------------
     @property
-    def dim(self) -> int:
+    def matrix_dim(self) -> int:
+        """Columns of the linears' sketch (the first columns of every row)."""
         raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        return self.matrix_dim + (self.vectors.dim if self.vectors is not None else 0)
 
     def _capture(self, name: str, x: torch.Tensor):
         """Forward: what to keep of the (masked-later) input x [B, T, d_in] for the backward."""
@@ -75,9 +87,9 @@ class HookSketcher:
             handle.remove()
         self._handles = []
 
-    def _forward_hook(self, name: str):
+    def _forward_hook(self, name: str, capture, backward):
         def hook(module, inputs, output):
-            if self._rows is None:  # not inside sketch(): behave like the plain model
+            if self._rows is None or self._replaying:  # outside sketch(), or a vector-gradient replay
                 return None
             replaced = None
             if not output.requires_grad:
@@ -85,16 +97,34 @@ class HookSketcher:
                 replaced = output = output.detach().requires_grad_(True)
                 self._leaves.append(output)
             with self._full_precision():  # projections stay fp32 under bf16 autocast
-                kept = self._capture(name, inputs[0])
+                kept = capture(name, inputs[0])
             self._stash.setdefault(name, []).append(kept)
-            output.register_hook(lambda grad: self._backward(name, grad))
+            output.register_hook(lambda grad: backward(name, grad))
             return replaced
 
         return hook
 
     def _backward(self, name: str, grad: torch.Tensor) -> None:
         kept = self._stash[name].pop()  # a module called twice is unwound in reverse order
-        self._accumulate(name, kept, grad, self._rows)
+        self._accumulate(name, kept, grad, self._rows[:, : self.matrix_dim])
+        key = self.vectors.bias_keys.get(name) if self.vectors is not None else None
+        if key is not None:
+            self.vectors.add(key, self.masked(grad.float()).sum(dim=1), self._rows[:, self.matrix_dim :])
+
+    def _keep_input(self, name: str, x: torch.Tensor):
+        return x.detach()
+
+    def _vector_backward(self, name: str, grad: torch.Tensor) -> None:
+        x = self._stash[name].pop()
+        module = dict(self.vectors.modules)[name]
+        self._replaying = True  # the replay calls the module again: its hooks must stay quiet
+        try:
+            with self._full_precision():
+                grads = self.vectors.module_gradients(name, module, x, self.masked(grad.float()))
+        finally:
+            self._replaying = False
+        for key, g in grads.items():
+            self.vectors.add(key, g, self._rows[:, self.matrix_dim :])
 
     def _gather_head_input(self, module, args):
         if self._rows is None or self._keep is None:
@@ -104,7 +134,8 @@ class HookSketcher:
 
     def masked(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, ...] with padding positions zeroed (they must contribute nothing)."""
-        return x * self._token_mask.to(x.dtype)
+        mask = self._token_mask.to(x.dtype)  # [B, T, 1]
+        return x * (mask if x.ndim == 3 else mask.view(*mask.shape[:2], *([1] * (x.ndim - 2))))
 
     def sketch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, trainable: torch.Tensor) -> SketchOutput:
         input_ids = input_ids.to(self.device)

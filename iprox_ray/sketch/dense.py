@@ -46,9 +46,10 @@ class DenseSketcher(HookSketcher):
         mask_fraction: float = 1.0,
         adam: AdamFeatures | None = None,
         autocast: str = "auto",
+        vectors=None,
         cache_bytes: int = 256 << 20,
     ):
-        super().__init__(model, patterns, autocast)
+        super().__init__(model, patterns, autocast, vectors)
         self._dim = dim
         self.adam = adam
         self.projector = DenseProjector(seed, dim, kind, cache_bytes)
@@ -61,7 +62,7 @@ class DenseSketcher(HookSketcher):
             self.n_elements[name] = d_out * d_in if mask is None else len(mask)
 
     @property
-    def dim(self) -> int:
+    def matrix_dim(self) -> int:
         return self._dim
 
     def _capture(self, name: str, x: torch.Tensor):

@@ -9,6 +9,7 @@ from iprox_ray.sketch.adam import AdamFeatures
 from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.dense import DenseSketcher, kept_elements
 from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.sketch.vectors import VectorBlock, vector_params, vector_record
 from iprox_ray.spec.sketch import SketchSpec
 
 
@@ -21,15 +22,28 @@ def make_sketcher(model: nn.Module, spec: SketchSpec, adam_state: AdamState | No
         from iprox_ray.models.selection import select_modules
 
         adam = AdamFeatures(adam_state, select_modules(model, spec.modules), spec.optimizer)
+    vectors = None
+    if spec.vectors or spec.biases:
+        def vectors(m, linears):
+            return VectorBlock(m, spec.vectors, linears, spec.biases, spec.vector_dim, spec.seed, adam)
     if spec.kind == "kronecker":
         return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
-                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast)
+                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors)
     return DenseSketcher(model, spec.modules, spec.dim, spec.seed, spec.kind, spec.mask_fraction,
-                         adam=adam, autocast=spec.autocast)
+                         adam=adam, autocast=spec.autocast, vectors=vectors)
 
 
-def sketch_dim(spec: SketchSpec, n_modules: int) -> int:
-    return n_modules * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
+def vectors_record(model: nn.Module, spec: SketchSpec) -> dict:
+    """The store's `vectors` attribute (works on a meta-device model: sizes only)."""
+    from iprox_ray.models.selection import select_modules
+
+    linears = select_modules(model, spec.modules)
+    return vector_record(vector_params(model, spec.vectors, linears, spec.biases), spec.vector_dim, spec.seed)
+
+
+def sketch_dim(spec: SketchSpec, n_modules: int, vectors: dict) -> int:
+    matrix = n_modules * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
+    return matrix + vectors["dim"]
 
 
 def projection_record(spec: SketchSpec) -> dict:

@@ -52,8 +52,9 @@ class KroneckerSketcher(HookSketcher):
         adam: AdamFeatures | None = None,
         adam_exact: bool = False,
         autocast: str = "auto",
+        vectors=None,
     ):
-        super().__init__(model, patterns, autocast)
+        super().__init__(model, patterns, autocast, vectors)
         self.adam, self.adam_exact = adam, adam_exact
         self.layout: list[ModuleSketch] = []
         self._p_in: dict[str, torch.Tensor] = {}
@@ -85,7 +86,7 @@ class KroneckerSketcher(HookSketcher):
                 self._constant[span] = value
 
     @property
-    def dim(self) -> int:
+    def matrix_dim(self) -> int:
         return self._dim
 
     def _materialise(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from iprox_ray.spec.base import Section
-from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
+from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
 
 
 class CheckpointSpec(Section):
@@ -23,6 +23,14 @@ class CheckpointSpec(Section):
 
 class SketchSpec(Section):
     modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LINEAR_PATTERNS))
+    vectors: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VECTOR_PATTERNS),
+        description="modules (norms) whose own 1-D parameters are sketched exactly per sample; [] leaves them out",
+    )
+    biases: bool = Field(True, description="also sketch the biases of the sketched linears (exact per sample)")
+    vector_dim: int = Field(
+        0, ge=0, description="SRHT columns for the vector parameters; 0 keeps their exact gradients"
+    )
     kind: Literal["kronecker", "srht", "rademacher"] = Field(
         "kronecker", description="kronecker: per-module P_out ⊗ P_in; srht / rademacher: dense projection to `dim`"
     )

@@ -15,7 +15,7 @@ import numpy as np
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
 from iprox_ray.models.selection import linear_dims, select_modules
-from iprox_ray.sketch.factory import features_record, module_record, projection_record, sketch_dim
+from iprox_ray.sketch.factory import features_record, module_record, projection_record, sketch_dim, vectors_record
 from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
@@ -100,6 +100,7 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
                        checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all") -> SplitStore:
     job = ctx.job
     checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
+    vectors = vectors_record(checkpoints.models[0].meta(), job.sketch)
     manifest = manifest_for(ctx, split)
     open_root(ctx.layout.store, job.fingerprint())
     return SplitStore.create(
@@ -107,13 +108,14 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         split,
         manifest.n_shards,
         manifest.rows_per_shard,
-        sketch_dim(job.sketch, len(modules)),
+        sketch_dim(job.sketch, len(modules), vectors),
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
             "projection": projection_record(job.sketch),
             "features": features_record(job.sketch, split == POOL),
             "checkpoints": checkpoints.record(),
             "modules": modules,
+            "vectors": vectors,
             "model": ref.identity(),
             "sketched_rows": sketched_rows,
         },

@@ -1,0 +1,88 @@
+"""The vector block (norm weights, norm and linear biases) holds exact per-sample gradients."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from iprox_ray.sketch.factory import make_sketcher, vectors_record
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.sketch.vectors import VectorBlock
+from iprox_ray.spec import SketchSpec
+from iprox_ray.spec.patterns import DEFAULT_VECTOR_PATTERNS
+from tests.sketch_reference import kronecker_reference, mixed_batch, patterns_for, per_sample_grads, tiny_model
+
+ARCHS = ["llama", "qwen2", "qwen3", "gemma", "gpt2"]
+
+
+def exact_vector_grads(model: nn.Module, keys: list[str], ids, attn, trainable) -> torch.Tensor:
+    """[B, Σn] per-sample gradients of the named 1-D parameters from a bs=1 loop (no padding)."""
+    ref = copy.deepcopy(model)
+    params = dict(ref.named_parameters())
+    rows = []
+    for b in range(ids.shape[0]):
+        n = int(attn[b].sum())
+        loss = per_sample_loss(ref(input_ids=ids[b : b + 1, :n]).logits, ids[b : b + 1, :n], trainable[b : b + 1, :n])
+        grads = torch.autograd.grad(loss.sum(), [params[k] for k in keys], allow_unused=True)
+        rows.append(torch.cat([torch.zeros_like(params[k]) if g is None else g for k, g in zip(keys, grads)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_vector_block_is_exact_per_sample_gradient(arch):
+    model = tiny_model(arch)
+    with torch.no_grad():  # norm weights start at 1 (0 for Gemma's 1+w): make them matter
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    ids, attn, trainable = mixed_batch()
+    patterns = patterns_for(arch)
+
+    def block(m, linears):
+        return VectorBlock(m, DEFAULT_VECTOR_PATTERNS, linears, True, 0, seed=3)
+
+    sketcher = KroneckerSketcher(copy.deepcopy(model), patterns, k_in=3, k_out=2, seed=7, vectors=block)
+    keys = [p.key for p in sketcher.vectors.params]
+    norms = [k for k in keys if "norm" in k or ".ln_" in k]
+    assert norms, "the default patterns find the norms"
+    if arch in ("qwen2", "gpt2"):
+        assert any(k.endswith(".bias") and "norm" not in k and ".ln_" not in k for k in keys), "linear biases"
+    out = sketcher.sketch(ids, attn, trainable)
+    assert out.sketch.shape[1] == sketcher.matrix_dim + sum(p.numel for p in sketcher.vectors.params)
+    expected = exact_vector_grads(model, keys, ids, attn, trainable)
+    torch.testing.assert_close(out.sketch[:, sketcher.matrix_dim :], expected, rtol=1e-4, atol=1e-6)
+    # The linears' columns are untouched by the vector block.
+    grads = per_sample_grads(model, patterns, ids, attn, trainable)
+    torch.testing.assert_close(out.sketch[:, : sketcher.matrix_dim], kronecker_reference(grads, sketcher.layout, 7),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_projected_vector_block_preserves_inner_products():
+    model = tiny_model("llama")
+    ids, attn, trainable = mixed_batch(batch=6)
+    spec_exact = SketchSpec(proj_in=2, proj_out=2, vector_dim=0)
+    spec_proj = SketchSpec(proj_in=2, proj_out=2, vector_dim=96)
+    exact = make_sketcher(copy.deepcopy(model), spec_exact)
+    proj = make_sketcher(copy.deepcopy(model), spec_proj)
+    total = sum(p.numel for p in exact.vectors.params)
+    assert total > 96 and proj.vectors.dim == 96
+    assert vectors_record(model, spec_proj)["kind"] == "srht" and vectors_record(model, spec_exact)["dim"] == total
+    a = exact.sketch(ids, attn, trainable).sketch[:, exact.matrix_dim :]
+    b = proj.sketch(ids, attn, trainable).sketch[:, proj.matrix_dim :]
+    # An SRHT block is a linear map: it equals the projection of the exact block, parameter by parameter.
+    manual = torch.zeros_like(b)
+    for p in exact.vectors.params:
+        manual += proj.vectors.projector.project(p.key, a[:, exact.vectors.offsets[p.key]])
+    torch.testing.assert_close(b, manual, rtol=1e-4, atol=1e-6)
+    # and its inner products are those of the exact block up to JL error (k = 96)
+    gram_a, gram_b = a @ a.T, b @ b.T
+    scale = torch.outer(a.norm(dim=1), a.norm(dim=1))
+    assert ((gram_a - gram_b).abs() / scale).max() < 6 / 96**0.5
+
+
+def test_vectors_can_be_left_out():
+    model = tiny_model("llama")
+    sketcher = make_sketcher(copy.deepcopy(model), SketchSpec(proj_in=2, proj_out=2, vectors=[], biases=False))
+    assert sketcher.vectors is None and sketcher.dim == sketcher.matrix_dim
