@@ -29,6 +29,13 @@ def test_ipsvd_ranks_the_pool_more_like_the_target_than_plain_svd(tmp_path, caps
     ipsvd = _fidelity(tmp_path / "ipsvd", 'proxy.method="ipsvd"')
     printed = capsys.readouterr().out
     assert "Spearman" in printed and "top-5% overlap" in printed and "tokens/s" in printed
+    assert "vs exact influence (32 rows" in printed
+    exact = ipsvd["exact"]
+    assert exact["rows"] == 32
+    # Sketch-vs-exact on the same (full) model is an independent check of the exact pass: a wrong
+    # gradient or direction would leave no rank agreement.
+    assert exact["target_sketch"]["spearman"] > 0.6, exact
+    assert -1 <= exact["proxy"]["spearman"] <= 1
     assert (tmp_path / "ipsvd" / "fidelity" / "scatter.png").stat().st_size > 1000
     assert _fidelity(tmp_path / "ipsvd", 'proxy.method="ipsvd"') == ipsvd  # a resume reads it back
     assert "earlier attempt" in capsys.readouterr().out

@@ -58,3 +58,7 @@ class FidelitySpec(Section):
     pool_rows: int = Field(512, ge=8, description="probe rows drawn from the pool (seeded)")
     target_rows: int = Field(64, ge=1, description="target rows used (first of the target set)")
     top_fraction: float = Field(0.05, gt=0, lt=1, description="overlap reported for this top share")
+    exact_rows: int = Field(
+        32, ge=0, description="probe rows also scored by exact bs=1 gradients of the warmed target (every "
+                              "trained parameter, no projection), so the report shows sketch-vs-exact; 0 skips"
+    )

@@ -15,6 +15,7 @@ import torch
 
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
 from iprox_ray.proxy.fidelity import forward_flops_per_token, kendall_tau_b, spearman, top_overlap
@@ -90,6 +91,7 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     ok = np.isfinite(full_scores) & np.isfinite(proxy_scores)
     a, b = full_scores[ok], proxy_scores[ok]
     share, hits, k = top_overlap(a, b, spec.top_fraction)
+    exact = _exact_section(full, pool, target, full_scores, proxy_scores, spec)
     mean_len = float(np.mean([e.n_tokens for e in pool]))
     report = {
         "proxy": {"kind": proxy.kind, "method": ctx.job.proxy.method, "rho": ctx.job.proxy.rho},
@@ -100,12 +102,30 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
                                     "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
+        "exact": exact,
         "key": key,
     }
     _scatter(a, b, report, out_dir / "scatter.png")
     atomic_write_json(out_dir / "report.json", report)  # last: its key marks the report complete
     report["plot"] = str(out_dir / "scatter.png")
     return report
+
+
+def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict | None:
+    """Both models' sketched scores against exact influence on the first `exact_rows` probe rows."""
+    n = min(spec.exact_rows, len(pool))
+    if n == 0:
+        return None
+    start = time.perf_counter()
+    exact = exact_less_scores(full.float(), pool[:n], target)
+    seconds = time.perf_counter() - start
+
+    def versus(scores):
+        ok = np.isfinite(exact) & np.isfinite(scores[:n])
+        share, _, _ = top_overlap(exact[ok], scores[:n][ok], spec.top_fraction)
+        return {"spearman": spearman(exact[ok], scores[:n][ok]), "top_overlap": share}
+
+    return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores)}
 
 
 def _scatter(a: np.ndarray, b: np.ndarray, report: dict, path: Path) -> None:
@@ -135,5 +155,11 @@ def format_report(r: dict) -> str:
         f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
         f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
         f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)",
+        *([] if not r.get("exact") else [
+            f"  vs exact influence ({r['exact']['rows']} rows, bs=1, every trained parameter): "
+            f"target sketch Spearman {r['exact']['target_sketch']['spearman']:.3f} "
+            f"(top overlap {r['exact']['target_sketch']['top_overlap']:.2f}), "
+            f"proxy Spearman {r['exact']['proxy']['spearman']:.3f} "
+            f"(top overlap {r['exact']['proxy']['top_overlap']:.2f})"]),
         f"  scatter plot: {r['plot']}" + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
     ])
