@@ -11,7 +11,8 @@ from iprox_ray.models.loading import load_config, random_init
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.sketch.loss import per_sample_loss
 
-NAME = "model.layers.0.self_attn.q_proj"
+MODULE = "model.layers.0.self_attn.q_proj"
+NAME = f"{MODULE}.weight"
 
 
 def _tiny(tmp_path):
@@ -35,7 +36,7 @@ def _batch(lengths, seed=0):
 
 
 def _loss_of(model, weight, ids, mask, trainable):
-    module = model.get_submodule(NAME)
+    module = model.get_submodule(MODULE)
     old = module.weight
     del module.weight
     module.weight = weight
@@ -50,7 +51,7 @@ def test_weighted_gradient_is_the_weighted_sum_of_per_sample_gradients(tmp_path)
     ids, mask, trainable = _batch([5, 9, 7])
     coef = torch.tensor([0.5, -2.0, 1.5], dtype=torch.float64)
     got = weighted_gradient(model, [NAME], [((ids, mask, trainable), coef)])[0]
-    w = model.get_submodule(NAME).weight
+    w = model.get_submodule(MODULE).weight
     ref = torch.zeros_like(w)
     for i, n in enumerate([5, 9, 7]):
         loss = per_sample_loss(model(input_ids=ids[i : i + 1, :n], attention_mask=mask[i : i + 1, :n]).logits,
@@ -62,7 +63,7 @@ def test_weighted_gradient_is_the_weighted_sum_of_per_sample_gradients(tmp_path)
 def test_target_hvp_equals_the_explicit_hessian(tmp_path):
     model = _tiny(tmp_path)
     ids, mask, trainable = _batch([6, 4], seed=1)
-    w = model.get_submodule(NAME).weight.detach().clone()
+    w = model.get_submodule(MODULE).weight.detach().clone()
     v = torch.randn(w.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     got = target_hvp(model, [NAME], [(ids[:1], mask[:1], trainable[:1]), (ids[1:], mask[1:], trainable[1:])], [v], 2)[0]
 
@@ -77,8 +78,8 @@ def test_kron_project_matches_the_sketch_of_a_gradient(tmp_path):
     model = _tiny(tmp_path).float()
     ids, mask, trainable = _batch([8], seed=2)
     grad = weighted_gradient(model, [NAME], [((ids, mask, trainable), torch.ones(1))])[0]
-    sketcher = KroneckerSketcher(model, [NAME], k_in=4, k_out=3, seed=7)
+    sketcher = KroneckerSketcher(model, [MODULE], k_in=4, k_out=3, seed=7)
     row = sketcher.sketch(ids, mask, trainable).sketch[0].numpy()
     sketcher.close()
-    got = kron_project([grad], [[NAME, 16, 16, 3, 4]], seed=7, kind="gaussian")
+    got = kron_project([grad], [[MODULE, 16, 16, 3, 4]], seed=7, kind="gaussian")
     np.testing.assert_allclose(got, row, rtol=1e-4, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,7 @@ from torch import nn
 from iprox_ray.sketch.factory import make_sketcher, vectors_record
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.sketch.loss import per_sample_loss
-from iprox_ray.sketch.vectors import VectorBlock
+from iprox_ray.sketch.vectors import VectorBlock, vector_project
 from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.patterns import DEFAULT_VECTOR_PATTERNS
 from tests.sketch_reference import kronecker_reference, mixed_batch, patterns_for, per_sample_grads, tiny_model
@@ -86,3 +87,20 @@ def test_vectors_can_be_left_out():
     model = tiny_model("llama")
     sketcher = make_sketcher(copy.deepcopy(model), SketchSpec(proj_in=2, proj_out=2, vectors=[], biases=False))
     assert sketcher.vectors is None and sketcher.dim == sketcher.matrix_dim
+
+
+@pytest.mark.parametrize("vector_dim", [0, 96])
+def test_vector_project_maps_weight_space_vectors_like_the_sketch(vector_dim):
+    """The second-order term projects weight-space vectors with `vector_project`: it must be the
+    map the sketcher applies to per-sample gradients."""
+    model = tiny_model("llama")
+    ids, attn, trainable = mixed_batch(batch=2)
+    spec = SketchSpec(proj_in=2, proj_out=2, vector_dim=vector_dim)
+    sketcher = make_sketcher(copy.deepcopy(model), spec)
+    got = sketcher.sketch(ids, attn, trainable).sketch[:, sketcher.matrix_dim :].numpy()
+    keys = [p.key for p in sketcher.vectors.params]
+    exact = exact_vector_grads(model, keys, ids, attn, trainable)
+    record = vectors_record(model, spec)
+    sizes = [n for _, n in record["params"]]
+    for b in range(2):
+        np.testing.assert_allclose(vector_project(list(exact[b].split(sizes)), record), got[b], rtol=1e-4, atol=1e-6)

@@ -11,8 +11,10 @@ one weighted backward over the support (u), one Hessian-vector product on the ta
 and inner products of every pool row's unit gradient with h — through the same Kronecker
 projection as the sketches: ⟨ĝ_i, h⟩ ≈ ⟨ŝ_i, P h⟩, P h = P_out H_m P_inᵀ per module.
 
-All gradients are restricted to the sketched modules' weights (the parameter subset the scores
-live in). Pure torch: batches in, tensors out.
+All gradients are restricted to the sketched parameters (the subset the scores live in): the
+linears' weights, then the vector parameters (norms, biases) the sketch keeps beside them.
+Parameters are named by their dotted keys; a linear's gradient comes back as [d_out, d_in].
+Pure torch: batches in, tensors out.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ from iprox_ray.sketch.projection import projection_matrix
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, trainable
 
 
-def module_weights(model: nn.Module, names: list[str]) -> list[torch.Tensor]:
-    """The weight of each named linear-like module (the parameters gradients are taken for)."""
-    return [model.get_submodule(name).weight for name in names]
+def module_weights(model: nn.Module, keys: list[str]) -> list[torch.Tensor]:
+    """The named parameters gradients are taken for."""
+    return [model.get_parameter(key) for key in keys]
 
 
-def _as_out_in(module: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+def _as_out_in(model: nn.Module, key: str, grad: torch.Tensor) -> torch.Tensor:
     # transformers' Conv1D stores its weight as [in, out]
-    return grad if isinstance(module, nn.Linear) else grad.t()
+    owner = model.get_submodule(key.rpartition(".")[0])
+    return grad.t() if grad.ndim == 2 and not isinstance(owner, nn.Linear) else grad
 
 
 def weighted_gradient(model: nn.Module, names: list[str], batches: Iterable[tuple[Batch, torch.Tensor]]) -> list[torch.Tensor]:
-    """Σ_i c_i ∇_W ℓ_i for each named module ([d_out, d_in]); (batch, per-row coefficient) pairs."""
+    """Σ_i c_i ∇ ℓ_i for each named parameter (linears [d_out, d_in]); (batch, coefficient) pairs."""
     weights = module_weights(model, names)
     total = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
     for (ids, mask, trainable), coef in batches:
@@ -48,14 +51,14 @@ def weighted_gradient(model: nn.Module, names: list[str], batches: Iterable[tupl
         grads = torch.autograd.grad((loss * coef.to(loss)).sum(), weights)
         for acc, g in zip(total, grads):
             acc += g.float()
-    return [_as_out_in(model.get_submodule(n), t) for n, t in zip(names, total)]
+    return [_as_out_in(model, n, t) for n, t in zip(names, total)]
 
 
 def target_hvp(model: nn.Module, names: list[str], batches: Iterable[Batch], vector: list[torch.Tensor],
                n_examples: int) -> list[torch.Tensor]:
     """H_T·v for the mean loss over `n_examples` target examples (double backward per batch)."""
     weights = module_weights(model, names)
-    v = [_as_out_in(model.get_submodule(n), x).to(w) for n, x, w in zip(names, vector, weights)]
+    v = [_as_out_in(model, n, x).to(w) for n, x, w in zip(names, vector, weights)]
     total = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
     for ids, mask, trainable in batches:
         loss = per_sample_loss(model(input_ids=ids, attention_mask=mask).logits, ids, trainable).sum() / n_examples
@@ -63,7 +66,7 @@ def target_hvp(model: nn.Module, names: list[str], batches: Iterable[Batch], vec
         dot = sum((g * x).sum() for g, x in zip(grads, v))
         for acc, hv in zip(total, torch.autograd.grad(dot, weights)):
             acc += hv.float()
-    return [_as_out_in(model.get_submodule(n), t) for n, t in zip(names, total)]
+    return [_as_out_in(model, n, t) for n, t in zip(names, total)]
 
 
 def kron_project(matrices: list[torch.Tensor], modules: list[list], seed: int, kind: str) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
@@ -58,6 +59,18 @@ def vector_record(params: list[VectorParam], dim: int, seed: int) -> dict:
     total = sum(p.numel for p in params)
     return {"params": [[p.key, p.numel] for p in params], "dim": d,
             "kind": "exact" if d == total else "srht", "seed": seed}
+
+
+def vector_project(values: list[torch.Tensor], record: dict) -> np.ndarray:
+    """The vector block's image of one weight-space vector per parameter of `record` (as stored)."""
+    flat = [v.detach().float().cpu().flatten() for v in values]
+    if record["kind"] == "exact":
+        return (torch.cat(flat) if flat else torch.zeros(0)).numpy()
+    projector = DenseProjector(record["seed"], record["dim"], "srht")
+    total = torch.zeros(1, record["dim"])
+    for (key, _), v in zip(record["params"], flat):
+        total += projector.project(key, v.unsqueeze(0))
+    return total[0].numpy()
 
 
 class VectorBlock:

@@ -24,7 +24,8 @@ from iprox_ray.influence import krr
 from iprox_ray.influence.second_order import kron_project, target_hvp, weighted_gradient
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
-from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.sketch.factory import make_sketcher
+from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
@@ -57,26 +58,28 @@ def second_order_direction(ctx: RunContext, ref: ModelRef, pool: SplitStore, tar
                            target_rows: np.ndarray, support: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """P h (sketch space) with h = H_T Σ_i w_i g_i/‖g_i‖ over the support rows."""
     modules = pool.group.attrs["modules"]
-    names = [m[0] for m in modules]
+    vectors = pool.group.attrs["vectors"]
+    names = [f"{m[0]}.weight" for m in modules] + [key for key, _ in vectors["params"]]
     projection = pool.group.attrs["projection"]
     model = dataclasses.replace(ref, attn="eager").load()  # double backward: no fused attention
     pad_id = make_encoder(ctx).tokenizer.pad_token_id
     support_rows = encode_rows(ctx, "pool", support, pool.rows_per_shard)
     s = ctx.job.sketch
-    sketcher = KroneckerSketcher(model, s.modules, s.proj_in, s.proj_out, s.seed, s.projection)
+    sketcher = make_sketcher(model, s)
     norms = np.zeros(len(support), dtype=np.float64)
     try:
         for rows, (ids, mask, trainable) in _batches(support_rows, ctx, pad_id):
             norms[rows] = sketcher.sketch(ids, mask, trainable).sketch.norm(dim=1).double().numpy()
     finally:
         sketcher.close()
-    for weight in (model.get_submodule(n).weight for n in names):
+    for weight in (model.get_parameter(n) for n in names):
         weight.requires_grad_(True)
     coef = torch.from_numpy(np.where(norms > 0, weights / np.where(norms > 0, norms, 1.0), 0.0))
     u = weighted_gradient(model, names, ((batch, coef[rows]) for rows, batch in _batches(support_rows, ctx, pad_id)))
     targets = encode_rows(ctx, target_split, target_rows, target.rows_per_shard)
     h = target_hvp(model, names, (batch for _, batch in _batches(targets, ctx, pad_id)), u, len(targets))
-    return kron_project(h, modules, projection["seed"], projection["distribution"])
+    linear = kron_project(h[: len(modules)], modules, projection["seed"], projection["distribution"])
+    return np.concatenate([linear, vector_project(h[len(modules) :], vectors)])
 
 
 def apply_second_order(ctx: RunContext, ref: ModelRef, scores_name: str, target_name: str, target_split: str,
