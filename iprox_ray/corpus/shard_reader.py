@@ -38,11 +38,15 @@ class ShardRows:
         return pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA)
 
 
-def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder | None) -> ShardRows:
-    """Parse (and, given an encoder, tokenise) every row; bad rows are recorded, never raised."""
+def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder | None,
+               only: set[int] | None = None) -> ShardRows:
+    """Parse (and, given an encoder, tokenise) every row, or only the shard's local rows in `only`;
+    bad rows are recorded, never raised."""
     out = ShardRows(shard)
     source = InputFile(Path(shard.file), shard.format)
     for raw in read_rows(source, shard.row_start, shard.row_stop, shard.byte_start):
+        if only is not None and raw.index - shard.row_start not in only:
+            continue
         sample_id = ""
         try:
             if raw.error:

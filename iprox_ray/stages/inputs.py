@@ -58,9 +58,8 @@ def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[in
     """Encoded rows of a sample, in sample order; quarantined rows are simply absent."""
     out: list[Encoded] = []
     for shard_id, local_rows in sorted(chosen.items()):
-        rows = read_shard(POOL, manifest.shards[shard_id], ctx.job.data.pool, encoder)
-        wanted = set(local_rows)
-        out.extend(enc for local, enc in zip(rows.local_rows, rows.encoded) if local in wanted)
+        rows = read_shard(POOL, manifest.shards[shard_id], ctx.job.data.pool, encoder, only=set(local_rows))
+        out.extend(rows.encoded)
     return out
 
 
