@@ -24,6 +24,7 @@ from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.fidelity import fidelity_report, format_report
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.targets import finish_target, prepare_pool
@@ -146,9 +147,12 @@ def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, 
 
 def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
     """Manifests, warm-up and proxy: everything before the first sharded stage."""
+    splits = [POOL, target_split(MAIN_TARGET)]
     with ctx.timed("manifest"):
-        for split in (POOL, target_split(MAIN_TARGET)):
+        for split in splits:
             manifest_for(ctx, split)
+    with ctx.timed("preflight"):  # a split with no usable row stops here, not in a later stage
+        check_inputs(ctx, splits)
     with ctx.timed("warmup"):
         warmed = run_warmup(ctx)
     with ctx.timed("proxy"):
@@ -179,6 +183,7 @@ def _run_stages(ctx: RunContext, part: RunPart | None = None) -> dict:
             report = run_sketch(ctx, [target, POOL], ref, plan, subsets)
     if part is not None:  # a run part stops after its own shards
         return {"part": True, "shards_run": report.shards_run, "rows": report.rows, "timings": ctx.timings}
+    check_sketched(ctx, manifests)
     with ctx.timed("dedup"):
         for split, manifest in manifests.items():
             run_dedup(ctx, split, manifest)

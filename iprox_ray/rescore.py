@@ -24,6 +24,7 @@ from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.embed import embed_markers, run_embed
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.landmarks import ARRAY as LANDMARKS
+from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.score import check_scoring, columns_array_path, pool_needs, score_array_path
 from iprox_ray.stages.sketch import run_sketch
@@ -105,7 +106,7 @@ def forget_target(layout: RunLayout, name: str) -> None:
     for stage in [sketch_stage(split), embed_stage("rds", split)]:
         for folder in (layout.completions(stage), layout.failures(stage)):
             shutil.rmtree(folder, ignore_errors=True)
-    for stage in (f"dedup-{flat}", f"score-{name}", f"select-{name}"):
+    for stage in (f"dedup-{flat}", f"preflight-{flat}", f"score-{name}", f"select-{name}"):
         layout.stage_done(stage).unlink(missing_ok=True)
     for path in (layout.manifest(split), layout.manifest_info(split)):
         path.unlink(missing_ok=True)
@@ -142,6 +143,8 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
         atomic_write_json(record_path, record)
         with ctx.timed("manifest"):
             manifests = {POOL: manifest_for(ctx, POOL), split: manifest_for(ctx, split)}
+        with ctx.timed("preflight"):
+            check_inputs(ctx, [split])
         ref = run_proxy(ctx, run_warmup(ctx))  # both finished: this only reads their markers
         with worker_plan(job) as plan:
             jobs = embed_jobs(job.scoring.method, [split])
@@ -152,6 +155,7 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
             if jobs:
                 with ctx.timed("embed"):
                     run_embed(ctx, jobs, ref, plan)
+        check_sketched(ctx, {split: manifests[split]})
         with ctx.timed("dedup"):
             run_dedup(ctx, split, manifests[split])
         return finish_target(ctx, name, split, manifests, ref, layout.selection_dir(name) / "summary.json")

@@ -53,10 +53,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.corpus.sources import CorpusError
     from iprox_ray.execution.task import ShardFailed
     from iprox_ray.pipeline import RunMismatchError
+    from iprox_ray.stages.preflight import NoUsableRowsError
     from iprox_ray.store.lock import RunLockedError
     from iprox_ray.store.sketch_store import StoreMismatchError
 
-    return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError)
+    return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError,
+            NoUsableRowsError)
 
 
 if __name__ == "__main__":

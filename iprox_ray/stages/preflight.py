@@ -1,0 +1,97 @@
+"""Pre-flight: stop right after the manifests when a split has no usable row.
+
+Without it a split whose every row is quarantined (a template that masks nothing, rows all
+longer than max_length under `drop`) surfaces hours later as a traceback in whichever stage
+first needs a row. The target split is encoded whole; the pool, which can be huge, through a
+seeded sample of at most POOL_SAMPLE_ROWS rows from at most POOL_SAMPLE_SHARDS shards. The
+sketch stage's end checks the totals again from the quarantine records, for what a sample
+cannot see (a run resumed past this check, a tokenizer changed in place).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from iprox_ray.corpus.manifest import Manifest
+from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, source_for
+from iprox_ray.store.atomic import atomic_write_parquet
+
+STAGE = "preflight"
+POOL_SAMPLE_ROWS = 256
+POOL_SAMPLE_SHARDS = 16
+
+
+class NoUsableRowsError(RuntimeError):
+    """A split with no usable row: the message names the top quarantine reasons."""
+
+
+def no_usable_rows_message(split: str, records: list[dict], n_rows: int, where: Path,
+                           sampled_from: int | None = None) -> str:
+    reasons = Counter(r["reason"] for r in records)
+    top = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common(3))
+    if len(reasons) > 3:
+        top += f", {len(reasons) - 3} other reason(s)"
+    first = next(r for r in records if r["reason"] == reasons.most_common(1)[0][0])
+    detail = " ".join(str(first["detail"]).split())[:200]  # one line, whatever the template said
+    rows = f"{len(records)} of {n_rows}" + (f" sampled rows (of {sampled_from})" if sampled_from else "")
+    return (f"no usable row in split {split!r}: {rows} quarantined ({top}; e.g. row {first['row']} of "
+            f"{Path(first['file']).name}: {first['reason']}: {detail}); see {where}")
+
+
+def pool_sample(manifest: Manifest, seed: int) -> dict[int, set[int]] | None:
+    """Seeded local rows per shard, spread over up to POOL_SAMPLE_SHARDS shards; None: every row."""
+    if manifest.n_rows <= POOL_SAMPLE_ROWS:
+        return None
+    rng = np.random.default_rng(seed)
+    shards = np.sort(rng.choice(manifest.n_shards, size=min(manifest.n_shards, POOL_SAMPLE_SHARDS), replace=False))
+    per_shard = -(-POOL_SAMPLE_ROWS // len(shards))
+    out = {}
+    for shard in shards.tolist():
+        n = manifest.shards[shard].n_rows
+        out[shard] = set(rng.choice(n, size=min(n, per_shard), replace=False).tolist())
+    return out
+
+
+def preflight_stage(ctx: RunContext, split: str) -> str:
+    return f"{STAGE}-{ctx.layout.quarantine_dir(split).name}"
+
+
+def check_inputs(ctx: RunContext, splits: list[str]) -> None:
+    """Raise NoUsableRowsError when a split's checked rows are all quarantined (once per split)."""
+    todo = [split for split in splits if not ctx.stage_done(preflight_stage(ctx, split))]
+    encoder = make_encoder(ctx) if todo else None
+    for split in todo:
+        manifest = manifest_for(ctx, split)
+        chosen = pool_sample(manifest, ctx.job.run.seed + 7) if split == POOL else None
+        kept, records = 0, []
+        for shard in manifest.shards:
+            if chosen is None or shard.shard_id in chosen:
+                rows = read_shard(split, shard, source_for(ctx, split), encoder,
+                                  only=None if chosen is None else chosen[shard.shard_id])
+                kept += len(rows.encoded)
+                records += rows.quarantine
+        seen = kept + len(records)
+        if seen and not kept:
+            where = ctx.layout.root / STAGE / f"{ctx.layout.quarantine_dir(split).name}.parquet"
+            atomic_write_parquet(where, pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
+            raise NoUsableRowsError(no_usable_rows_message(
+                split, records, seen, where, manifest.n_rows if seen < manifest.n_rows else None))
+        ctx.mark_stage_done(preflight_stage(ctx, split), {"checked": seen, "usable": kept})
+
+
+def check_sketched(ctx: RunContext, manifests: dict[str, Manifest]) -> None:
+    """After the sketch stage: a split whose every row has a quarantine record has nothing to score."""
+    for split, manifest in manifests.items():
+        folder = ctx.layout.quarantine_dir(split)
+        # Shard files only (NNNNNN.parquet): dedup's duplicates.parquet comes later and is no reason.
+        parts = [pq.read_table(p) for p in sorted(folder.glob("[0-9]*.parquet"))] if folder.exists() else []
+        records = pa.concat_tables(parts).to_pylist() if parts else []
+        if manifest.n_rows and len(records) >= manifest.n_rows:
+            raise NoUsableRowsError(no_usable_rows_message(split, records, manifest.n_rows, folder))
