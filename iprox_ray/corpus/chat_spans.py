@@ -16,8 +16,9 @@ system prompt by position), so nothing is assumed: every position is measured in
 rendering and each piece taken from a partial render is checked to be there.
 
 1. Content of message j: render the conversation with that content replaced by a sentinel
-   character; the two renders differ exactly where the content is (checked: the sentinel
-   render differs by the sentinel alone, so the content is rendered once).
+   character; the two renders differ where the content is (checked: the sentinel is rendered
+   once and ends the difference, so the content's end is exact; the start may lie earlier when
+   the template rebuilds text from the content, as Qwen3 does with reasoning).
 2. Turn start: render messages[:i] with the generation prompt, message i-1's content a
    sentinel. What follows the sentinel (i-1's end of turn, the separator, the prompt) must
    follow message i-1's content in the full render; the turn starts after it.
@@ -109,7 +110,9 @@ class TurnLocator:
         other = self.render(_with_content(messages, j, SENTINEL), False)
         p = common_prefix(full, other)
         s = common_prefix(full[p:][::-1], other[p:][::-1])
-        if other[p: len(other) - s] != SENTINEL:
+        # The renders may differ before the content too (Qwen3 rebuilds a reasoning turn's
+        # `<think>` block from the content); what follows the content must be common to both.
+        if other.count(SENTINEL) != 1 or not other[p: len(other) - s].endswith(SENTINEL):
             raise TemplateMismatch(f"message {j}: the template does not render its content exactly once")
         return p, len(full) - s
 
