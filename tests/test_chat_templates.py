@@ -197,6 +197,15 @@ def test_gemma2_refuses_a_system_prompt_as_a_template_error():
     assert err.value.reason == "template-error" and err.value.detail == "System role not supported"
 
 
+@pytest.mark.parametrize("family", ["gemma-2-2b-it", "gemma-3-it", "mistral-7b-instruct-v0.3"])
+def test_roles_that_do_not_alternate_are_a_template_error(family):
+    encoder = ChatEncoder(family_tokenizer(family), 4096)
+    with pytest.raises(RowError) as err:
+        encoder.encode([{"role": "user", "content": U1}, {"role": "user", "content": U2},
+                        {"role": "assistant", "content": A1}])
+    assert err.value.reason == "template-error" and "roles must alternate" in err.value.detail
+
+
 def test_generation_markers_use_the_native_mask_and_agree_with_the_measured_spans():
     template = (TEMPLATES / "chatml-generation.jinja").read_text()
     tok = family_tokenizer("smollm2-instruct", template)
@@ -244,3 +253,17 @@ def test_a_template_error_quarantines_its_row_and_keeps_the_shard(tmp_path):
     assert [c.sample_id for c in out.conversations] == ["a", "c"] and out.local_rows == [0, 2]
     assert [(q["sample_id"], q["row"], q["reason"], q["detail"]) for q in out.quarantine] == [
         ("bad", 1, "template-error", "Conversation roles must alternate user/assistant/user/assistant/...")]
+
+
+def test_qwen3_reasoning_is_trained_on_the_last_turn_only_as_the_template_renders_it():
+    tok = family_tokenizer("qwen3-0.6b")
+    messages = [{"role": "user", "content": U1}, {"role": "assistant", "content": "<think>\nR1\n</think>\n\n" + A1},
+                {"role": "user", "content": U2}, {"role": "assistant", "content": "<think>R2</think>" + A2}]
+    pieces = [(f"<|im_start|>user\n{U1}<|im_end|>\n<|im_start|>assistant\n", False), (A1 + "<|im_end|>", True),
+              (f"\n<|im_start|>user\n{U2}<|im_end|>\n<|im_start|>assistant\n", False),
+              ("<think>\nR2\n</think>\n\n" + A2 + "<|im_end|>", True), ("\n", False)]
+    text, ids, mask = expected_mask(tok, pieces)
+    assert tok.apply_chat_template(messages, tokenize=False) == text  # R1 is dropped from the earlier turn
+    enc = ChatEncoder(tok, 4096).encode(messages)
+    np.testing.assert_array_equal(enc.input_ids, ids)
+    np.testing.assert_array_equal(enc.trainable, mask)
