@@ -267,3 +267,12 @@ def test_qwen3_reasoning_is_trained_on_the_last_turn_only_as_the_template_render
     enc = ChatEncoder(tok, 4096).encode(messages)
     np.testing.assert_array_equal(enc.input_ids, ids)
     np.testing.assert_array_equal(enc.trainable, mask)
+
+
+def test_the_end_marker_stops_at_a_special_token_boundary():
+    # Phi-3 without its newlines: after `<|end|>` come `<|user|>` or, at the end, `<|endoftext|>`;
+    # their common `<|` must not be taken for part of the marker.
+    packed = (TEMPLATES / "phi-3-mini-4k-instruct.jinja").read_text().replace("\n", "")
+    tok = family_tokenizer("phi-3-mini-4k-instruct", packed)
+    enc = ChatEncoder(tok, 4096).encode(CONVERSATIONS["multi"])
+    assert tok.decode(enc.input_ids[enc.trainable]) == A1 + "<|end|>" + A2 + "<|end|>"

@@ -134,10 +134,11 @@ class TurnLocator:
         return re.match(r"\s*\S*", ending[:n]).group().rstrip()
 
     def _whole_tokens(self, n: int, *texts: str) -> int:
-        if self._atoms is None:
-            return n
-        for text in texts:
-            for m in self._atoms.finditer(text, 0, n + self._longest):
-                if m.start() < n < m.end():
-                    n = m.start()
+        """The largest cut <= n that splits no special token in any of the texts."""
+        while self._atoms is not None:
+            cuts = [m.start() for text in texts for m in self._atoms.finditer(text, 0, n + self._longest)
+                    if m.start() < n < m.end()]
+            if not cuts:
+                break
+            n = min(cuts)
         return n
