@@ -1,0 +1,70 @@
+"""What a sketch setting costs on the real model: tokens/s and columns, settings interleaved.
+
+    .venv/bin/python bench/real_sketch_cost.py [--rows 48] [--repeats 2]
+
+Runs the product's sketcher (`make_sketcher`) on the same real rows for each setting, one warm-up
+batch first, then `--repeats` rounds in which every setting runs once (so machine drift hits all
+alike). Store bytes per row = D · 2 (fp16 unit rows) + 4 (norm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.models.loading import load_pretrained, load_tokenizer
+from iprox_ray.sketch.factory import make_sketcher
+from iprox_ray.spec import SketchSpec
+from real_fidelity import REAL, encode_file, keep_freed_memory
+
+SETTINGS = {
+    "kron16 (linears only, old default)": SketchSpec(vectors=[], biases=False),
+    "kron16 + exact vectors (default)": SketchSpec(),
+    "kron32 + exact vectors": SketchSpec(proj_in=32, proj_out=32),
+    "srht8192 + exact vectors": SketchSpec(kind="srht", dim=8192),
+}
+
+
+def run(sketcher, batches) -> tuple[int, float]:
+    tokens, start = 0, time.perf_counter()
+    for b in batches:
+        sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
+        tokens += b.n_tokens
+    return tokens, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    keep_freed_memory()
+    folder = REAL / "SmolLM2-135M-Instruct-hf"
+    tokenizer = load_tokenizer(folder)
+    rows, _ = encode_file(REAL / "corpus" / "pool.jsonl", ChatEncoder(tokenizer, 1024), args.rows)
+    model = load_pretrained(folder)
+    sketchers = {name: make_sketcher(model, spec) for name, spec in SETTINGS.items()}
+    batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
+    for s in sketchers.values():  # hooks of one sketcher stay quiet while another runs
+        run(s, batches[:1])
+    seconds = {name: [] for name in sketchers}
+    for _ in range(args.repeats):
+        for name, s in sketchers.items():
+            tokens, sec = run(s, batches)
+            seconds[name].append(sec)
+    base = np.median(seconds[next(iter(SETTINGS))])
+    print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds, torch threads {torch.get_num_threads()}")
+    print("| setting | D | store bytes/row | sketch tokens/s (median) | time vs old default |")
+    print("|---|---|---|---|---|")
+    for name, s in sketchers.items():
+        med = float(np.median(seconds[name]))
+        print(f"| {name} | {s.dim:,} | {s.dim * 2 + 4:,} | {tokens / med:.0f} | {med / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
