@@ -20,6 +20,25 @@ def _dense_reference(E, rows, P_L, kind, ridge_factor):
     return kern(E, X) @ np.linalg.inv(K) @ P_L
 
 
+def _rounding_bound(model: krr.KernelRidge, e: np.ndarray) -> np.ndarray:
+    """A first-order forward-error bound of float32 `predict` per entry, from its conditioning:
+    the kernel row (an E-term dot product, or a squared distance by expansion, then exp) and the
+    L-term product with α. Summation order (how BLAS blocks a product) stays inside it."""
+    eps = float(np.finfo(np.float32).eps)
+    a, lm = e.astype(np.float64), model.landmarks.astype(np.float64)
+    n_l, dim = lm.shape
+    if model.kind == "linear":
+        k = a @ lm.T
+        k_err = (dim + 2) * eps * (np.abs(a) @ np.abs(lm).T)
+    else:
+        k = krr.kernel(a, lm, "rbf", model.sigma)
+        na, nl = np.linalg.norm(a, axis=1)[:, None], np.linalg.norm(lm, axis=1)[None, :]
+        d2_err = (dim + 4) * eps * (na + nl) ** 2
+        k_err = k * (d2_err / (2 * model.sigma**2) + 2 * eps)
+    alpha = np.abs(model.alpha.astype(np.float64))
+    return k_err @ alpha + (n_l + 2) * eps * (np.abs(k) @ alpha)
+
+
 @pytest.mark.parametrize("kind", ["rbf", "linear"])
 def test_krr_equals_dense_closed_form_and_chunking_is_exact(kind):
     rng = np.random.default_rng(0)
@@ -28,10 +47,18 @@ def test_krr_equals_dense_closed_form_and_chunking_is_exact(kind):
     P_L = rng.standard_normal((40, 3))
     model = krr.fit(E[rows], P_L, kind, 0.01, bandwidth_sample=1000)
     whole = model.predict(E)
-    np.testing.assert_allclose(whole, _dense_reference(E, rows, P_L, kind, 0.01), rtol=2e-3, atol=2e-4)
+    bound = _rounding_bound(model, E)
+    eps = float(np.finfo(np.float32).eps)
+    reference = _dense_reference(E, rows, P_L, kind, 0.01)
+    # α is stored in float32 too: one more rounding of each of its entries
+    alpha_round = eps * (np.abs(krr.kernel(E.astype(np.float64), E[rows].astype(np.float64), kind, model.sigma))
+                         @ np.abs(model.alpha.astype(np.float64)))
+    assert (np.abs(whole - reference) <= bound + alpha_round + 1e-9).all()
     chunked = np.concatenate([model.predict(E[o : o + 17]) for o in range(0, 300, 17)])
-    # equal up to float32 rounding: BLAS may block a 17-row product differently from a 300-row one
-    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=2e-5)
+    # equal up to float32 rounding: BLAS may block a 17-row product differently from a 300-row
+    # one, so each may be off by the bound, whatever the machine
+    assert (np.abs(chunked - whole) <= 2 * bound).all()
+    assert not np.array_equal(bound, 0 * bound) and (bound < 1e-2 * np.abs(reference).max()).all()
 
 
 def test_krr_interpolates_its_landmarks_with_tiny_ridge():
