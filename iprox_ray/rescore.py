@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 from pathlib import Path
 
 from iprox_ray.pipeline import MAIN_TARGET, _diff_keys, worker_plan
 from iprox_ray.spec import JobSpec
-from iprox_ray.spec.base import apply_override, fingerprint
+from iprox_ray.spec.base import SAFE_NAME, apply_override, fingerprint, is_safe_name
 from iprox_ray.spec.job import build_job
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.dedup import run_dedup
@@ -30,7 +29,7 @@ from iprox_ray.stages.score import check_scoring, columns_array_path, pool_needs
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.targets import embed_jobs, finish_target, target_subsets
 from iprox_ray.stages.warmup import run_warmup
-from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.store.atomic import atomic_write_json, read_json, remove_tree_inside
 from iprox_ray.store.embedding_store import embedding_group
 from iprox_ray.store.layout import RunLayout, embed_stage, sketch_stage
 from iprox_ray.store.lock import RunLock
@@ -39,7 +38,6 @@ from iprox_ray.store.sketch_store import SplitStore, open_root
 FREE_KEYS = ("data.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
              "scoring.mid_ppl_center", "scoring.landmarks.kernel", "scoring.landmarks.ridge",
              "scoring.landmarks.bandwidth_sample", "scoring.second_order")
-NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class RescoreError(RuntimeError):
@@ -105,13 +103,13 @@ def forget_target(layout: RunLayout, name: str) -> None:
     flat = split.replace("/", "-")
     for stage in [sketch_stage(split), embed_stage("rds", split)]:
         for folder in (layout.completions(stage), layout.failures(stage)):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree_inside(layout.root, folder)
     for stage in (f"dedup-{flat}", f"preflight-{flat}", f"score-{name}", f"select-{name}"):
         layout.stage_done(stage).unlink(missing_ok=True)
     for path in (layout.manifest(split), layout.manifest_info(split)):
         path.unlink(missing_ok=True)
-    shutil.rmtree(layout.quarantine_dir(split), ignore_errors=True)
-    shutil.rmtree(layout.selection_dir(name), ignore_errors=True)
+    remove_tree_inside(layout.root, layout.quarantine_dir(split))
+    remove_tree_inside(layout.root, layout.selection_dir(name))
     root = open_root(layout.store)
     for group in (split, embedding_group("rds", split), score_array_path(name), columns_array_path(name)):
         if group in root:
@@ -123,8 +121,8 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
                  cluster_profile: str | None = None) -> dict:
     layout = RunLayout(Path(run_dir))
     name = name or default_name(target_paths)
-    if not NAME.match(name) or name == MAIN_TARGET:
-        raise RescoreError(f"target name {name!r} must match {NAME.pattern} and not be {MAIN_TARGET!r}")
+    if not is_safe_name(name) or name == MAIN_TARGET:
+        raise RescoreError(f"target name {name!r} must match {SAFE_NAME}, not be only dots and not be {MAIN_TARGET!r}")
     job, _ = load_target_job(layout, target_paths, overrides or [], cluster_profile)
     split = target_split(name)
     record = {"name": name, "paths": list(job.data.target.paths),

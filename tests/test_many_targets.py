@@ -84,6 +84,10 @@ def test_new_target_refuses_pool_side_changes_and_missing_pool_data(make_job, tm
     assert main(["score", str(run_dir), "--target", str(target), "--set", 'scoring.method="rds+"', "-q"]) == 1
     assert "rds embeddings of the whole pool" in capsys.readouterr().err
     assert main(["score", str(run_dir), "--target", str(target), "--name", "main", "-q"]) == 1
+    for name in ("..", ".", "a/b"):  # `--name .. --force` once deleted the whole run directory
+        assert main(["score", str(run_dir), "--target", str(target), "--name", name, "--force", "-q"]) == 1
+        assert f"target name {name!r} must match" in capsys.readouterr().err
+        assert (run_dir / "config.json").exists() and (run_dir / "store.zarr").exists()
     # a method that reads only what the pool already has is fine: tracin on the full sketches
     assert main(["score", str(run_dir), "--target", str(target), "--name", "t2", "--set",
                  'scoring.method="tracin"', "-q"]) == 0

@@ -64,3 +64,10 @@ def test_missing_file_and_bad_toml_are_clear(tmp_path):
     bad.write_text("[model\npath=1")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_job(bad)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
+def test_run_name_is_one_safe_path_component(make_job, name):
+    with pytest.raises(SpecError, match=r"run\.name"):
+        load_job(make_job(), [f'run.name="{name}"'])
+    assert load_job(make_job(), ['run.name="v1.2_x-y"']).run.name == "v1.2_x-y"

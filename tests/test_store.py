@@ -111,3 +111,19 @@ def test_checkpoint_arrays_follow_the_schema(tmp_path):
         assert (store.read(checkpoint_array("sketch", c), store.shard_rows(1))[:3] == c + 1).all()
     with pytest.raises(ValueError, match="3 checkpoints"):
         store.write_shard(0, sketches[0], rows)
+
+
+def test_remove_tree_inside_refuses_the_root_and_anything_outside(tmp_path):
+    from iprox_ray.store.atomic import remove_tree_inside
+
+    root = tmp_path / "run"
+    (root / "selections" / "x").mkdir(parents=True)
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (root / "selections" / "link").symlink_to(outside)
+    for bad in (root, root / "selections" / "..", outside, root / "selections" / "link"):
+        with pytest.raises(ValueError, match="refusing to delete"):
+            remove_tree_inside(root, bad)
+    assert root.exists() and outside.exists()
+    remove_tree_inside(root, root / "selections" / "x")
+    assert not (root / "selections" / "x").exists()

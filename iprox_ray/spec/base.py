@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+
+# A name that becomes one path component: no separators, and never only dots ('.', '..').
+SAFE_NAME = r"^[A-Za-z0-9._-]+$"
+
+
+def is_safe_name(name: str) -> bool:
+    return bool(re.fullmatch(SAFE_NAME, name)) and set(name) != {"."}
+
+
+def _safe_name(name: str) -> str:
+    if not is_safe_name(name):
+        raise ValueError(f"{name!r} must match {SAFE_NAME} and not be only dots")
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class SpecError(ValueError):

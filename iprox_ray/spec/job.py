@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr, ValidationError
 
 from iprox_ray.spec.base import (
+    SafeName,
     Section,
     SpecError,
     apply_override,
@@ -28,7 +29,7 @@ EXECUTION_SECTIONS = ("cluster", "output", "fidelity")
 
 
 class RunSpec(Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    name: SafeName = Field("run")
     dir: str | None = Field(None, description="run directory; default runs/<name>")
     seed: int = 0
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from iprox_ray.spec.base import Section
+from iprox_ray.spec.base import SafeName, Section
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
 
 
@@ -18,7 +18,7 @@ class CheckpointSpec(Section):
         None, description="its Adam state: an iprox-ray state folder, or a Trainer optimizer.pt / accelerate optimizer.bin"
     )
     weight: float = Field(1.0, gt=0, description="η̄: the epoch's mean learning rate (weights are renormalised to sum 1)")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    name: SafeName | None = Field(None)
 
 
 class SketchSpec(Section):

@@ -44,3 +44,14 @@ def atomic_write_parquet(path: Path, table: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def remove_tree_inside(root: Path, path: Path) -> None:
+    """rmtree(path), refused unless path resolves strictly inside root (a name like '..' or a
+    symlink must never make a cleanup delete the run directory or anything outside it)."""
+    import shutil
+
+    root_real, target = Path(root).resolve(), Path(path).resolve()
+    if target == root_real or not target.is_relative_to(root_real):
+        raise ValueError(f"refusing to delete {path}: it is not inside {root}")
+    shutil.rmtree(target, ignore_errors=True)
