@@ -28,7 +28,7 @@ import torch
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.corpus.rows import RowError, parse_row
-from iprox_ray.influence.exact import ExactGradients, trained_parameters
+from iprox_ray.influence.exact import ExactGradients, ExactLess, trained_parameters
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.models.selection import linear_dims, select_modules
@@ -74,14 +74,14 @@ class OfflineSketches:
     """Every setting's sketch of one exact flat gradient, by the product's projection code."""
 
     def __init__(self, model, grads: ExactGradients, seed: int = 0):
-        self.linears = [(n, linear_dims(m)) for n, m in select_modules(model, DEFAULT_LINEAR_PATTERNS)]
         linear_modules = select_modules(model, DEFAULT_LINEAR_PATTERNS)
-        self.vector_spans = [grads.spans[p.key] for p in vector_params(model, DEFAULT_VECTOR_PATTERNS,
-                                                                        linear_modules, True)]
+        self.linears = [(n, linear_dims(m)) for n, m in linear_modules]
+        vectors = vector_params(model, DEFAULT_VECTOR_PATTERNS, linear_modules, True)
+        self.vector_keys = [p.key for p in vectors]
+        self.vector_spans = [grads.spans[key] for key in self.vector_keys]
         self.weight_spans = {n: grads.spans[f"{n}.weight"] for n, _ in self.linears}
         self.proj = {k: {n: (projection_matrix(seed, n, "out", k, d_out), projection_matrix(seed, n, "in", k, d_in))
                          for n, (d_out, d_in) in self.linears} for k in KRON}
-        self.vector_keys = [p.key for p in vector_params(model, DEFAULT_VECTOR_PATTERNS, linear_modules, True)]
         self.srht = {d: DenseProjector(seed, d, "srht") for d in SRHT}
         self.vector_projector = DenseProjector(seed, VECTOR_DIM, "srht")
 
@@ -175,33 +175,28 @@ def main() -> None:
     grads = ExactGradients(model)
     offline = OfflineSketches(model, grads)
     names = [n for n, _ in trained_parameters(model)]
-    subsets = {"all": names, "linears": [f"{n}.weight" for n, _ in offline.linears]}
-    spans = {k: grads.subset_spans(v) for k, v in subsets.items()}
-    print(f"trained parameters {grads.size:,}; linears {sum(s.stop - s.start for s in spans['linears']):,}")
+    less = ExactLess(grads, {"all": names, "linears": [f"{n}.weight" for n, _ in offline.linears]})
+    print(f"trained parameters {grads.size:,}; linears {sum(s.stop - s.start for s in less.spans['linears']):,}")
 
     start = time.perf_counter()
-    direction = {k: torch.zeros(grads.size) for k in subsets}
     target_sketches = []
     for e in target:
         g, _ = grads.row(e.input_ids, e.trainable)
-        for k, s in spans.items():
-            scale = float(1.0 / grads.norm(g, s))
-            for sl in s:
-                direction[k][sl].add_(g[sl], alpha=scale)
+        less.add_target(g)
         target_sketches.append(offline(g))
     target_seconds = time.perf_counter() - start
     variants = [(name, mode) for name in settings() for mode in VECTOR_MODES]
     sketch_direction = {(n, v): target_direction(np.stack([with_vectors(t, n, v) for t in target_sketches]))
                         for n, v in variants}
-    exact = {k: np.zeros(len(pool)) for k in subsets}
+    exact = {k: np.zeros(len(pool)) for k in less.spans}
     scores = {nv: np.zeros(len(pool)) for nv in variants}
     losses = np.zeros(len(pool))
     check_rows = []
     start = time.perf_counter()
     for i, e in enumerate(pool):
         g, losses[i] = grads.row(e.input_ids, e.trainable)
-        for k, s in spans.items():
-            exact[k][i] = float(g @ direction[k] / grads.norm(g, s))  # direction's scale is rank-neutral
+        for k, value in less.score_gradient(g).items():
+            exact[k][i] = value
         sk = offline(g)
         for nv in variants:
             scores[nv][i] = cosine_scores(with_vectors(sk, *nv)[None], sketch_direction[nv])[0]
@@ -214,9 +209,7 @@ def main() -> None:
     results = {"pool_rows": len(pool), "target_rows": len(target), "exact_seconds_per_row": pool_seconds / len(pool),
                "target_seconds": target_seconds, "exact_all_vs_linears": agreement(exact["all"], exact["linears"]),
                "settings": {}}
-    for p in grads.model.parameters():
-        p.requires_grad_(False)
-        p.grad = None
+    grads.release()
     for name, spec in settings().items():
         for vec in VECTOR_MODES:
             label = name if vec == "none" else f"{name}+vectors:{vec}"

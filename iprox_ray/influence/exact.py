@@ -94,34 +94,49 @@ class ExactLess:
     def __init__(self, grads: ExactGradients, subsets: dict[str, list[str]]):
         self.grads = grads
         self.spans = {k: grads.subset_spans(names) for k, names in subsets.items()}
-        self.directions: dict[str, torch.Tensor] = {}
+        self._sums = {k: torch.zeros_like(grads.flat) for k in self.spans}
+        self._used = 0
+        self._directions: dict[str, torch.Tensor] | None = None
+
+    @property
+    def directions(self) -> dict[str, torch.Tensor]:
+        """Mean unit target gradient per subset (zero outside the subset's parameters)."""
+        if self._directions is None:
+            self._directions = {k: v / max(self._used, 1) for k, v in self._sums.items()}
+        return self._directions
+
+    def add_target(self, g: torch.Tensor) -> bool:
+        """Add one target row's flat gradient to the unit directions; False if it is not finite."""
+        if not torch.isfinite(g).all():
+            return False
+        self._used += 1
+        for k, spans in self.spans.items():
+            scale = float(1.0 / self.grads.norm(g, spans).clamp_min(1e-30))
+            for s in spans:
+                self._sums[k][s].add_(g[s], alpha=scale)
+        self._directions = None
+        return True
 
     def fit_target(self, rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
         """Accumulate the unit target directions; returns how many target rows were usable."""
-        sums = {k: torch.zeros_like(self.grads.flat) for k in self.spans}
-        used = 0
         for ids, trainable in rows:
-            g, _ = self.grads.row(ids, trainable)
-            if not torch.isfinite(g).all():
-                continue
-            used += 1
-            for k, spans in self.spans.items():
-                scale = 1.0 / self.grads.norm(g, spans).clamp_min(1e-30)
-                for s in spans:
-                    sums[k][s].add_(g[s], alpha=float(scale))
-        if not used:
+            self.add_target(self.grads.row(ids, trainable)[0])
+        if not self._used:
             raise ValueError("no target row has a finite gradient")
-        self.directions = {k: v.div_(used) for k, v in sums.items()}
-        return used
+        return self._used
 
-    def score(self, ids: np.ndarray, trainable: np.ndarray) -> tuple[dict[str, float], float]:
-        """({subset: exact LESS score}, loss) of one pool row; NaN for a non-finite gradient."""
-        g, loss = self.grads.row(ids, trainable)
+    def score_gradient(self, g: torch.Tensor) -> dict[str, float]:
+        """{subset: exact LESS score} of one pool row's flat gradient; NaN if it is not finite."""
         out = {}
         for k, spans in self.spans.items():
             norm = self.grads.norm(g, spans)
             out[k] = float(g @ self.directions[k] / norm) if torch.isfinite(norm) and norm > 0 else float("nan")
-        return out, loss
+        return out
+
+    def score(self, ids: np.ndarray, trainable: np.ndarray) -> tuple[dict[str, float], float]:
+        """({subset: exact LESS score}, loss) of one pool row."""
+        g, loss = self.grads.row(ids, trainable)
+        return self.score_gradient(g), loss
 
 
 def exact_less_scores(model: nn.Module, pool, target) -> np.ndarray:

@@ -116,7 +116,7 @@ class HookSketcher:
 
     def _vector_backward(self, name: str, grad: torch.Tensor) -> None:
         x = self._stash[name].pop()
-        module = dict(self.vectors.modules)[name]
+        module = self.vectors.module_by_name[name]
         self._replaying = True  # the replay calls the module again: its hooks must stay quiet
         try:
             with self._full_precision():

@@ -79,6 +79,7 @@ class VectorBlock:
     def __init__(self, model: nn.Module, patterns: list[str], linears: list[tuple[str, nn.Module]],
                  biases: bool, dim: int, seed: int, adam=None):
         self.modules = vector_modules(model, patterns)
+        self.module_by_name = dict(self.modules)
         self.params = vector_params(model, patterns, linears, biases)
         self.bias_keys = {name: f"{name}.bias" for name, m in linears
                           if biases and getattr(m, "bias", None) is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,6 @@ def read_json(path: Path) -> Any:
 def remove_tree_inside(root: Path, path: Path) -> None:
     """rmtree(path), refused unless path resolves strictly inside root (a name like '..' or a
     symlink must never make a cleanup delete the run directory or anything outside it)."""
-    import shutil
-
     root_real, target = Path(root).resolve(), Path(path).resolve()
     if target == root_real or not target.is_relative_to(root_real):
         raise ValueError(f"refusing to delete {path}: it is not inside {root}")
