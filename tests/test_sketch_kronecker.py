@@ -69,3 +69,38 @@ def test_nonfinite_sample_is_flagged_not_hidden(model):
     assert not out.finite[2]
     poisoned = {b for b in range(4) if ids[2, 0] in ids[b, : int(attn[b].sum())]}
     assert set(torch.nonzero(~out.finite).flatten().tolist()) == poisoned
+
+
+def _svd_proxy_of(model):
+    from iprox_ray.proxy.compress import compress, plan_ranks
+
+    proxy = copy.deepcopy(model)
+    compress(proxy, plan_ranks(proxy, PATTERNS, rho=0.5, multiple=2), "svd")
+    return proxy
+
+
+def test_lowrank_product_sketch_is_the_dense_layers_gradient_sketch(model):
+    """A proxy's A·B is sketched as one layer: exactly the sketch of ∂L/∂W at W = A·B, with the
+    dense layer's own projection, so proxy and target sketches share one space."""
+    ids, attn, trainable = _batch()
+    proxy = _svd_proxy_of(model)
+    from iprox_ray.models.lowrank import densify
+
+    dense = densify(copy.deepcopy(proxy))
+    got = KroneckerSketcher(copy.deepcopy(proxy), PATTERNS, k_in=5, k_out=3, seed=7)
+    want = KroneckerSketcher(dense, PATTERNS, k_in=5, k_out=3, seed=7)
+    assert [m.name for m in got.layout] == [m.name for m in want.layout]
+    assert got.dim == want.dim == 8 * 15
+    torch.testing.assert_close(got.sketch(ids, attn, trainable).sketch, want.sketch(ids, attn, trainable).sketch,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_lowrank_factors_mode_sketches_each_factor(model):
+    ids, attn, trainable = _batch()
+    proxy = _svd_proxy_of(model)
+    sketcher = KroneckerSketcher(copy.deepcopy(proxy), PATTERNS, k_in=5, k_out=3, seed=7, expand_lowrank=True)
+    assert [m.name.rsplit(".", 1)[-1] for m in sketcher.layout][:2] == ["A", "B"]
+    out = sketcher.sketch(ids, attn, trainable)
+    expected = kronecker_reference(per_sample_grads(proxy, [r"re:.*\.(A|B)$"], ids, attn, trainable),
+                                   sketcher.layout, 7)
+    torch.testing.assert_close(out.sketch, expected, rtol=1e-4, atol=1e-6)

@@ -1,8 +1,9 @@
 """Find a model's parameters by name patterns from the config, never by attribute paths.
 
 A pattern is a glob over dotted module names (`*.mlp.down_proj`) or a regex prefixed `re:`.
-A matched low-rank module is expanded into its two factor linears, so one pattern list serves
-the target model and its IProX proxy alike.
+One pattern list serves the target model and its IProX proxy alike: a matched low-rank module
+is one linear of the dense layer's shape (the sketch sees its input and output, i.e. the gradient
+of the product A·B), or, with `expand_lowrank`, its two factor linears.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def _compile(patterns: list[str]):
 
 def is_linear_like(module: nn.Module) -> bool:
     """nn.Linear, or transformers' Conv1D (GPT-2), whose weight is stored transposed."""
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def linear_dims(module: nn.Module) -> tuple[int, int]:
-    """(d_out, d_in) of a linear-like module."""
-    if isinstance(module, nn.Linear):
+    """(d_out, d_in) of a linear-like or low-rank module."""
+    if isinstance(module, (nn.Linear, LowRankLinear)):
         return module.out_features, module.in_features
     d_in, d_out = module.weight.shape  # Conv1D stores [in, out]
     return d_out, d_in
@@ -44,7 +45,12 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     return module.weight if isinstance(module, nn.Linear) else module.weight.t()
 
 
-def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool = True) -> list[tuple[str, nn.Module]]:
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D: its weight is stored [d_in, d_out]."""
+    return type(module).__name__ == "Conv1D"
+
+
+def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool = False) -> list[tuple[str, nn.Module]]:
     """Linear-like modules whose dotted name matches any pattern, in model order."""
     compiled = _compile(patterns)
     chosen: list[tuple[str, nn.Module]] = []

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from iprox_ray.models.optimizer_state import AdamState
-from iprox_ray.models.selection import linear_dims
+from iprox_ray.models.selection import is_conv1d, linear_dims
 
 MODES = ("less", "influence-distillation")
 
@@ -50,11 +50,11 @@ class AdamFeatures:
         for name, module in modules:
             key = f"{name}.weight"
             m, v = self._moments(key)
-            if not isinstance(module, nn.Linear):  # Conv1D stores [d_in, d_out]
+            if is_conv1d(module):  # Conv1D stores [d_in, d_out]
                 m, v = m.t(), v.t()
             if tuple(m.shape) != linear_dims(module):
                 raise ValueError(f"Adam moments of {key!r} have shape {tuple(m.shape)}, the module {linear_dims(module)}")
-            device = module.weight.device
+            device = next(module.parameters()).device
             self.m[name], self.v[name] = m.contiguous().to(device), v.contiguous().to(device)
 
     def load_vector(self, key: str, numel: int) -> None:

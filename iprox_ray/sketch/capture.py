@@ -34,12 +34,13 @@ class SketchOutput:
 class HookSketcher:
     """Base class: owns the hooks; subclasses implement `_capture` and `_accumulate`."""
 
-    def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto", vectors=None):
+    def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto", vectors=None,
+                 expand_lowrank: bool = False):
         self.model = model
         self.device = next(model.parameters()).device
         for param in model.parameters():
             param.requires_grad_(False)
-        self.modules = select_modules(model, patterns)
+        self.modules = select_modules(model, patterns, expand_lowrank)
         self.dims = {name: linear_dims(module) for name, module in self.modules}
         self.autocast = _autocast_dtype(self.device, autocast)
         self._stash: dict[str, list] = {}

@@ -48,8 +48,9 @@ class DenseSketcher(HookSketcher):
         autocast: str = "auto",
         vectors=None,
         cache_bytes: int = 256 << 20,
+        expand_lowrank: bool = False,
     ):
-        super().__init__(model, patterns, autocast, vectors)
+        super().__init__(model, patterns, autocast, vectors, expand_lowrank)
         self._dim = dim
         self.adam = adam
         self.projector = DenseProjector(seed, dim, kind, cache_bytes)

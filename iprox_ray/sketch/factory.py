@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from iprox_ray.models.optimizer_state import AdamState
+from iprox_ray.models.selection import select_modules
 from iprox_ray.sketch.adam import AdamFeatures
 from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.dense import DenseSketcher, kept_elements
@@ -19,25 +20,28 @@ def make_sketcher(model: nn.Module, spec: SketchSpec, adam_state: AdamState | No
     if adam_state is not None:
         if spec.optimizer == "none":
             raise ValueError("an Adam state was given but sketch.optimizer = 'none'")
-        from iprox_ray.models.selection import select_modules
-
-        adam = AdamFeatures(adam_state, select_modules(model, spec.modules), spec.optimizer)
+        adam = AdamFeatures(adam_state, sketched_modules(model, spec), spec.optimizer)
+    expand = spec.lowrank == "factors"
     vectors = None
     if spec.vectors or spec.biases:
         def vectors(m, linears):
             return VectorBlock(m, spec.vectors, linears, spec.biases, spec.vector_dim, spec.seed, adam)
     if spec.kind == "kronecker":
         return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
-                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors)
+                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors,
+                                 expand_lowrank=expand)
     return DenseSketcher(model, spec.modules, spec.dim, spec.seed, spec.kind, spec.mask_fraction,
-                         adam=adam, autocast=spec.autocast, vectors=vectors)
+                         adam=adam, autocast=spec.autocast, vectors=vectors, expand_lowrank=expand)
+
+
+def sketched_modules(model: nn.Module, spec: SketchSpec) -> list[tuple[str, nn.Module]]:
+    """The linears the spec sketches, in column order (a proxy's A·B as one, unless 'factors')."""
+    return select_modules(model, spec.modules, expand_lowrank=spec.lowrank == "factors")
 
 
 def vectors_record(model: nn.Module, spec: SketchSpec) -> dict:
     """The store's `vectors` attribute (works on a meta-device model: sizes only)."""
-    from iprox_ray.models.selection import select_modules
-
-    linears = select_modules(model, spec.modules)
+    linears = sketched_modules(model, spec)
     return vector_record(vector_params(model, spec.vectors, linears, spec.biases), spec.vector_dim, spec.seed)
 
 

@@ -53,8 +53,9 @@ class KroneckerSketcher(HookSketcher):
         adam_exact: bool = False,
         autocast: str = "auto",
         vectors=None,
+        expand_lowrank: bool = False,
     ):
-        super().__init__(model, patterns, autocast, vectors)
+        super().__init__(model, patterns, autocast, vectors, expand_lowrank)
         self.adam, self.adam_exact = adam, adam_exact
         self.layout: list[ModuleSketch] = []
         self._p_in: dict[str, torch.Tensor] = {}

@@ -41,6 +41,10 @@ class SketchSpec(Section):
     dim: int = Field(8192, ge=1, description="dense sketch dimension (srht / rademacher)")
     mask_fraction: float = Field(1.0, gt=0, le=1, description="dense: keep this seeded share of each module's entries")
     seed: int = 0
+    lowrank: Literal["product", "factors"] = Field(
+        "product", description="a proxy's low-rank layer A·B: one sketch of the product's gradient, of the dense "
+                               "layer's shape and projection (default), or one per factor (bench/RESULTS.md)"
+    )
     optimizer: Literal["none", "less", "influence-distillation"] = Field(
         "none", description="Adam-aware pool features (targets always stay plain gradients)"
     )

@@ -24,6 +24,7 @@ from iprox_ray.influence import krr
 from iprox_ray.influence.second_order import kron_project, target_hvp, weighted_gradient
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
+from iprox_ray.models.lowrank import densify
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.stages.context import RunContext
@@ -62,6 +63,8 @@ def second_order_direction(ctx: RunContext, ref: ModelRef, pool: SplitStore, tar
     names = [f"{m[0]}.weight" for m in modules] + [key for key, _ in vectors["params"]]
     projection = pool.group.attrs["projection"]
     model = dataclasses.replace(ref, attn="eager").load()  # double backward: no fused attention
+    if ctx.job.sketch.lowrank == "product":  # the sketched weights are the products A·B
+        densify(model)
     pad_id = make_encoder(ctx).tokenizer.pad_token_id
     support_rows = encode_rows(ctx, "pool", support, pool.rows_per_shard)
     s = ctx.job.sketch

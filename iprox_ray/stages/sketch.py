@@ -14,8 +14,10 @@ import numpy as np
 
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
-from iprox_ray.models.selection import linear_dims, select_modules
-from iprox_ray.sketch.factory import features_record, module_record, projection_record, sketch_dim, vectors_record
+from iprox_ray.models.selection import linear_dims
+from iprox_ray.sketch.factory import (
+    features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
+)
 from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
@@ -48,7 +50,7 @@ def sketch_modules(ref: ModelRef, spec: SketchSpec) -> list[list]:
     """Per sketched module, in sketch column order: [name, d_out, d_in, k_out, k_in] (kronecker)
     or [name, d_out, d_in, n_elements] (dense kinds)."""
     model = ref.meta()
-    return [module_record(spec, name, *linear_dims(m)) for name, m in select_modules(model, spec.modules)]
+    return [module_record(spec, name, *linear_dims(m)) for name, m in sketched_modules(model, spec)]
 
 
 @dataclass
