@@ -74,7 +74,7 @@ def main() -> None:
     for b in make_batches(encoded[:32], 4096, 8, pad_id):
         probe.run(target, torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
     probe.close()
-    compress(proxy, plans, "ipsvd", probe.columns)
+    compress(proxy, plans, "ipsvd", probe.moments)
     for p in list(target.parameters()) + list(proxy.parameters()):
         p.requires_grad_(False)
     sketch_seconds(target, batches[:2]), sketch_seconds(proxy, batches[:2])  # warm caches

@@ -60,7 +60,8 @@ def _svd_proxy(target):
     return proxy, plans
 
 
-def test_stage2_lowers_alignment_loss_and_changes_only_factors():
+@pytest.mark.parametrize("objective", ["factors", "product", "kl"])
+def test_stage2_lowers_alignment_loss_and_changes_only_factors(objective):
     target = _tiny()
     proxy, _ = _svd_proxy(target)
     batches = _batches()
@@ -68,11 +69,13 @@ def test_stage2_lowers_alignment_loss_and_changes_only_factors():
     before_state = {k: v.clone() for k, v in proxy.state_dict().items()}
     target_state = {k: v.clone() for k, v in target.state_dict().items()}
 
-    def mean_ga():
-        return sum(alignment_loss(target, proxy, pairs, b, 0.0, 2.0)[1].item() for b in batches) / len(batches)
+    def mean_ga():  # the term the objective optimises: L_GA, or L_KL for "kl"
+        term = 2 if objective == "kl" else 1
+        return sum(alignment_loss(target, proxy, pairs, b, 0.0, 2.0, objective)[term].item()
+                   for b in batches) / len(batches)
 
     start = mean_ga()
-    report = align(target, proxy, [batches] * 6, lr=2e-3, lambda_kl=0.1)
+    report = align(target, proxy, [batches] * 6, lr=2e-3, lambda_kl=0.1, objective=objective)
     assert report.steps == 24
     assert mean_ga() < 0.8 * start
     changed = {k for k, v in proxy.state_dict().items() if not torch.equal(v, before_state[k])}
@@ -80,14 +83,31 @@ def test_stage2_lowers_alignment_loss_and_changes_only_factors():
     assert all(torch.equal(v, target_state[k]) for k, v in target.state_dict().items())
 
 
-def test_alignment_gradient_flows_through_the_mapped_targets():
-    """A and B inside G_t·Bᵀ and Aᵀ·G_t are not detached (methods.md §2)."""
+@pytest.mark.parametrize("objective", ["factors", "product"])
+def test_alignment_gradient_flows_through_the_mapped_targets(objective):
+    """A and B inside G_t·Bᵀ and Aᵀ·G_t are not detached (methods.md §2); the product's
+    gradient reaches both factors through δ' and h'."""
     target = _tiny()
     proxy, _ = _svd_proxy(target)
     pairs = layer_pairs(target, proxy)
-    total, _, _ = alignment_loss(target, proxy, pairs, _batches(1)[0], 0.0, 2.0)
+    total, _, _ = alignment_loss(target, proxy, pairs, _batches(1)[0], 0.0, 2.0, objective)
     grads = torch.autograd.grad(total, factor_parameters(proxy))
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_product_gap_is_zero_when_the_proxy_is_the_target():
+    """A full-rank factorisation computes the target's function: its product gradient is G_t."""
+    target = _tiny()
+    proxy = copy.deepcopy(target)
+    from iprox_ray.models.lowrank import LowRankLinear
+    from iprox_ray.models.selection import select_modules
+    from iprox_ray.proxy.compress import replace_module
+
+    for name, m in select_modules(proxy, DEFAULT_LINEAR_PATTERNS):
+        replace_module(proxy, name, LowRankLinear.from_factors(m.weight.detach().clone(), torch.eye(m.in_features), None))
+    pairs = layer_pairs(target, proxy)
+    _, gap, _ = alignment_loss(target, proxy, pairs, _batches(1)[0], 0.0, 2.0, "product")
+    assert gap.item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_kl_term_is_zero_for_identical_models_and_positive_otherwise():

@@ -9,7 +9,9 @@ from torch import nn
 
 from iprox_ray.models.lowrank import LowRankLinear
 from iprox_ray.models.selection import linear_dims, linear_weight, select_modules
-from iprox_ray.proxy.ipsvd import ipsvd_factors, keeps_full_rank, random_factors, rank_for, svd_factors
+from iprox_ray.proxy.ipsvd import (
+    allocate_ranks, dense_rank, ipsvd_spectrum, keeps_full_rank, random_factors, rank_for, svd_factors, whitening,
+)
 
 
 @dataclass(frozen=True)
@@ -51,24 +53,67 @@ def apply_plan(model: nn.Module, plans: list[LayerPlan]) -> None:
             )
 
 
+class Whitenings:
+    """`whitening` of each probe second moment, computed once per moment object (q/k/v share C_h)."""
+
+    def __init__(self, probe_moments, ridge: float, relative: bool):
+        self.probe_moments, self.ridge, self.relative = probe_moments, ridge, relative
+        self._by_id: dict[int, tuple] = {}
+
+    def _of(self, c: torch.Tensor):
+        if id(c) not in self._by_id:
+            self._by_id[id(c)] = (c, whitening(c, self.ridge, self.relative))  # c held: its id stays unique
+        return self._by_id[id(c)][1]
+
+    def __call__(self, name: str):
+        c_h, c_d = self.probe_moments(name)
+        return self._of(c_h), whitening(c_d, self.ridge, self.relative)
+
+
+def compress_global(model: nn.Module, plans: list[LayerPlan], probe_moments, rho: float, multiple: int,
+                    ridge: float = 1e-3, relative_ridge: bool = False) -> list[LayerPlan]:
+    """IPSVD with the global rank rule (ipsvd.allocate_ranks): one spectrum per layer, then the
+    ranks that spend the parameter budget where the whitened energy is. Returns the plans applied."""
+    spectra, factors = {}, {}
+    sides = Whitenings(probe_moments, ridge, relative_ridge)
+    for plan in plans:
+        module = model.get_submodule(plan.name)
+        a, b, sigma = ipsvd_spectrum(linear_weight(module).detach(), *sides(plan.name),
+                                     dense_rank(plan.d_out, plan.d_in))
+        spectra[plan.name], factors[plan.name] = (sigma, plan.d_out, plan.d_in), (a, b)
+    ranks = allocate_ranks(spectra, rho, multiple)
+    applied = []
+    for plan in plans:
+        rank = ranks[plan.name]
+        applied.append(LayerPlan(plan.name, plan.d_out, plan.d_in, rank))
+        a, b = factors.pop(plan.name)
+        if rank:
+            module = model.get_submodule(plan.name)
+            bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+            replace_module(model, plan.name, LowRankLinear.from_factors(a[:, :rank].contiguous(),
+                                                                       b[:rank].contiguous(), bias))
+    return applied
+
+
 def compress(
     model: nn.Module,
     plans: list[LayerPlan],
     method: str,
-    probe_columns=None,
+    probe_moments=None,
     ridge: float = 1e-3,
     seed: int = 0,
+    relative_ridge: bool = False,
 ) -> None:
-    """Factor every planned layer in place. `probe_columns(name) -> (H, Δ)` is needed for ipsvd."""
+    """Factor every planned layer in place. `probe_moments(name) -> (C_h, C_δ)` is needed for ipsvd."""
     generator = torch.Generator().manual_seed(seed)
+    sides = Whitenings(probe_moments, ridge, relative_ridge) if method == "ipsvd" else None
     for plan in plans:
         if not plan.rank:
             continue
         module = model.get_submodule(plan.name)
         weight = linear_weight(module).detach()
         if method == "ipsvd":
-            h, delta = probe_columns(plan.name)
-            a, b = ipsvd_factors(weight, h, delta, plan.rank, ridge)
+            a, b, _ = ipsvd_spectrum(weight, *sides(plan.name), plan.rank)
         elif method == "svd":
             a, b = svd_factors(weight, plan.rank)
         elif method == "random":

@@ -23,17 +23,32 @@ class ProxySpec(Section):
     method: Literal["none", "ipsvd", "svd", "random", "layer_extraction", "model"] = "ipsvd"
     rho: float = Field(0.5, gt=0, lt=1, description="fraction of each layer's parameters removed")
     rank_multiple: int = Field(128, ge=1)
+    rank_rule: Literal["uniform", "global"] = Field(
+        "uniform", description="uniform: every layer at ρ (the paper); global (ipsvd): ranks where the whitened "
+                               "energy per parameter is highest, (1−ρ) of the parameters in all")
     modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LINEAR_PATTERNS))
     model_path: str | None = Field(None, description="method = 'model': the smaller model's folder")
     # construction data: a seeded share of the pool, split into probes (stage 1) and alignment data
     construction_fraction: float = Field(0.01, gt=0, le=1)
     probe_fraction: float = Field(0.1, gt=0, lt=1, description="share of construction rows used as probes")
     min_probe_rows: int = Field(8, ge=1)
-    max_probe_columns: int = Field(1024, ge=8)
+    max_probe_columns: int = Field(8192, ge=8, description="token positions whose h, δ enter the probe moments "
+                                   "(the paper: 1024; moments cost no more memory for more)")
     probe_batch_size: int = Field(4, ge=1)
+    probe_loss: Literal["all", "trainable"] = Field(
+        "trainable", description="probe loss tokens: the trained (assistant) tokens the sketches use, or every "
+                                 "non-pad token (the paper)")
     ridge: float = Field(1e-3, ge=0)
+    relative_ridge: bool = Field(True, description="ridge as a share of each side's mean eigenvalue (the paper's "
+                                                   "absolute 1e-3 swamps C_δ on real models)")
     # stage 2: gradient (and logit) alignment of the low-rank factors
-    align_epochs: int = Field(5, ge=0, description="0 skips stage 2")
+    align_epochs: int = Field(
+        0, ge=0, description="0 (default) skips stage 2: on the real-model benchmark it never raised agreement "
+                             "with exact influence (bench/RESULTS.md)")
+    align_objective: Literal["factors", "product", "kl"] = Field(
+        "factors", description="factors: the paper's factor-gradient cosine; product: cosine of the product's "
+                               "gradient A·B to the target's weight gradient (what the sketch measures); "
+                               "kl: logit distillation only (lambda_kl weight ignored)")
     align_lr: float = Field(1e-4, gt=0)
     align_weight_decay: float = Field(0.01, ge=0)
     align_batch_size: int = Field(4, ge=1)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import time
 from pathlib import Path
 
 import torch
 
 from iprox_ray.models.loading import count_parameters, load_config, load_pretrained, load_tokenizer
-from iprox_ray.models.selection import select_modules
-from iprox_ray.proxy.align import align
 from iprox_ray.proxy.artifact import save_proxy
-from iprox_ray.proxy.baselines import extract_layers, layers_to_keep
-from iprox_ray.proxy.compress import compress, plan_ranks
-from iprox_ray.proxy.probes import ProbeCollector
+from iprox_ray.proxy.build import device_for_build, make_proxy
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
     POOL, encode_sample, fixed_batches, make_encoder, manifest_for, sample_rows, shuffled_epochs, tokenizer_path,
@@ -44,22 +38,6 @@ def construction_rows(ctx: RunContext):
     return encode(order[:n_probe]), encode(order[n_probe:]), encoder.tokenizer.pad_token_id
 
 
-def _collect_probes(ctx: RunContext, target: torch.nn.Module, probes, pad_id: int) -> ProbeCollector:
-    spec = ctx.job.proxy
-    modules = select_modules(target, spec.modules, expand_lowrank=False)
-    collector = ProbeCollector(modules, spec.max_probe_columns, len(probes), seed=ctx.job.run.seed + 4)
-    try:
-        for ids, attn, _ in fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id):
-            collector.run(target, ids, attn)
-    finally:
-        collector.close()
-    return collector
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def off_the_shelf(ctx: RunContext) -> ModelRef:
     """A smaller pretrained model as the proxy; it must read the target's tokens."""
     path = ctx.job.resolve_path(ctx.job.proxy.model_path)
@@ -72,25 +50,15 @@ def off_the_shelf(ctx: RunContext) -> ModelRef:
 
 def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     """Make the proxy of the model at target_dir and save it in out_dir; returns its manifest info."""
-    spec = ctx.job.proxy
-    device = _device()
-    target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device)
+    spec, seed = ctx.job.proxy, ctx.job.run.seed
+    target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device_for_build())
     probes, align_rows, pad_id = construction_rows(ctx)
-    start = time.perf_counter()
-    proxy = copy.deepcopy(target)
-    plans, kept = [], None
-    if spec.method == "layer_extraction":
-        kept = layers_to_keep(target.config.num_hidden_layers, spec.rho)
-        extract_layers(proxy, kept)
-    else:
-        plans = plan_ranks(target, spec.modules, spec.rho, spec.rank_multiple)
-        columns = _collect_probes(ctx, target, probes, pad_id).columns if spec.method == "ipsvd" else None
-        compress(proxy, plans, spec.method, columns, spec.ridge, seed=ctx.job.run.seed + 5)
-    stage1 = time.perf_counter() - start
-    report = None
+    probe_batches = fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id)
+    epochs = None
     if spec.is_low_rank and spec.align_epochs and align_rows:
-        epochs = shuffled_epochs(align_rows, spec.align_batch_size, pad_id, ctx.job.run.seed + 7, spec.align_epochs)
-        report = align(target, proxy, epochs, spec.align_lr, spec.align_weight_decay, spec.lambda_kl, spec.temperature)
+        epochs = shuffled_epochs(align_rows, spec.align_batch_size, pad_id, seed + 7, spec.align_epochs)
+    built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed)
+    proxy, report, plans, kept = built.model, built.stage2, built.plans, built.kept_layers
     info = {
         "method": spec.method,
         "rho": spec.rho,
@@ -101,7 +69,7 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
         "proxy_parameters": count_parameters(proxy),
         "kept_layers": kept,
         "probe_rows": len(probes) if spec.method == "ipsvd" else 0,
-        "stage1_seconds": round(stage1, 3),
+        "stage1_seconds": round(built.stage1_seconds, 3),
         "stage2": None if report is None else {
             "epochs": spec.align_epochs, "lr": spec.align_lr, "weight_decay": spec.align_weight_decay,
             "batch_size": spec.align_batch_size, "lambda_kl": spec.lambda_kl, "temperature": spec.temperature,
