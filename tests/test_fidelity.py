@@ -30,6 +30,8 @@ def test_ipsvd_ranks_the_pool_more_like_the_target_than_plain_svd(tmp_path, caps
     printed = capsys.readouterr().out
     assert "Spearman" in printed and "top-5% overlap" in printed and "tokens/s" in printed
     assert "vs exact influence (32 rows" in printed
+    assert "verdict: the proxy " in printed and "proxy build" in printed
+    assert ipsvd["build_seconds"] > 0 and ipsvd["verdict"].startswith("verdict: the proxy ")
     exact = ipsvd["exact"]
     assert exact["rows"] == 32
     # Sketch-vs-exact on the same (full) model is an independent check of the exact pass: a wrong
@@ -61,3 +63,30 @@ def test_rank_statistics_match_scipy():
     assert kendall_tau_b(a, b) == pytest.approx(scipy_stats.kendalltau(a, b).statistic, abs=1e-12)
     share, hits, k = top_overlap(np.arange(100.0), np.arange(100.0)[::-1], 0.1)
     assert (share, hits, k) == (0.0, 0, 10)
+
+
+def _report(speed: float, proxy_exact: float | None, target_exact: float = 0.9, spearman_: float = 0.9) -> dict:
+    r = {"proxy": {"rho": 0.5}, "spearman": spearman_, "sketch_tokens_per_s": {"target": 100.0, "proxy": 100.0 * speed}}
+    if proxy_exact is not None:
+        r["exact"] = {"proxy": {"spearman": proxy_exact}, "target_sketch": {"spearman": target_exact}}
+    return r
+
+
+@pytest.mark.parametrize("speed,proxy_exact,pays,reason", [
+    (2.1, 0.85, True, "keeps 94%"),
+    (1.2, 0.88, False, "only 1.20x faster"),
+    (2.5, 0.30, False, "keeps 33%"),
+    (1.1, 0.10, False, "(needs 1.5x); keeps 11%"),
+])
+def test_verdict_names_what_fails(speed, proxy_exact, pays, reason):
+    from iprox_ray.stages.fidelity import verdict
+
+    line = verdict(_report(speed, proxy_exact))
+    assert ("does not pay" not in line) == pays and reason in line, line
+
+
+def test_verdict_without_exact_rows_uses_agreement_with_the_target():
+    from iprox_ray.stages.fidelity import verdict
+
+    assert "the proxy pays" in verdict(_report(2.0, None, spearman_=0.85))
+    assert "does not pay" in verdict(_report(2.0, None, spearman_=0.5))

@@ -18,12 +18,14 @@ from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
+from iprox_ray.proxy.artifact import read_manifest
 from iprox_ray.proxy.fidelity import forward_flops_per_token, kendall_tau_b, spearman, top_overlap
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, target_split
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.spec.base import fingerprint
+from iprox_ray.spec.proxy import LOW_RANK_METHODS
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
@@ -102,13 +104,53 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
                                     "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
+        "build_seconds": _build_seconds(proxy),
+        "stage2": _stage2(proxy),
         "exact": exact,
         "key": key,
     }
+    report["verdict"] = verdict(report)
     _scatter(a, b, report, out_dir / "scatter.png")
     atomic_write_json(out_dir / "report.json", report)  # last: its key marks the report complete
     report["plot"] = str(out_dir / "scatter.png")
     return report
+
+
+def _build_seconds(proxy: ModelRef) -> float | None:
+    """Stage 1 + stage 2 seconds from the proxy's manifest (None for an off-the-shelf model)."""
+    if proxy.kind != "proxy":
+        return None
+    info = read_manifest(proxy.path)
+    return info.get("stage1_seconds", 0.0) + ((info.get("stage2") or {}).get("seconds") or 0.0)
+
+
+def _stage2(proxy: ModelRef) -> dict | None:
+    return read_manifest(proxy.path).get("stage2") if proxy.kind == "proxy" else None
+
+
+# The proxy pays when it sketches this much faster and keeps this share of the target sketch's
+# agreement with exact influence (or, without exact rows, this Spearman against the target).
+PAYS_SPEEDUP = 1.5
+PAYS_FIDELITY_SHARE = 0.9
+PAYS_SPEARMAN = 0.8
+
+
+def verdict(r: dict) -> str:
+    """One line: does the proxy pay at this ρ on these rows?"""
+    t = r["sketch_tokens_per_s"]
+    speed = t["proxy"] / max(t["target"], 1e-9)
+    exact = r.get("exact")
+    if exact:
+        kept = exact["proxy"]["spearman"] / max(exact["target_sketch"]["spearman"], 1e-9)
+        faithful, how = kept >= PAYS_FIDELITY_SHARE, f"keeps {kept:.0%} of the target sketch's Spearman vs exact"
+    else:
+        faithful, how = r["spearman"] >= PAYS_SPEARMAN, f"Spearman {r['spearman']:.2f} vs the target"
+    fast = speed >= PAYS_SPEEDUP
+    pays = "pays" if fast and faithful else "does not pay"
+    why = [] if fast else [f"sketches only {speed:.2f}x faster (needs {PAYS_SPEEDUP}x)"]
+    why += [] if faithful else [f"{how} (needs {PAYS_FIDELITY_SHARE:.0%})" if exact else f"{how} (needs {PAYS_SPEARMAN})"]
+    detail = "; ".join(why) if why else f"{speed:.2f}x the sketch throughput, {how}"
+    return f"verdict: the proxy {pays} at rho={r['proxy']['rho']} ({detail})"
 
 
 def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict | None:
@@ -126,6 +168,18 @@ def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict 
         return {"spearman": spearman(exact[ok], scores[:n][ok]), "top_overlap": share}
 
     return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores)}
+
+
+def _stage2_line(r: dict) -> str:
+    s = r.get("stage2")
+    if r["proxy"]["method"] not in LOW_RANK_METHODS:
+        return ""
+    if s is None:
+        return ("  stage 2 alignment: off (proxy.align_epochs = 0, the default: on the real-model benchmark it "
+                "never raised agreement with exact influence; bench/RESULTS.md)")
+    first, last = s.get("first", {}), s.get("last", {})
+    return (f"  stage 2 alignment: {s['steps']} steps in {s['seconds']:.1f}s, "
+            f"L_GA {first.get('ga', float('nan')):.3f} -> {last.get('ga', float('nan')):.3f}")
 
 
 def _scatter(a: np.ndarray, b: np.ndarray, report: dict, path: Path) -> None:
@@ -147,19 +201,22 @@ def _scatter(a: np.ndarray, b: np.ndarray, report: dict, path: Path) -> None:
 
 def format_report(r: dict) -> str:
     p, f, t = r["parameters"], r["forward_flops_per_token"], r["sketch_tokens_per_s"]
-    return "\n".join([
+    return "\n".join(line for line in [
         f"influence fidelity: proxy ({r['proxy']['method']}, rho={r['proxy']['rho']}) vs target, "
         f"{r['pool_rows']} pool rows x {r['target_rows']} target rows",
         f"  Spearman {r['spearman']:.3f}   Kendall {r['kendall']:.3f}   "
         f"top-{r['top_fraction']:.0%} overlap {r['top_overlap']:.2f} ({r['top_hits']}/{r['top_k']})",
         f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
         f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
-        f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)",
+        f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)"
+        + (f"   proxy build {r['build_seconds']:.1f}s" if r.get("build_seconds") is not None else ""),
         *([] if not r.get("exact") else [
             f"  vs exact influence ({r['exact']['rows']} rows, bs=1, every trained parameter): "
             f"target sketch Spearman {r['exact']['target_sketch']['spearman']:.3f} "
             f"(top overlap {r['exact']['target_sketch']['top_overlap']:.2f}), "
             f"proxy Spearman {r['exact']['proxy']['spearman']:.3f} "
             f"(top overlap {r['exact']['proxy']['top_overlap']:.2f})"]),
+        _stage2_line(r),
+        f"  {r['verdict']}" if r.get("verdict") else "",
         f"  scatter plot: {r['plot']}" + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
-    ])
+    ] if line)
