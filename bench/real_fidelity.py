@@ -156,14 +156,17 @@ def agreement(exact: np.ndarray, scores: np.ndarray, top: float = 0.05) -> dict:
     return {"spearman": spearman(a, b), "kendall": kendall_tau_b(a, b), "top5": share}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=REAL / "SmolLM2-135M-Instruct-hf")
-    ap.add_argument("--corpus", type=Path, default=REAL / "corpus")
-    ap.add_argument("--pool-rows", type=int, default=600)
-    ap.add_argument("--check-rows", type=int, default=24, help="rows run through the product's sketcher per setting")
-    ap.add_argument("--out", type=Path, default=REAL / "fidelity.json")
-    args = ap.parse_args()
+def real_rows_and_model(n_rows: int):
+    """(tokenizer, the first n_rows encoded pool rows, the fp32 real model) for the cost benches."""
+    keep_freed_memory()
+    folder = REAL / "SmolLM2-135M-Instruct-hf"
+    tokenizer = load_tokenizer(folder)
+    rows, _ = encode_file(REAL / "corpus" / "pool.jsonl", ChatEncoder(tokenizer, 1024), n_rows)
+    return tokenizer, rows, load_pretrained(folder, "float32")
+
+
+def load_inputs(args):
+    """(tokenizer, pool rows, their domains, target rows, model, ExactGradients) for a run."""
     keep_freed_memory()
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.model)
@@ -172,7 +175,22 @@ def main() -> None:
     target, _ = encode_file(args.corpus / "target.jsonl", encoder, None)
     print(f"pool {len(pool)} rows / {sum(e.n_tokens for e in pool)} tokens, target {len(target)} rows")
     model = load_pretrained(args.model, attn="eager")
-    grads = ExactGradients(model)
+    return tokenizer, pool, domains, target, model, ExactGradients(model)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REAL / "SmolLM2-135M-Instruct-hf")
+    ap.add_argument("--corpus", type=Path, default=REAL / "corpus")
+    ap.add_argument("--pool-rows", type=int, default=600)
+    ap.add_argument("--check-rows", type=int, default=24, help="rows run through the product's sketcher per setting")
+    ap.add_argument("--out", type=Path, default=REAL / "fidelity.json")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="only the exact scores (and SRHT 32768 + exact-norm sketches) per row, saved to the .npz")
+    args = ap.parse_args()
+    if args.truth_only:
+        return truth_only(args)
+    tokenizer, pool, domains, target, model, grads = load_inputs(args)
     offline = OfflineSketches(model, grads)
     names = [n for n, _ in trained_parameters(model)]
     less = ExactLess(grads, {"all": names, "linears": [f"{n}.weight" for n, _ in offline.linears]})
@@ -230,6 +248,46 @@ def main() -> None:
     np.savez(args.out.with_suffix(".exact.npz"), domain=np.asarray(domains), loss=losses,
              **{f"exact_{k}": v for k, v in exact.items()})
     print_table(results)
+
+
+def truth_only(args) -> None:
+    """Exact LESS scores per pool row, plus each row's near-exact sketch (SRHT 32768 + exact norms,
+    Spearman 0.999 vs exact) so later benchmarks can compare gradients without recomputing them."""
+    _, pool, domains, target, model, grads = load_inputs(args)
+    linears = select_modules(model, DEFAULT_LINEAR_PATTERNS)
+    vector_keys = [p.key for p in vector_params(model, DEFAULT_VECTOR_PATTERNS, linears, True)]
+    weight_spans = {n: grads.spans[f"{n}.weight"] for n, _ in linears}
+    projector = DenseProjector(0, SRHT[-1], "srht")
+
+    def near_exact(flat: torch.Tensor) -> np.ndarray:
+        total = torch.zeros(1, SRHT[-1])
+        for n, span in weight_spans.items():
+            total += projector.project(n, flat[span].unsqueeze(0))
+        return np.concatenate([total[0].numpy(), torch.cat([flat[grads.spans[k]] for k in vector_keys]).numpy()])
+
+    names = [n for n, _ in trained_parameters(model)]
+    less = ExactLess(grads, {"all": names, "linears": [f"{n}.weight" for n in weight_spans]})
+    target_sketch = []
+    for e in target:
+        g, _ = grads.row(e.input_ids, e.trainable)
+        less.add_target(g)
+        target_sketch.append(near_exact(g))
+    exact = {k: np.zeros(len(pool)) for k in less.spans}
+    losses, pool_sketch = np.zeros(len(pool)), []
+    start = time.perf_counter()
+    for i, e in enumerate(pool):
+        g, losses[i] = grads.row(e.input_ids, e.trainable)
+        for k, value in less.score_gradient(g).items():
+            exact[k][i] = value
+        pool_sketch.append(near_exact(g).astype(np.float32))
+        if i % 50 == 0:
+            print(f"  pool row {i}: {(time.perf_counter() - start) / (i + 1):.2f} s/row", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out.with_suffix(".exact.npz"), domain=np.asarray(domains), loss=losses,
+             near_exact_pool=np.stack(pool_sketch), near_exact_target=np.stack(target_sketch).astype(np.float32),
+             **{f"exact_{k}": v for k, v in exact.items()})
+    print(f"wrote {args.out.with_suffix('.exact.npz')} ({len(pool)} rows, "
+          f"{(time.perf_counter() - start) / len(pool):.2f} s/row)")
 
 
 def print_table(r: dict) -> None:

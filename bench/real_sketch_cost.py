@@ -16,11 +16,9 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
-from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
-from real_fidelity import REAL, encode_file, keep_freed_memory
+from real_fidelity import real_rows_and_model
 
 SETTINGS = {
     "kron16 (linears only, old default)": SketchSpec(vectors=[], biases=False),
@@ -43,11 +41,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    keep_freed_memory()
-    folder = REAL / "SmolLM2-135M-Instruct-hf"
-    tokenizer = load_tokenizer(folder)
-    rows, _ = encode_file(REAL / "corpus" / "pool.jsonl", ChatEncoder(tokenizer, 1024), args.rows)
-    model = load_pretrained(folder)
+    tokenizer, rows, model = real_rows_and_model(args.rows)
     sketchers = {name: make_sketcher(model, spec) for name, spec in SETTINGS.items()}
     batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
     for s in sketchers.values():  # hooks of one sketcher stay quiet while another runs
