@@ -9,7 +9,7 @@ from conftest import REPO
 
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.markers import ShardMarkers
-from iprox_ray.store.sketch_store import OK, QUARANTINED, ROW_ARRAYS, SKETCH, SplitStore, StoreMismatchError
+from iprox_ray.store.sketch_store import OK, ROW_ARRAYS, SKETCH, SplitStore, StoreMismatchError
 
 
 def _rows(n, prefix="x"):
