@@ -345,5 +345,12 @@ def test_array_mode_sketches_fixed_shard_groups_then_selects(cluster, job_args, 
         m = json.loads(marker)
         by_pid.setdefault(m["worker"]["pid"], set()).add(m["shard"] % 2)
     assert all(len(parities) == 1 for parities in by_pid.values()), by_pid
-    status = iprox("status", str(run_dir), env=cluster)
+    # --wait returns once the select job's result is written; SLURM marks the job COMPLETED a
+    # moment later, when its process has exited.
+    deadline = time.monotonic() + 60
+    while True:
+        status = iprox("status", str(run_dir), env=cluster)
+        if status.stdout.count("COMPLETED") == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert status.stdout.count("COMPLETED") == 4, status.stdout
