@@ -21,7 +21,7 @@ from iprox_ray.proxy.build import make_proxy
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import ProxySpec, SketchSpec
 from real_fidelity import REAL, real_rows_and_model
-from real_sketch_cost import run
+from real_sketch_cost import interleaved_seconds
 
 
 def shape_proxy(target, method: str, rho: float):
@@ -53,14 +53,7 @@ def main() -> None:
     }
     sketchers = {name: make_sketcher(models[m], spec) for name, (m, spec) in settings.items()}
     batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
-    for s in sketchers.values():  # one sketcher's hooks stay quiet while another runs
-        run(s, batches[:1])
-    seconds = {name: [] for name in sketchers}
-    tokens = 0
-    for _ in range(args.repeats):
-        for name, s in sketchers.items():
-            tokens, sec = run(s, batches)
-            seconds[name].append(sec)
+    seconds, tokens = interleaved_seconds(sketchers, batches, args.repeats)
     base = float(np.median(seconds["full, default sketch"]))
     out = {}
     print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds (medians)")

@@ -36,6 +36,20 @@ def run(sketcher, batches) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
+def interleaved_seconds(sketchers: dict, batches, repeats: int) -> tuple[dict[str, list[float]], int]:
+    """({name: seconds per round}, tokens): one warm-up batch each, then `repeats` rounds in
+    which every sketcher runs once over all batches (drift hits all alike)."""
+    for s in sketchers.values():  # hooks of one sketcher stay quiet while another runs
+        run(s, batches[:1])
+    seconds: dict[str, list[float]] = {name: [] for name in sketchers}
+    tokens = 0
+    for _ in range(repeats):
+        for name, s in sketchers.items():
+            tokens, sec = run(s, batches)
+            seconds[name].append(sec)
+    return seconds, tokens
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=48)
@@ -44,13 +58,7 @@ def main() -> None:
     tokenizer, rows, model = real_rows_and_model(args.rows)
     sketchers = {name: make_sketcher(model, spec) for name, spec in SETTINGS.items()}
     batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
-    for s in sketchers.values():  # hooks of one sketcher stay quiet while another runs
-        run(s, batches[:1])
-    seconds = {name: [] for name in sketchers}
-    for _ in range(args.repeats):
-        for name, s in sketchers.items():
-            tokens, sec = run(s, batches)
-            seconds[name].append(sec)
+    seconds, tokens = interleaved_seconds(sketchers, batches, args.repeats)
     base = np.median(seconds[next(iter(SETTINGS))])
     print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds, torch threads {torch.get_num_threads()}")
     print("| setting | D | store bytes/row | sketch tokens/s (median) | time vs old default |")

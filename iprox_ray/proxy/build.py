@@ -32,7 +32,7 @@ class BuiltProxy:
 
 
 def collect_probes(target: nn.Module, spec: ProxySpec, batches: Sequence[Batch], n_rows: int, seed: int) -> ProbeCollector:
-    """Input and output-gradient columns of every module IPSVD compresses."""
+    """Second moments of the inputs and output gradients of every module IPSVD compresses."""
     modules = select_modules(target, spec.modules)
     collector = ProbeCollector(modules, spec.max_probe_columns, n_rows, seed, spec.probe_loss)
     try:

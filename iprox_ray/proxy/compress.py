@@ -88,11 +88,15 @@ def compress_global(model: nn.Module, plans: list[LayerPlan], probe_moments, rho
         applied.append(LayerPlan(plan.name, plan.d_out, plan.d_in, rank))
         a, b = factors.pop(plan.name)
         if rank:
-            module = model.get_submodule(plan.name)
-            bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-            replace_module(model, plan.name, LowRankLinear.from_factors(a[:, :rank].contiguous(),
-                                                                       b[:rank].contiguous(), bias))
+            _factor_in_place(model, plan.name, a[:, :rank].contiguous(), b[:rank].contiguous())
     return applied
+
+
+def _factor_in_place(model: nn.Module, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Swap the linear `name` for A·B, keeping its bias."""
+    module = model.get_submodule(name)
+    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    replace_module(model, name, LowRankLinear.from_factors(a, b, bias))
 
 
 def compress(
@@ -120,5 +124,4 @@ def compress(
             a, b = random_factors(weight, plan.rank, generator)
         else:
             raise ValueError(f"unknown compression method {method!r}")
-        bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-        replace_module(model, plan.name, LowRankLinear.from_factors(a, b, bias))
+        _factor_in_place(model, plan.name, a, b)

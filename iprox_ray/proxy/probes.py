@@ -31,10 +31,8 @@ class ProbeCollector:
         if loss_tokens not in LOSS_TOKENS:
             raise ValueError(f"loss_tokens must be one of {LOSS_TOKENS}, got {loss_tokens!r}")
         self.loss_tokens = loss_tokens
-        self.max_columns = max_columns
         self.per_sequence = max(1, max_columns // max(1, num_sequences))
         self.generator = torch.Generator().manual_seed(seed)
-        self.names = [name for name, _ in modules]
         self.input_of: dict[str, str] = {}  # module -> the module whose C_h it shares
         self.gram_h: dict[str, torch.Tensor] = {}
         self.gram_d: dict[str, torch.Tensor] = {}

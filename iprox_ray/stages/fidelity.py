@@ -104,8 +104,7 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
                                     "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
-        "build_seconds": _build_seconds(proxy),
-        "stage2": _stage2(proxy),
+        **_build_info(proxy),
         "exact": exact,
         "key": key,
     }
@@ -116,16 +115,15 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     return report
 
 
-def _build_seconds(proxy: ModelRef) -> float | None:
-    """Stage 1 + stage 2 seconds from the proxy's manifest (None for an off-the-shelf model)."""
+def _build_info(proxy: ModelRef) -> dict:
+    """build_seconds (stage 1 + 2) and the stage-2 summary from a built proxy's manifest; None
+    for an off-the-shelf model."""
     if proxy.kind != "proxy":
-        return None
+        return {"build_seconds": None, "stage2": None}
     info = read_manifest(proxy.path)
-    return info.get("stage1_seconds", 0.0) + ((info.get("stage2") or {}).get("seconds") or 0.0)
-
-
-def _stage2(proxy: ModelRef) -> dict | None:
-    return read_manifest(proxy.path).get("stage2") if proxy.kind == "proxy" else None
+    stage2 = info.get("stage2")
+    return {"build_seconds": info.get("stage1_seconds", 0.0) + ((stage2 or {}).get("seconds") or 0.0),
+            "stage2": stage2}
 
 
 # The proxy pays when it sketches this much faster and keeps this share of the target sketch's
