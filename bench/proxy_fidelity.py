@@ -16,10 +16,10 @@ import numpy as np
 
 from iprox_ray.models.loading import load_pretrained
 from iprox_ray.pipeline import build_models, open_run
-from iprox_ray.proxy.fidelity import spearman, top_overlap
+from iprox_ray.influence.agreement import spearman, top_overlap
 from iprox_ray.spec import load_job
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.fidelity import _probe_data, influence_scores
+from iprox_ray.stages.fidelity import probe_data, influence_scores
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.proxy import build_proxy
 
@@ -43,7 +43,7 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     with open_run(load_job(args.job, base), run_dir, quiet=True) as ctx:
         warmed, _ = build_models(ctx)  # warm-up once; every proxy starts from it
-        pool, target, pad_id = _probe_data(ctx)
+        pool, target, pad_id = probe_data(ctx)
         full = load_pretrained(warmed, "float32", ctx.job.model.attn_implementation)
         full_scores, full_tps = influence_scores(full, pool, target, ctx, pad_id)
     rows = []

@@ -32,7 +32,7 @@ from iprox_ray.influence.exact import ExactGradients, ExactLess, trained_paramet
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.models.selection import linear_dims, select_modules
-from iprox_ray.proxy.fidelity import kendall_tau_b, spearman, top_overlap
+from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.projection import projection_matrix

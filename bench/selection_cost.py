@@ -66,12 +66,12 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
     from iprox_ray.corpus.batching import make_batches
     from iprox_ray.corpus.manifest import Manifest
     from iprox_ray.corpus.shard_reader import read_shard
-    from iprox_ray.sketch.jvp import JvpEmbedder
     from iprox_ray.sketch.kronecker import KroneckerSketcher
     from iprox_ray.sketch.pooled import PooledEmbedder
     from iprox_ray.spec.job import build_job
     from iprox_ray.stages.inputs import make_encoder
     from iprox_ray.stages.context import RunContext
+    from iprox_ray.stages.embed_task import make_embedder
     from iprox_ray.stages.model_ref import ModelRef
     from iprox_ray.store.layout import RunLayout
 
@@ -94,7 +94,7 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
         "sketch": lambda emb: [emb.sketch(i, m, t) for i, m, t in batches],
     }
     makers = {
-        "jvp": lambda: JvpEmbedder(model, e.block_patterns, e.blocks, e.tangents, e.dim, e.seed),
+        "jvp": lambda: make_embedder("jvp", model, e),
         "pooled": lambda: PooledEmbedder(model),
         "sketch": lambda: KroneckerSketcher(model, job.sketch.modules, job.sketch.proj_in, job.sketch.proj_out,
                                             job.sketch.seed, job.sketch.projection),

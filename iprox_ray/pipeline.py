@@ -22,6 +22,7 @@ from iprox_ray.spec.base import canonical_json
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.fidelity import fidelity_report, format_report
+from iprox_ray.stages.fidelity_landmarks import format_landmark_section, landmark_section
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.preflight import check_inputs, check_sketched
@@ -161,12 +162,20 @@ def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
 
 
 def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
-    if ref.kind == "hf" and ref.path == warmed:
+    """Proxy vs target (when there is a proxy) and, for Influence Distillation, landmark propagation."""
+    same = ref.kind == "hf" and ref.path == warmed
+    landmarks = ctx.job.scoring.method == "influence-distillation"
+    if same and not landmarks:
         ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
         return None
     with ctx.timed("fidelity"):
-        report = fidelity_report(ctx, warmed, ref)
-    print(format_report(report), flush=True)
+        report = {} if same else fidelity_report(ctx, warmed, ref)
+        if landmarks:
+            report["landmarks"] = landmark_section(ctx, ref)
+    lines = [] if same else [format_report(report)]
+    if landmarks:
+        lines.append(format_landmark_section(report["landmarks"]))
+    print("\n".join(lines), flush=True)
     return report
 
 

@@ -12,7 +12,7 @@ from iprox_ray.models.loading import load_config, random_init
 from iprox_ray.sketch.jvp import JvpEmbedder, gaussian_tangent
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS
+from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
 
 
 def _llama(tmp_path, layers=3):
@@ -60,9 +60,47 @@ def test_jvp_matches_torch_func_reference(tmp_path):
     assert projected.shape == (3, 24)
 
 
-def test_jvp_row_alone_equals_its_row_in_a_padded_batch(tmp_path):
+def test_jvp_mean_readout_through_the_final_norm_matches_torch_func(tmp_path):
     model = _llama(tmp_path)
-    emb = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, n_blocks=4, n_tangents=2, dim=16, seed=0)
+    emb = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, n_blocks=2, n_tangents=2, dim=24, seed=3, readout="mean",
+                      norm_patterns=DEFAULT_FINAL_NORM_PATTERNS)
+    assert emb.norm is model.model.norm  # found by pattern, not by attribute path
+    ids, mask = _batch([7, 11, 4], seed=2)
+    got = emb.block_output_tangents(ids, mask)
+    params = {n: p.detach() for n, p in model.named_parameters() if n.startswith(("model.layers.0.", "model.layers.1."))}
+
+    def normed_block2(p):
+        out = functional_call(model, p, (), {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True},
+                              strict=False)
+        return model.model.norm(out.hidden_states[2])
+
+    weights = mask.float() / mask.sum(1, keepdim=True)
+    ref = []
+    for j in range(2):
+        _, t = jvp(normed_block2, (params,), ({n: gaussian_tangent(3, n, j, p) for n, p in params.items()},))
+        ref.append((t * weights[..., None]).sum(1))
+    torch.testing.assert_close(got, torch.cat(ref, 1), rtol=1e-4, atol=1e-5)
+    raw = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, 2, 2, 24, seed=3, readout="mean").block_output_tangents(ids, mask)
+    assert not torch.allclose(raw, got)  # the norm changes the embedding
+
+
+def test_jvp_final_norm_must_match_one_module_outside_the_blocks(tmp_path):
+    from transformers import GPT2Config
+
+    gpt2 = random_init(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64), seed=0, attn="eager")
+    assert JvpEmbedder(gpt2, DEFAULT_BLOCK_PATTERNS, 1, 1, 8, 0, norm_patterns=DEFAULT_FINAL_NORM_PATTERNS).norm \
+        is gpt2.transformer.ln_f
+    with pytest.raises(ValueError, match="must match one module"):
+        JvpEmbedder(_llama(tmp_path), DEFAULT_BLOCK_PATTERNS, 1, 1, 8, 0, norm_patterns=["*.final_ln"])
+    with pytest.raises(ValueError, match="readout"):
+        JvpEmbedder(gpt2, DEFAULT_BLOCK_PATTERNS, 1, 1, 8, 0, readout="first")
+
+
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_jvp_row_alone_equals_its_row_in_a_padded_batch(tmp_path, readout):
+    model = _llama(tmp_path)
+    emb = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, n_blocks=4, n_tangents=2, dim=16, seed=0, readout=readout,
+                      norm_patterns=DEFAULT_FINAL_NORM_PATTERNS)
     assert len(emb.blocks) == 3  # capped at the model's depth
     ids, mask = _batch([5, 13, 9], seed=3)
     batch = emb.embed(ids, mask)

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 from iprox_ray.cli.main import main
-from iprox_ray.proxy.fidelity import kendall_tau_b, spearman, top_overlap
+from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 
 pytestmark = pytest.mark.slow
 

@@ -69,6 +69,33 @@ def test_krr_interpolates_its_landmarks_with_tiny_ridge():
     np.testing.assert_allclose(model.predict(E)[:, 0], P, atol=1e-3)
 
 
+def test_centred_krr_is_the_dense_closed_form_on_centred_scores_and_scales_the_bandwidth():
+    rng = np.random.default_rng(4)
+    E = rng.standard_normal((120, 6)).astype(np.float32)
+    rows = np.sort(rng.choice(120, 30, replace=False))
+    P_L = 5.0 + rng.standard_normal((30, 2))  # a large common offset
+    plain = krr.fit(E[rows], P_L, "rbf", 0.01)
+    centred = krr.fit(E[rows], P_L, "rbf", 0.01, center=True, bandwidth_scale=2.0)
+    assert centred.sigma == pytest.approx(2.0 * plain.sigma)
+    mean = P_L.mean(0)
+    wide = krr.fit(E[rows], P_L - mean, "rbf", 0.01, bandwidth_scale=2.0)
+    np.testing.assert_allclose(centred.predict(E), wide.predict(E) + mean, rtol=1e-5, atol=1e-5)
+    far = 100.0 * np.ones((1, 6), np.float32)  # no landmark near: the typical score, not 0
+    np.testing.assert_allclose(centred.predict(far)[0], mean, rtol=1e-5)
+    assert np.abs(plain.predict(far)).max() < 1e-6
+
+
+def test_holdout_scores_held_out_landmarks_and_beats_noise_on_a_smooth_target():
+    rng = np.random.default_rng(5)
+    E = rng.standard_normal((200, 3)).astype(np.float32)
+    smooth = np.sin(E[:, 0]) + 0.5 * E[:, 1]
+    h = krr.holdout(E, smooth[:, None], folds=5, seed=0, kind="rbf", ridge_factor=1e-3)
+    assert h["landmarks"] == 200 and h["folds"] == 5 and h["spearman"] > 0.9
+    noise = krr.holdout(E, rng.standard_normal(200), folds=5, seed=0)
+    assert abs(noise["spearman"]) < 0.3
+    assert krr.holdout(E[:8], smooth[:8], folds=5)["spearman"] is None  # fewer than 2 per fold
+
+
 def test_median_bandwidth_uses_a_seeded_subset():
     x = np.random.default_rng(2).standard_normal((1500, 4))
     assert krr.median_bandwidth(x, 1000, seed=3) == krr.median_bandwidth(x, 1000, seed=3)

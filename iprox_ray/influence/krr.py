@@ -1,8 +1,10 @@
 """Kernel ridge regression from landmarks to the whole pool (Influence Distillation, §5 step 6).
 
-Fit on the L landmarks only: K_LL (RBF, σ = median pairwise landmark distance on ≤ 1000 of them,
-or linear), ridge = factor·mean(diag K_LL), α = (K_LL + ridge·I)⁻¹ P_L. Predict any block of
-embeddings as K(E_block, E_L)·α: callers stream the pool block by block, so memory is
+Fit on the L landmarks only: K_LL (RBF, σ = scale × median pairwise landmark distance on ≤ 1000
+of them, or linear), ridge = factor·mean(diag K_LL), α = (K_LL + ridge·I)⁻¹ (P_L − c), with c the
+landmark mean of each column when centred (else 0: the published form, which pulls rows far from
+every landmark towards score 0 rather than towards the typical score). Predict any block of
+embeddings as K(E_block, E_L)·α + c: callers stream the pool block by block, so memory is
 O(L·(dim + C) + block·L), never N×L.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from iprox_ray.influence.agreement import spearman, top_overlap
 
 
 def sq_distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> np.ndarray:
@@ -53,6 +57,7 @@ class KernelRidge:
     kind: str
     sigma: float
     ridge: float
+    offset: np.ndarray | None = None  # float32 [C], c above
     _landmark_sq: np.ndarray | None = None
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
@@ -60,7 +65,8 @@ class KernelRidge:
         e = np.asarray(embeddings, dtype=np.float32)
         if self._landmark_sq is None:
             self._landmark_sq = np.einsum("ij,ij->i", self.landmarks, self.landmarks)
-        return kernel(e, self.landmarks, self.kind, self.sigma, self._landmark_sq) @ self.alpha
+        out = kernel(e, self.landmarks, self.kind, self.sigma, self._landmark_sq) @ self.alpha
+        return out if self.offset is None else out + self.offset
 
     def flops_per_row(self) -> int:
         """Multiply-adds ×2 for one predicted row (kernel row + the α product)."""
@@ -69,17 +75,40 @@ class KernelRidge:
 
 
 def fit(landmarks: np.ndarray, targets: np.ndarray, kind: str = "rbf", ridge_factor: float = 0.01,
-        bandwidth_sample: int = 1000, seed: int = 0) -> KernelRidge:
-    """landmarks [L, E] embeddings, targets [L, C] exact scores at the landmarks."""
+        bandwidth_sample: int = 1000, seed: int = 0, bandwidth_scale: float = 1.0,
+        center: bool = False) -> KernelRidge:
+    """landmarks [L, E] embeddings, targets [L, C] exact scores at the landmarks; RBF σ is
+    bandwidth_scale × the median pairwise landmark distance."""
     E_L = np.asarray(landmarks, dtype=np.float32)
     P_L = np.asarray(targets, dtype=np.float64)
     if P_L.ndim == 1:
         P_L = P_L[:, None]
     if len(E_L) != len(P_L) or len(E_L) == 0:
         raise ValueError(f"{len(E_L)} landmark embeddings but {len(P_L)} landmark score rows")
-    sigma = median_bandwidth(E_L, bandwidth_sample, seed) if kind == "rbf" else 1.0
+    sigma = bandwidth_scale * median_bandwidth(E_L, bandwidth_sample, seed) if kind == "rbf" else 1.0
     K = kernel(E_L.astype(np.float64), E_L.astype(np.float64), kind, sigma)
     ridge = ridge_factor * float(np.mean(np.diag(K)))
     K[np.diag_indices_from(K)] += ridge
-    alpha = np.linalg.solve(K, P_L)
-    return KernelRidge(E_L, alpha.astype(np.float32), kind, sigma, ridge)
+    offset = P_L.mean(axis=0) if center else None
+    alpha = np.linalg.solve(K, P_L if offset is None else P_L - offset)
+    return KernelRidge(E_L, alpha.astype(np.float32), kind, sigma, ridge,
+                       None if offset is None else offset.astype(np.float32))
+
+
+def holdout(landmarks: np.ndarray, targets: np.ndarray, folds: int = 5, seed: int = 0, **fit_args) -> dict:
+    """Leave-some-landmarks-out check of the propagation: fit on all folds but one, predict the
+    held-out fold's exact scores; Spearman and top-5 % share over every landmark's held-out
+    prediction (of the column mean: what top-k selection ranks). Needs ≥ 2·folds landmarks."""
+    E_L = np.asarray(landmarks, dtype=np.float32)
+    P = np.asarray(targets, dtype=np.float64)
+    P = P.mean(axis=1) if P.ndim == 2 else P
+    if len(E_L) < 2 * folds:
+        return {"landmarks": int(len(E_L)), "folds": folds, "spearman": None, "top5": None}
+    fold = np.random.default_rng(seed).permutation(len(E_L)) % folds
+    predicted = np.empty(len(E_L))
+    for f in range(folds):
+        held = fold == f
+        model = fit(E_L[~held], P[~held], seed=seed, **fit_args)
+        predicted[held] = model.predict(E_L[held])[:, 0]
+    return {"landmarks": int(len(E_L)), "folds": folds, "spearman": spearman(P, predicted),
+            "top5": top_overlap(P, predicted, 0.05)[0]}

@@ -1,11 +1,13 @@
 """JVP embeddings (Influence Distillation, methods.md §5 step 1), batched and padding-aware.
 
 For T random Gaussian tangents v_j over the parameters of the first B transformer blocks, the
-forward-mode derivative J·v_j of the hidden state leaving block B at each sample's last real
-token; the T outputs are concatenated (T·d_model) and randomly projected to `dim` dimensions
-(entries N(0,1)/sqrt(dim)). Blocks are found by name patterns; the forward pass stops at block B
-(a hook raises), so the rest of the model, the final norm and the LM head never run. Softmax
-takes a cheaper forward-mode rule (softmax_jvp.py) than torch's own.
+forward-mode derivative J·v_j of the hidden state leaving block B, optionally through the
+model's final norm (as the official code reads it: logits with lm_head = identity), read at each
+sample's last real token or averaged over its real tokens; the T outputs are concatenated
+(T·d_model) and randomly projected to `dim` dimensions (entries N(0,1)/sqrt(dim)). Blocks and the
+final norm are found by name patterns; the forward pass stops at block B (a hook raises), so the
+rest of the model and the LM head never run. Softmax takes a cheaper forward-mode rule
+(softmax_jvp.py) than torch's own.
 
 Tangents and the projection derive from (seed, parameter name): identical in every worker.
 Memory: T copies of the first B blocks' parameters (the tangents) + one forward's activations
@@ -21,7 +23,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
-from iprox_ray.models.selection import select_blocks
+from iprox_ray.models.selection import find_modules, select_blocks
 from iprox_ray.sketch.projection import derive_seed, projection_matrix
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
 
@@ -43,15 +45,32 @@ def gaussian_tangent(seed: int, name: str, j: int, like: torch.Tensor) -> torch.
     return torch.randn(like.shape, generator=gen, dtype=torch.float32).to(like.device, like.dtype)
 
 
+def final_norm(model: nn.Module, patterns: list[str], blocks: list[tuple[str, nn.Module]]) -> nn.Module | None:
+    """The one module matching `patterns` outside every block (None when patterns is empty)."""
+    if not patterns:
+        return None
+    inside = tuple(f"{name}." for name, _ in blocks)
+    found = [(n, m) for n, m in find_modules(model, patterns) if not n.startswith(inside)]
+    if len(found) != 1:
+        raise ValueError(f"embed.final_norm {patterns} must match one module outside the blocks; "
+                         f"matched {[n for n, _ in found]}")
+    return found[0][1]
+
+
 class JvpEmbedder:
     def __init__(self, model: nn.Module, block_patterns: list[str], n_blocks: int, n_tangents: int,
-                 dim: int, seed: int, cheap_softmax: bool = True):
+                 dim: int, seed: int, cheap_softmax: bool = True, readout: str = "last",
+                 norm_patterns: list[str] | None = None):
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")  # fused SDPA kernels have no forward-AD rule
         self.model = model
         self.cheap_softmax = cheap_softmax  # False: torch's own softmax rule (the reference, for benchmarks)
         blocks = select_blocks(model, block_patterns)
         self.blocks = blocks[: min(n_blocks, len(blocks))]
+        if readout not in ("last", "mean"):
+            raise ValueError(f"unknown JVP readout {readout!r}")
+        self.readout = readout
+        self.norm = final_norm(model, norm_patterns or [], blocks)
         prefixes = tuple(f"{name}." for name, _ in self.blocks)
         self.params = {n: p for n, p in model.named_parameters() if n.startswith(prefixes)}
         if not self.params:
@@ -70,17 +89,17 @@ class JvpEmbedder:
         self.tangents = []
 
     def block_output_tangents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, T·d_model]: J·v_j of the block-B hidden state at each row's last real token."""
+        """[B, T·d_model]: J·v_j of the block-B hidden state (through the final norm if set), read out."""
         input_ids, attention_mask = self._on_device(input_ids, attention_mask)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        last = last_token_index(attention_mask)
         outs = []
         with torch.no_grad(), (CheapSoftmaxJvp() if self.cheap_softmax else contextlib.nullcontext()):
             for tangent in self.tangents:
                 with fwAD.dual_level():
                     duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in self.params.items()}
                     hidden = self._hidden_after_last_block(input_ids, attention_mask, duals)
-                    outs.append(fwAD.unpack_dual(hidden).tangent[rows, last].float())
+                    if self.norm is not None:
+                        hidden = self.norm(hidden)
+                    outs.append(read_out(fwAD.unpack_dual(hidden).tangent, attention_mask, self.readout))
         return torch.cat(outs, dim=1)
 
     def forward_to_last_block(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -106,6 +125,15 @@ class JvpEmbedder:
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, dim] float32 embeddings."""
         return self.block_output_tangents(input_ids, attention_mask) @ self.projection.T
+
+
+def read_out(tangent: torch.Tensor, attention_mask: torch.Tensor, readout: str) -> torch.Tensor:
+    """[B, T, d] -> [B, d] fp32: the last real token's row, or the mean over real tokens."""
+    if readout == "last":
+        rows = torch.arange(tangent.shape[0], device=tangent.device)
+        return tangent[rows, last_token_index(attention_mask)].float()
+    weights = attention_mask.float() / attention_mask.sum(1, keepdim=True).clamp(min=1).float()
+    return (tangent.float() * weights[..., None]).sum(1)
 
 
 def _raise_output(module, inputs, output):

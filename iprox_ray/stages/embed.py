@@ -17,7 +17,7 @@ from iprox_ray.store.layout import embed_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import open_root
 
-JVP_SETTINGS = ("blocks", "block_patterns", "tangents", "dim", "seed")
+JVP_SETTINGS = ("blocks", "block_patterns", "tangents", "readout", "final_norm", "dim", "seed")
 
 
 def embedding_settings(ctx: RunContext, kind: str) -> dict:

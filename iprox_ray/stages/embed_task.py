@@ -41,7 +41,8 @@ class EmbedInputs:
 
 def make_embedder(kind: str, model: torch.nn.Module, spec: EmbedSpec):
     if kind == "jvp":
-        return JvpEmbedder(model, spec.block_patterns, spec.blocks, spec.tangents, spec.dim, spec.seed)
+        return JvpEmbedder(model, spec.block_patterns, spec.blocks, spec.tangents, spec.dim, spec.seed,
+                           readout=spec.readout, norm_patterns=spec.final_norm)
     if kind == "rds":
         return PooledEmbedder(model)
     raise ValueError(f"unknown embedding kind {kind!r}")

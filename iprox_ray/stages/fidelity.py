@@ -19,7 +19,8 @@ from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
 from iprox_ray.proxy.artifact import read_manifest
-from iprox_ray.proxy.fidelity import forward_flops_per_token, kendall_tau_b, spearman, top_overlap
+from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
+from iprox_ray.proxy.fidelity import forward_flops_per_token
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, target_split
@@ -46,7 +47,7 @@ def sketch_rows(model: torch.nn.Module, encoded, ctx: RunContext, pad_id: int) -
     return out, tokens / max(time.perf_counter() - start, 1e-9)
 
 
-def _probe_data(ctx: RunContext):
+def probe_data(ctx: RunContext):
     spec = ctx.job.fidelity
     encoder = make_encoder(ctx)
     pool_manifest = manifest_for(ctx, POOL)
@@ -85,7 +86,7 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         if earlier.get("key") == key:
             return {**earlier, "plot": str(out_dir / "scatter.png"), "reused": True}
     spec = ctx.job.fidelity
-    pool, target, pad_id = _probe_data(ctx)
+    pool, target, pad_id = probe_data(ctx)
     full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
     small = proxy.load()
     full_scores, full_tps = influence_scores(full, pool, target, ctx, pad_id)

@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from iprox_ray.influence import krr
+from iprox_ray.influence.agreement import correlations
 from iprox_ray.influence.columns import aggregate, by_subtask
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.scorers import landmark_features
+from iprox_ray.stages.scorers import fit_krr, landmark_features
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import OK, SplitStore, open_root
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    out = np.empty(len(x), dtype=np.float64)
-    out[np.argsort(x, kind="stable")] = np.arange(len(x))
-    return out
-
-
-def correlations(a: np.ndarray, b: np.ndarray) -> dict:
-    return {"pearson": float(np.corrcoef(a, b)[0, 1]), "spearman": float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])}
 
 
 def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, control_seed: int = 0) -> dict:
@@ -65,7 +55,7 @@ def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, cont
     # A diagnostic: it holds one random embedding per valid row (valid rows × dim floats).
     noise = np.random.default_rng(control_seed).standard_normal((len(rows), emb.dim), dtype=np.float32)
     lm = ctx.job.scoring.landmarks
-    control_model = krr.fit(noise[np.searchsorted(rows, usable)], P_L, lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed)
+    control_model = fit_krr(noise[np.searchsorted(rows, usable)], P_L, lm)
     control = aggregate(control_model.predict(noise), subtasks, how)
     return {"rows": int(held_out.sum()), "landmarks": int(len(usable)),
             "propagated": correlations(approx[held_out], exact[held_out]),

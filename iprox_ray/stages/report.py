@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
 from iprox_ray.store.sketch_store import CANDIDATES, SplitStore, open_root
 
@@ -131,6 +132,8 @@ def format_summary(summary: dict) -> str:
     pool, sel = summary["domain_share_pool"], summary["domain_share_selection"]
     for domain in sorted(set(pool) | set(sel)):
         lines.append(f"    {domain:<14}{pool.get(domain, 0):6.1%}  {sel.get(domain, 0):8.1%}")
+    if summary.get("landmark_holdout"):
+        lines.append("  " + holdout_line(summary["landmark_holdout"]))
     fid = summary.get("landmark_fidelity")
     if fid:
         lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "

@@ -27,6 +27,7 @@ from iprox_ray.stages.scorers import (
     checkpoint_weights,
     count_valid,
     fit_landmark_model,
+    holdout_line,
     sketch_rows,
 )
 from iprox_ray.store.embedding_store import OK as EMBED_OK
@@ -147,6 +148,8 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     attrs = {"method": method, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
              "columns": columns.kind, "subtasks": list(subtasks.labels), **scorer.info}
     scores.attrs.update(attrs)
+    if scorer.info.get("holdout"):
+        ctx.say(holdout_line(scorer.info["holdout"]))
     for shard_id in range(pool.n_shards):
         block = scorer.block(shard_id)
         span = pool.shard_rows(shard_id)

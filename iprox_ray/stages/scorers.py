@@ -15,7 +15,7 @@ import numpy as np
 from iprox_ray.influence import krr
 from iprox_ray.influence.columns import Columns
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.spec.selection import ScoringSpec
+from iprox_ray.spec.selection import LandmarkSpec, ScoringSpec
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array
@@ -175,6 +175,26 @@ def usable_landmarks(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows
     return rows
 
 
+def fit_krr(embeddings: np.ndarray, scores: np.ndarray, lm: LandmarkSpec) -> krr.KernelRidge:
+    """The KRR fit the landmark settings ask for."""
+    return krr.fit(embeddings, scores, lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed, lm.bandwidth_scale, lm.center)
+
+
+def landmark_holdout(embeddings: np.ndarray, scores: np.ndarray, lm: LandmarkSpec) -> dict | None:
+    if not lm.holdout_folds:
+        return None
+    return krr.holdout(embeddings, scores, lm.holdout_folds, lm.seed, kind=lm.kernel, ridge_factor=lm.ridge,
+                       bandwidth_sample=lm.bandwidth_sample, bandwidth_scale=lm.bandwidth_scale, center=lm.center)
+
+
+def holdout_line(h: dict) -> str:
+    """One line: how well the propagation reproduces held-out landmarks' exact scores."""
+    if h.get("spearman") is None:
+        return f"landmark hold-out: too few landmarks ({h['landmarks']}) for {h['folds']} folds"
+    return (f"landmark hold-out ({h['folds']}-fold over {h['landmarks']} landmarks): propagated vs exact Spearman "
+            f"{h['spearman']:.3f}, top-5 % share {h['top5']:.2f}")
+
+
 def fit_landmark_model(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray,
                        target: TargetFeatures, spec: ScoringSpec) -> tuple[krr.KernelRidge, dict]:
     """Exact landmark scores P_L = G̃_L · target columns, then the KRR fit on their embeddings."""
@@ -182,7 +202,8 @@ def fit_landmark_model(pool: SplitStore, embeddings: EmbeddingStore, landmark_ro
     features = landmark_features(pool, rows)
     P_L = features @ target.rows.T  # [L, C] mean cosines per column
     lm = spec.landmarks
-    model = krr.fit(embeddings.gather("embedding", rows), P_L, lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed)
+    E_L = embeddings.gather("embedding", rows)
+    model = fit_krr(E_L, P_L, lm)
     info = {"landmarks_used": int(len(rows)), "landmarks_chosen": int(len(landmark_rows)), "kernel": lm.kernel,
-            "sigma": model.sigma, "ridge": model.ridge}
+            "sigma": model.sigma, "ridge": model.ridge, "holdout": landmark_holdout(E_L, P_L, lm)}
     return model, info

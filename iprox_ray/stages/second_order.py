@@ -20,7 +20,6 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import Encoded
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
-from iprox_ray.influence import krr
 from iprox_ray.influence.second_order import kron_project, target_hvp, weighted_gradient
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
@@ -30,7 +29,7 @@ from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.scorers import landmark_features, usable_landmarks
+from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import SplitStore, open_root
 
@@ -111,7 +110,7 @@ def apply_second_order(ctx: RunContext, ref: ModelRef, scores_name: str, target_
         k_eff = min(k, len(rows))
         res = lambda_bisection(values, k_eff, float(n_valid))
         direction = second_order_direction(ctx, ref, pool, target, target_split, target_rows, rows[:k_eff], res.weights)
-        model = krr.fit(E_L, features @ direction.astype(np.float32), lm.kernel, lm.ridge, lm.bandwidth_sample, lm.seed)
+        model = fit_krr(E_L, features @ direction.astype(np.float32), lm)
         scale = spec.lr / n_valid
         shift = []
         for shard_id in range(pool.n_shards):

@@ -22,6 +22,7 @@ from iprox_ray.stages.score import check_scoring, pool_needs, run_score
 from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.stages.subset import write_subset
+from iprox_ray.store.sketch_store import open_root
 
 
 NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")
@@ -74,6 +75,8 @@ def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, M
         if ctx.job.output.plot:
             score_histogram(ctx, scores_name, info["cutoff"], out_dir / "scores.png", selection=selection)
     extra = {}
+    if ctx.job.scoring.method == "influence-distillation":
+        extra["landmark_holdout"] = open_root(ctx.layout.store)[scores_name].attrs.get("holdout")
     if ctx.job.scoring.method == "influence-distillation" and ctx.job.scoring.landmarks.sketch == "all":
         extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
     summary = build_summary(ctx, name, info, manifests, summary_path, extra)
