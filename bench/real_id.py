@@ -115,9 +115,11 @@ def selections(bench: Bench, named: dict[str, Setting], less: np.ndarray | None)
     each named ID setting (landmark seed 0) -- for real_id_finetune.py."""
     def top(x):
         return np.lexsort((np.arange(len(x)), -x))[: bench.top].tolist()
-    out = {"exact influence": top(bench.exact), "ID exact p (near-exact sketch)": top(bench.p)}
+    out = {"exact influence": top(bench.exact)}
     if less is not None:
         out["LESS (default sketch)"] = top(less)
+    if less is None or not np.allclose(less, bench.p):  # p is LESS's score when both use one sketch
+        out["ID exact p"] = top(bench.p)
     for seed in range(3):
         out[f"random {seed}"] = np.sort(np.random.default_rng(seed).choice(bench.n, bench.top, replace=False)).tolist()
     for name, s in named.items():
