@@ -19,7 +19,7 @@ from iprox_ray.pipeline import build_models, open_run
 from iprox_ray.influence.agreement import spearman, top_overlap
 from iprox_ray.spec import load_job
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.fidelity import probe_data, influence_scores
+from iprox_ray.stages.fidelity import influence_scores, probe_data
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.proxy import build_proxy
 
@@ -45,7 +45,7 @@ def main() -> None:
         warmed, _ = build_models(ctx)  # warm-up once; every proxy starts from it
         pool, target, pad_id = probe_data(ctx)
         full = load_pretrained(warmed, "float32", ctx.job.model.attn_implementation)
-        full_scores, full_tps = influence_scores(full, pool, target, ctx, pad_id)
+        full_scores, full_tps = influence_scores(full, pool, target, ctx.job.sketch, pad_id)
     rows = []
     for rho in args.rhos:
         for label, overrides in VARIANTS:
@@ -55,7 +55,7 @@ def main() -> None:
             start = time.perf_counter()
             info = build_proxy(vctx, warmed, out)
             build_seconds = time.perf_counter() - start
-            scores, tps = influence_scores(ModelRef("proxy", out).load(), pool, target, vctx, pad_id)
+            scores, tps = influence_scores(ModelRef("proxy", out).load(), pool, target, vctx.job.sketch, pad_id)
             ok = np.isfinite(full_scores) & np.isfinite(scores)
             share, _, _ = top_overlap(full_scores[ok], scores[ok], 0.05)
             stage2 = info["stage2"]

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_fidelity import REAL  # noqa: E402
 
 from iprox_ray.influence import krr, landmarks  # noqa: E402
-from iprox_ray.influence.less import unit_rows  # noqa: E402
 from iprox_ray.influence.agreement import spearman, top_overlap  # noqa: E402
+from iprox_ray.influence.less import unit_rows  # noqa: E402
 from iprox_ray.sketch.projection import projection_matrix  # noqa: E402
 
 OUT = REAL / "id"

@@ -31,14 +31,12 @@ from real_fidelity import REAL, encode_file, keep_freed_memory  # noqa: E402
 from iprox_ray.corpus.batching import make_batches  # noqa: E402
 from iprox_ray.corpus.encode import ChatEncoder  # noqa: E402
 from iprox_ray.models.loading import load_pretrained, load_tokenizer  # noqa: E402
-from iprox_ray.models.selection import find_modules  # noqa: E402
-from iprox_ray.sketch.jvp import JvpEmbedder, read_out  # noqa: E402
+from iprox_ray.sketch.jvp import JvpEmbedder, final_norm, read_out  # noqa: E402
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp  # noqa: E402
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS  # noqa: E402
+from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS  # noqa: E402
 
 OUT = REAL / "id"
 READOUTS = ("last", "last+norm", "mean", "mean+norm", "answer", "answer+norm", "hidden:mean+norm")
-FINAL_NORM = [r"re:(.*\.)?norm$"]  # SmolLM2 (Llama): model.norm
 
 
 def readouts(hidden, norm, mask: torch.Tensor, answer: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,7 +105,7 @@ def main() -> None:
     pool, _ = encode_file(REAL / "corpus" / "pool.jsonl", ChatEncoder(tokenizer, 1024), args.pool_rows)
     model = load_pretrained(folder, "float32", attn="eager")
     embedder = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, max(depths), args.tangents, 4096, args.seed)
-    (_, norm), = find_modules(model, FINAL_NORM)
+    norm = final_norm(model, DEFAULT_FINAL_NORM_PATTERNS, embedder.blocks)
     out = {(d, r): np.zeros((len(pool), args.tangents, embedder.d_model), np.float32) for d in depths for r in READOUTS}
     start = time.perf_counter()
     for i, batch in enumerate(make_batches(pool, 4096, 64, tokenizer.pad_token_id)):

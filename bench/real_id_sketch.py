@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from iprox_ray.sketch.factory import make_sketcher  # noqa: E402
 from iprox_ray.spec import SketchSpec  # noqa: E402
 from iprox_ray.spec.selection import DEFAULT_FINAL_NORM_PATTERNS, EmbedSpec  # noqa: E402
 from iprox_ray.stages.embed_task import make_embedder  # noqa: E402
+from iprox_ray.stages.fidelity import sketch_rows  # noqa: E402
 
 OUT = REAL / "id"
 # token_budget 4096: the default 8192 needs ~18 GB on this model (OOM beside a second process).
@@ -39,19 +39,6 @@ SKETCHES = {"default": SketchSpec(token_budget=4096), "srht32768": SketchSpec(ki
 JVP = {f"jvp-d{d}{'-mean+norm' if n else ''}": EmbedSpec(blocks=d, readout="mean" if n else "last",
                                                         final_norm=DEFAULT_FINAL_NORM_PATTERNS if n else [])
        for d in (1, 2, 4, 8) for n in (False, True)}
-
-
-def sketch_all(model, spec: SketchSpec, rows, pad_id: int) -> tuple[np.ndarray, float]:
-    sketcher = make_sketcher(model, spec)
-    out = np.zeros((len(rows), sketcher.dim), np.float32)
-    start = time.perf_counter()
-    try:
-        for b in make_batches(rows, spec.token_budget, spec.max_batch_rows, pad_id):
-            res = sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
-            out[b.rows] = res.sketch.numpy()
-    finally:
-        sketcher.close()
-    return out, time.perf_counter() - start
 
 
 def flops_per_token(make, run, batches) -> float:
@@ -97,14 +84,15 @@ def main() -> None:
         print(f"sketch-{name}", f"{flops[f'sketch-{name}'] / 1e6:.1f} MFLOP/token", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     cost.write_text(json.dumps({"flops_per_token": flops}, indent=1))  # kept if the sketching below dies
-    pool_sketch, pool_seconds = sketch_all(model, SKETCHES["default"], pool, pad)
-    target_sketch, _ = sketch_all(model, SKETCHES["default"], target, pad)
     tokens = {"pool": sum(e.n_tokens for e in pool), "target": sum(e.n_tokens for e in target)}
+    pool_sketch, pool_tps = sketch_rows(model, pool, SKETCHES["default"], pad)  # the fidelity report's loop
+    target_sketch, _ = sketch_rows(model, target, SKETCHES["default"], pad)
+    pool_seconds = tokens["pool"] / pool_tps
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(OUT / "sketch-default.npz", pool=pool_sketch, target=target_sketch,
              pool_tokens=np.asarray([e.n_tokens for e in pool]))
     info = {"flops_per_token": flops, "tokens": tokens, "default_sketch_pool_seconds": pool_seconds,
-            "default_sketch_tokens_per_s": tokens["pool"] / pool_seconds}
+            "default_sketch_tokens_per_s": pool_tps}
     cost.write_text(json.dumps(info, indent=1))
     print(json.dumps(info, indent=1))
 

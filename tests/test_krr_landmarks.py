@@ -89,7 +89,7 @@ def test_holdout_scores_held_out_landmarks_and_beats_noise_on_a_smooth_target():
     rng = np.random.default_rng(5)
     E = rng.standard_normal((200, 3)).astype(np.float32)
     smooth = np.sin(E[:, 0]) + 0.5 * E[:, 1]
-    h = krr.holdout(E, smooth[:, None], folds=5, seed=0, kind="rbf", ridge_factor=1e-3)
+    h = krr.holdout(E, smooth[:, None], folds=5, seed=0, fit_fold=lambda e, p: krr.fit(e, p, "rbf", 1e-3))
     assert h["landmarks"] == 200 and h["folds"] == 5 and h["spearman"] > 0.9
     noise = krr.holdout(E, rng.standard_normal(200), folds=5, seed=0)
     assert abs(noise["spearman"]) < 0.3

@@ -15,24 +15,31 @@ import torch
 
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
 from iprox_ray.proxy.artifact import read_manifest
-from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.proxy.fidelity import forward_flops_per_token
 from iprox_ray.sketch.factory import make_sketcher
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, target_split
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.spec.proxy import LOW_RANK_METHODS
+from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.inputs import (
+    POOL,
+    encode_sample,
+    make_encoder,
+    manifest_for,
+    sample_rows,
+    target_split,
+)
+from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
-def sketch_rows(model: torch.nn.Module, encoded, ctx: RunContext, pad_id: int) -> tuple[np.ndarray, float]:
+def sketch_rows(model: torch.nn.Module, encoded, s: SketchSpec, pad_id: int) -> tuple[np.ndarray, float]:
     """(sketch rows in input order, tokens/s) for a list of encoded rows, in this process."""
-    s = ctx.job.sketch
     sketcher = make_sketcher(model, s)  # plain gradients on both sides: fidelity compares models
     out = np.zeros((len(encoded), sketcher.dim), dtype=np.float32)
     tokens = 0
@@ -62,10 +69,10 @@ def probe_data(ctx: RunContext):
     return pool, target[: spec.target_rows], encoder.tokenizer.pad_token_id
 
 
-def influence_scores(model, pool, target, ctx: RunContext, pad_id: int) -> tuple[np.ndarray, float]:
+def influence_scores(model, pool, target, spec: SketchSpec, pad_id: int) -> tuple[np.ndarray, float]:
     """LESS cosine of each probe pool row to the target; tokens/s of sketching the pool rows."""
-    pool_sketch, tokens_per_s = sketch_rows(model, pool, ctx, pad_id)
-    target_sketch, _ = sketch_rows(model, target, ctx, pad_id)
+    pool_sketch, tokens_per_s = sketch_rows(model, pool, spec, pad_id)
+    target_sketch, _ = sketch_rows(model, target, spec, pad_id)
     return cosine_scores(pool_sketch, target_direction(target_sketch)), tokens_per_s
 
 
@@ -89,8 +96,8 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     pool, target, pad_id = probe_data(ctx)
     full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
     small = proxy.load()
-    full_scores, full_tps = influence_scores(full, pool, target, ctx, pad_id)
-    proxy_scores, proxy_tps = influence_scores(small, pool, target, ctx, pad_id)
+    full_scores, full_tps = influence_scores(full, pool, target, ctx.job.sketch, pad_id)
+    proxy_scores, proxy_tps = influence_scores(small, pool, target, ctx.job.sketch, pad_id)
     ok = np.isfinite(full_scores) & np.isfinite(proxy_scores)
     a, b = full_scores[ok], proxy_scores[ok]
     share, hits, k = top_overlap(a, b, spec.top_fraction)

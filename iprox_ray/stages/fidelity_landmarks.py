@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed_task import make_embedder
-from iprox_ray.stages.fidelity import probe_data, sketch_rows
+from iprox_ray.stages.fidelity import influence_scores, probe_data
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.scorers import landmark_holdout
 from iprox_ray.store.atomic import atomic_write_json, read_json
@@ -49,16 +48,15 @@ def landmark_section(ctx: RunContext, ref: ModelRef) -> dict:
     path = ctx.layout.root / "fidelity" / "landmarks.json"
     key = fingerprint({"job": ctx.job.fingerprint(), "fidelity": ctx.job.fidelity.model_dump(mode="json"),
                        "model": ref.identity()})
-    if path.exists() and read_json(path).get("key") == key:
-        return {**read_json(path), "reused": True}
+    earlier = read_json(path) if path.exists() else {}
+    if earlier.get("key") == key:
+        return {**earlier, "reused": True}
     pool, target, pad_id = probe_data(ctx)
     model = dataclasses.replace(ref, attn="eager").load()  # forward-mode AD needs eager attention
     start = time.perf_counter()
     embeddings = embed_rows(model, pool, ctx, pad_id)  # before sketching: the sketcher freezes the weights
     embed_seconds = time.perf_counter() - start
-    pool_sketch, _ = sketch_rows(model, pool, ctx, pad_id)
-    target_sketch, _ = sketch_rows(model, target, ctx, pad_id)
-    p = cosine_scores(pool_sketch, target_direction(target_sketch))
+    p, _ = influence_scores(model, pool, target, ctx.job.sketch, pad_id)
     ok = np.isfinite(p) & np.isfinite(embeddings).all(axis=1)
     lm = ctx.job.scoring.landmarks
     if not lm.holdout_folds:

@@ -183,8 +183,7 @@ def fit_krr(embeddings: np.ndarray, scores: np.ndarray, lm: LandmarkSpec) -> krr
 def landmark_holdout(embeddings: np.ndarray, scores: np.ndarray, lm: LandmarkSpec) -> dict | None:
     if not lm.holdout_folds:
         return None
-    return krr.holdout(embeddings, scores, lm.holdout_folds, lm.seed, kind=lm.kernel, ridge_factor=lm.ridge,
-                       bandwidth_sample=lm.bandwidth_sample, bandwidth_scale=lm.bandwidth_scale, center=lm.center)
+    return krr.holdout(embeddings, scores, lm.holdout_folds, lm.seed, lambda e, p: fit_krr(e, p, lm))
 
 
 def holdout_line(h: dict) -> str:

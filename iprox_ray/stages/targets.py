@@ -77,8 +77,8 @@ def finish_target(ctx: RunContext, name: str, split: str, manifests: dict[str, M
     extra = {}
     if ctx.job.scoring.method == "influence-distillation":
         extra["landmark_holdout"] = open_root(ctx.layout.store)[scores_name].attrs.get("holdout")
-    if ctx.job.scoring.method == "influence-distillation" and ctx.job.scoring.landmarks.sketch == "all":
-        extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
+        if ctx.job.scoring.landmarks.sketch == "all":
+            extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
     summary = build_summary(ctx, name, info, manifests, summary_path, extra)
     print(format_summary(summary))
     return summary
