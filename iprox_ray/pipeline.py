@@ -22,8 +22,16 @@ from iprox_ray.spec.base import canonical_json
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.fidelity import fidelity_report, format_report
-from iprox_ray.stages.fidelity_landmarks import format_landmark_section, landmark_section
+from iprox_ray.stages.fidelity_landmarks import (
+    format_landmark_section,
+    landmark_section,
+)
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
+from iprox_ray.stages.model_files import (
+    changed_inputs,
+    check_model_files,
+    input_fingerprints,
+)
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
@@ -52,13 +60,19 @@ def _diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool) -> None:
-    """Refuse a run directory made by another config, or move it aside with force_new."""
+def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool, inputs: dict | None = None) -> None:
+    """Refuse a run directory made by another config or other model files, or move it aside with
+    force_new. `inputs`: this job's model/tokenizer fingerprints (input_fingerprints)."""
     if not layout.config.exists():
         return
     old = read_json(layout.config)
-    if old.get("fingerprint") == job.fingerprint():
+    swapped = changed_inputs(old.get("inputs", {}), inputs) if inputs is not None else []
+    if old.get("fingerprint") == job.fingerprint() and not swapped:
         return
+    if swapped and not force_new:
+        raise RunMismatchError(
+            f"the model files changed since run directory {layout.root} was started ({'; '.join(swapped[:4])}); "
+            "resuming would mix two models in one store: restore the files, or use --force-new to start anew")
     changed = _diff_keys(old.get("science", {}), job.science())
     if not force_new:
         raise RunMismatchError(
@@ -75,9 +89,10 @@ def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool) -> None:
     print(f"moved the previous run to {aside}")
 
 
-def write_config(job: JobSpec, layout: RunLayout) -> None:
+def write_config(job: JobSpec, layout: RunLayout, inputs: dict | None = None) -> None:
     atomic_write_json(layout.config, {
         "fingerprint": job.fingerprint(),
+        "inputs": inputs or {},
         "science": job.science(),
         "spec": job.model_dump(mode="json"),
         "base_dir": str(job.base_dir),
@@ -92,7 +107,7 @@ def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
         return
     from iprox_ray.execution.ray_session import ray_session
 
-    with ray_session(c.ray_address) as resources:
+    with ray_session(c.ray_address, auth=c.slurm.ray_auth) as resources:
         with shared_workers(plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
                                          resources.get("CPU", 0), resources.get("GPU", 0))) as plan:
             yield plan
@@ -127,8 +142,10 @@ def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False,
         else:  # a whole run waits for the array tasks sketching in this directory
             for group_lock in sorted((layout.root / "locks").glob("group-*")):
                 _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
-        check_run_dir(job, layout, force_new)
-        write_config(job, layout)
+        check_model_files(job)
+        inputs = input_fingerprints(job)
+        check_run_dir(job, layout, force_new, inputs)
+        write_config(job, layout, inputs)
         ctx = RunContext(job, layout, quiet=quiet)
         ctx.shard_filter = part.owns if part else None
         yield ctx

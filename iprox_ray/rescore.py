@@ -23,9 +23,19 @@ from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.embed import embed_markers, run_embed
 from iprox_ray.stages.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.landmarks import ARRAY as LANDMARKS
+from iprox_ray.stages.model_files import (
+    changed_inputs,
+    check_model_files,
+    input_fingerprints,
+)
 from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
-from iprox_ray.stages.score import check_scoring, columns_array_path, pool_needs, score_array_path
+from iprox_ray.stages.score import (
+    check_scoring,
+    columns_array_path,
+    pool_needs,
+    score_array_path,
+)
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.targets import embed_jobs, finish_target, target_subsets
 from iprox_ray.stages.warmup import run_warmup
@@ -132,6 +142,11 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
         ctx = RunContext(job, layout, quiet=quiet)
         check_scoring(job)
         check_pool_ready(ctx)
+        check_model_files(job)
+        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job))
+        if swapped:
+            raise RescoreError(f"the model files changed since the pool was sketched ({'; '.join(swapped[:4])}): "
+                               "a target sketched now would not match the pool; restore them")
         record_path = layout.selection_dir(name) / "target.json"
         if record_path.exists() and read_json(record_path)["fingerprint"] != record["fingerprint"]:
             if not force:

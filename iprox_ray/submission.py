@@ -44,6 +44,7 @@ from iprox_ray.execution.task import ShardRef
 from iprox_ray.pipeline import RunPart, check_run_dir, run_job
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.cluster import SlurmSpec
+from iprox_ray.stages.model_files import check_model_files, input_fingerprints
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
@@ -58,7 +59,6 @@ class _JobBody(Checkpointable):
     job: JobSpec
     run_dir: str
     force_new: bool = False
-    break_lock: bool = False
     quiet: bool = False
 
     @property
@@ -66,8 +66,7 @@ class _JobBody(Checkpointable):
         return RunLayout(Path(self.run_dir))
 
     def _run(self, job: JobSpec, part: RunPart | None = None) -> dict:
-        return run_job(job, Path(self.run_dir), force_new=self.force_new, quiet=self.quiet,
-                       break_lock=self.break_lock, part=part)
+        return run_job(job, Path(self.run_dir), force_new=self.force_new, quiet=self.quiet, part=part)
 
 
 class GangRun(_JobBody):
@@ -176,8 +175,9 @@ def _executor(slurm: SlurmSpec, folder: Path, name: str, nodes: int, extra: dict
 
 def check_can_submit(job: JobSpec, layout: RunLayout, force_new: bool, break_lock: bool) -> None:
     """Refuse early, on the login node, what the job would refuse later on the cluster."""
+    check_model_files(job)
     if not force_new:
-        check_run_dir(job, layout, force_new=False)
+        check_run_dir(job, layout, force_new=False, inputs=input_fingerprints(job))
     lock = RunLock(layout.lock, probes=(slurm_owner_gone,))
     owner = lock.owner()
     if owner is not None and not break_lock and not lock.is_stale(owner):
@@ -198,8 +198,11 @@ def submit(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, b
     layout = RunLayout((Path(run_dir) if run_dir else job.run_dir()).resolve())
     check_can_submit(job, layout, force_new, break_lock)
     layout.root.mkdir(parents=True, exist_ok=True)
+    if break_lock:  # once, now: a job that stored it would steal a live lock on every requeue
+        for path in [layout.lock, *sorted((layout.root / "locks").glob("group-*"))]:
+            RunLock(path, report=lambda m: None if quiet else print(m)).break_now()
     folder = Path(slurm.folder).expanduser().resolve() / "%j"
-    body = dict(job=job, run_dir=str(layout.root), force_new=force_new, break_lock=break_lock, quiet=quiet)
+    body = dict(job=job, run_dir=str(layout.root), force_new=force_new, quiet=quiet)
     name = f"iprox-{job.run.name}"
     log = {"folder": str(folder.parent), "run_dir": str(layout.root)}
     if slurm.mode == "gang":

@@ -9,7 +9,7 @@ import sys
 
 from iprox_ray.spec import SpecError
 
-COMMANDS = ["run", "submit", "status", "proxy", "fidelity", "score"]
+COMMANDS = ["run", "submit", "status", "proxy", "fidelity", "score", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +54,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.execution.task import ShardFailed
     from iprox_ray.pipeline import RunMismatchError
     from iprox_ray.stages.preflight import NoUsableRowsError
+    from iprox_ray.store.digest import StoreDamagedError
     from iprox_ray.store.lock import RunLockedError
     from iprox_ray.store.sketch_store import StoreMismatchError
 
     return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError,
-            NoUsableRowsError)
+            NoUsableRowsError, StoreDamagedError)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from iprox_ray.execution.task import ShardRef
@@ -35,10 +36,20 @@ class RunContext:
         finally:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
-    # driver-side stage markers: a stage that finished is never redone
+    # driver-side stage markers: a finished stage is not redone while the outputs it recorded exist
     def stage_done(self, stage: str) -> dict | None:
         path = self.layout.stage_done(stage)
-        return read_json(path) if path.exists() else None
+        if not path.exists():
+            return None
+        info = read_json(path)
+        missing = [p for p in info.get("outputs", []) if not (self.layout.root / p).exists()]
+        if missing:
+            print(f"{stage}: its output {missing[0]} is missing; redoing the stage", file=sys.stderr, flush=True)
+            return None
+        return info
 
-    def mark_stage_done(self, stage: str, info: dict) -> None:
-        atomic_write_json(self.layout.stage_done(stage), {**info, "stage": stage, "finished_at": time.time()})
+    def mark_stage_done(self, stage: str, info: dict, outputs: tuple[Path, ...] = ()) -> None:
+        """`outputs`: files or folders the stage wrote inside the run directory."""
+        kept = [str(Path(p).resolve().relative_to(self.layout.root.resolve())) for p in outputs]
+        atomic_write_json(self.layout.stage_done(stage),
+                          {**info, "stage": stage, "finished_at": time.time(), "outputs": kept})

@@ -74,7 +74,7 @@ def run_dedup(ctx: RunContext, split: str, manifest: Manifest) -> int:
             "sample_id": str(store.read("sample_id", slice(row, row + 1))[0]), "reason": "duplicate-id",
             "detail": f"same id as row {first_shard.row_start + first % S} of {first_shard.file}",
         })
-    atomic_write_parquet(ctx.layout.quarantine_dir(split) / "duplicates.parquet",
-                         pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
-    ctx.mark_stage_done(stage, {"duplicates": len(records)})
+    out = ctx.layout.quarantine_dir(split) / "duplicates.parquet"
+    atomic_write_parquet(out, pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
+    ctx.mark_stage_done(stage, {"duplicates": len(records)}, outputs=(out,))
     return len(records)

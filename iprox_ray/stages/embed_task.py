@@ -104,6 +104,6 @@ class EmbedShardTask:
             written[target] = np.where(finite, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~finite).sum())
-        store.write_shard(ref.shard, matrix, written)
-        return {"rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
+        digest = store.write_shard(ref.shard, matrix, written)
+        return {"group": store.location, "digest": digest, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
                 "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}

@@ -46,5 +46,5 @@ def run_landmarks(ctx: RunContext) -> RowSubset:
     arr.attrs.update({"method": spec.method, "requested": spec.count, "seed": spec.seed,
                       "fingerprint": landmark_fingerprint(ctx)})
     ctx.say(f"landmarks: {len(rows)} of {len(valid)} embedded pool rows ({spec.method})")
-    ctx.mark_stage_done(STAGE, {"count": int(len(rows)), "valid": int(len(valid))})
+    ctx.mark_stage_done(STAGE, {"count": int(len(rows)), "valid": int(len(valid))}, outputs=(ctx.layout.store / ARRAY,))
     return RowSubset(STAGE, rows, landmark_fingerprint(ctx))

@@ -6,12 +6,24 @@ from pathlib import Path
 
 import torch
 
-from iprox_ray.models.loading import count_parameters, load_config, load_pretrained, load_tokenizer
+from iprox_ray.models.loading import (
+    count_parameters,
+    load_config,
+    load_pretrained,
+    load_tokenizer,
+)
 from iprox_ray.proxy.artifact import save_proxy
 from iprox_ray.proxy.build import device_for_build, make_proxy
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
-    POOL, encode_sample, fixed_batches, make_encoder, manifest_for, sample_rows, shuffled_epochs, tokenizer_path,
+    POOL,
+    encode_sample,
+    fixed_batches,
+    make_encoder,
+    manifest_for,
+    sample_rows,
+    shuffled_epochs,
+    tokenizer_path,
 )
 from iprox_ray.stages.model_ref import ModelRef
 
@@ -48,11 +60,32 @@ def off_the_shelf(ctx: RunContext) -> ModelRef:
     return ModelRef("hf", path, ctx.job.model.dtype, ctx.job.model.attn_implementation)
 
 
+@torch.no_grad()
+def finite_rows(model: torch.nn.Module, encoded: list, pad_id: int, batch_size: int = 8) -> tuple[list, int]:
+    """The rows whose logits are finite at every real token; a NaN weight some rows reach would
+    otherwise turn every probe moment (and every aligned weight) into NaN."""
+    device = next(model.parameters()).device
+    keep = []
+    for start in range(0, len(encoded), batch_size):
+        order = list(range(start, min(start + batch_size, len(encoded))))
+        input_ids, mask, _ = fixed_batches(encoded, order, batch_size, pad_id)[0]
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        ok = (torch.isfinite(logits).all(dim=-1) | ~mask.bool().to(device)).all(dim=1).cpu()
+        keep += [encoded[i] for i, good in zip(order, ok.tolist()) if good]
+    return keep, len(encoded) - len(keep)
+
+
 def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     """Make the proxy of the model at target_dir and save it in out_dir; returns its manifest info."""
     spec, seed = ctx.job.proxy, ctx.job.run.seed
     target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device_for_build())
     probes, align_rows, pad_id = construction_rows(ctx)
+    probes, bad_probes = finite_rows(target, probes, pad_id)
+    align_rows, bad_align = finite_rows(target, align_rows, pad_id) if align_rows else (align_rows, 0)
+    if bad_probes or bad_align:
+        ctx.say(f"proxy: left out {bad_probes + bad_align} construction row(s) whose logits are not finite")
+    if not probes:
+        raise ValueError("proxy: no construction row has finite logits under the model; is the model damaged?")
     probe_batches = fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id)
     epochs = None
     if spec.is_low_rank and spec.align_epochs and align_rows:
@@ -69,6 +102,7 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
         "proxy_parameters": count_parameters(proxy),
         "kept_layers": kept,
         "probe_rows": len(probes) if spec.method == "ipsvd" else 0,
+        "nonfinite_construction_rows": bad_probes + bad_align,
         "stage1_seconds": round(built.stage1_seconds, 3),
         "stage2": None if report is None else {
             "epochs": spec.align_epochs, "lr": spec.align_lr, "weight_decay": spec.align_weight_decay,
@@ -94,5 +128,5 @@ def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     aligned = f"; stage 2: L_GA {stage2['first']['ga']:.3f} -> {stage2['last']['ga']:.3f} in {stage2['seconds']:.1f}s" if stage2 else ""
     ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
             f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
-    ctx.mark_stage_done(STAGE, info)
+    ctx.mark_stage_done(STAGE, info, outputs=(ref.path,))
     return ref

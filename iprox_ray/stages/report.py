@@ -13,7 +13,7 @@ from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
-from iprox_ray.store.sketch_store import CANDIDATES, SplitStore, open_root
+from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
 def merge_quarantine(ctx: RunContext) -> pa.Table:
@@ -102,6 +102,8 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "rows_read": {split: m.n_rows for split, m in manifests.items()},
         "rows_quarantined": {split: sum(n for (s, _), n in reasons.items() if s == split) for split in manifests},
         "quarantine_reasons": {f"{s}:{r}": n for (s, r), n in sorted(reasons.items())},
+        "rows_nonfinite": {split: int((SplitStore.open(ctx.layout.store, split).read("written") == NONFINITE).sum())
+                           for split in manifests},
         "valid_pool_rows": selection_info["valid_rows"],
         "selected": selection.num_rows,
         "non_finite_scores": selection_info["non_finite_scores"],
@@ -121,7 +123,9 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
 def format_summary(summary: dict) -> str:
     lines = [f"run: {summary['run_dir']}"]
     for split, n in summary["rows_read"].items():
-        lines.append(f"  {split}: {n} rows read, {summary['rows_quarantined'][split]} quarantined")
+        bad = summary.get("rows_nonfinite", {}).get(split)
+        nonfinite = f", {bad} non-finite under the model (never selected)" if bad else ""
+        lines.append(f"  {split}: {n} rows read, {summary['rows_quarantined'][split]} quarantined{nonfinite}")
     for key, n in summary["quarantine_reasons"].items():
         lines.append(f"    {key}: {n}")
     lines.append(f"  selected {summary['selected']} of {summary['valid_pool_rows']} valid pool rows"

@@ -16,7 +16,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.second_order import apply_second_order
+from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.scorers import (
     EmbeddingScorer,
     MidPplScorer,
@@ -30,9 +30,17 @@ from iprox_ray.stages.scorers import (
     holdout_line,
     sketch_rows,
 )
+from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, open_root
+from iprox_ray.store.sketch_store import (
+    CANDIDATES,
+    EMPTY,
+    OK,
+    STATUS_NAMES,
+    SplitStore,
+    open_root,
+)
 
 SCORES_GROUP = "scores"
 COLUMNS_GROUP = "score_columns"
@@ -75,7 +83,10 @@ def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method:
         ok &= EmbeddingStore.open(ctx.layout.store, "rds", target_split).read("written") == EMBED_OK
     rows = np.flatnonzero(ok)
     if len(rows) == 0:
-        raise ValueError(f"no usable example in target {target_split!r} (all quarantined or non-finite)")
+        counts = {STATUS_NAMES[int(c)]: int(n) for c, n in zip(*np.unique(written, return_counts=True)) if c != EMPTY}
+        hint = "; non-finite rows mean the model gives NaN/inf on them (a damaged weight?)" if counts.get("nonfinite") else ""
+        raise NoUsableRowsError(f"no usable example in target {target_split!r}: rows by status "
+                                f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}{hint}")
     return rows
 
 
@@ -162,5 +173,6 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
         attrs.update(apply_second_order(ctx, ref, name, target_name, target_split, t_rows, read_landmarks(ctx),
                                         scorer.embeddings, k, count_valid(pool)))
         scores.attrs.update(attrs)
-    ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None, **attrs})
+    ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None, **attrs},
+                        outputs=(ctx.layout.store / name,) + ((ctx.layout.store / col_name,) if col_arr is not None else ()))
     return name

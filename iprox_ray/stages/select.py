@@ -96,7 +96,7 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
             "non_finite_scores": int(non_finite - (pool.n_rows - valid)),
             "cutoff": float(values.min()) if len(values) and strategy != "round-robin" else None,
             "weights_sum": float(np.sum(weights)), **info_extra}
-    ctx.mark_stage_done(stage, info)
+    ctx.mark_stage_done(stage, info, outputs=(path,))
     return info
 
 

@@ -154,13 +154,16 @@ class SketchShardTask:
             columns["written"][target] = np.where(ok, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~ok).sum())
-        st["stores"][ref.stage].write_shard(shard_id, sketches, columns)
+        store = st["stores"][ref.stage]
+        digest = store.write_shard(shard_id, sketches, columns)
         if rows.quarantine:
             atomic_write_parquet(inputs.quarantine_dir / f"{shard_id:06d}.parquet", rows.quarantine_table())
         domains: dict[str, int] = {}
         for conv in rows.conversations:
             domains[conv.domain] = domains.get(conv.domain, 0) + 1
         return {
+            "group": store.location,
+            "digest": digest,
             "rows": n,
             "sketched": len(encoded),
             "kept": len(rows.conversations) - nonfinite,

@@ -7,9 +7,21 @@ from pathlib import Path
 import torch
 
 from iprox_ray.models.finetune import finetune
-from iprox_ray.models.loading import load_config, load_pretrained, random_init, save_model
+from iprox_ray.models.loading import (
+    load_config,
+    load_pretrained,
+    random_init,
+    save_model,
+)
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, encode_sample, make_encoder, manifest_for, sample_rows, shuffled_epochs
+from iprox_ray.stages.inputs import (
+    POOL,
+    encode_sample,
+    make_encoder,
+    manifest_for,
+    sample_rows,
+    shuffled_epochs,
+)
 
 STAGE = "warmup"
 
@@ -46,13 +58,17 @@ def run_warmup(ctx: RunContext) -> Path:
         encoded = encode_sample(ctx, manifest, chosen, encoder)
         epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
         losses: list[float] = []
+        skipped: list[int] = []
         torch.manual_seed(job.run.seed)
         state = finetune(model, epochs, spec.lr, spec.weight_decay, spec.betas, spec.eps,
-                         on_step=lambda step, loss: losses.append(loss))
+                         on_step=lambda step, loss: losses.append(loss), on_skip=skipped.append)
+        if skipped:
+            ctx.say(f"warm-up: skipped {len(skipped)} batch(es) with a non-finite loss or gradient")
         state.save(out_dir)
-        info.update({"rows": len(encoded), "steps": len(losses),
+        info.update({"rows": len(encoded), "steps": len(losses), "skipped_nonfinite_batches": len(skipped),
                      "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None})
-        ctx.say(f"warm-up: {len(encoded)} rows, {len(losses)} steps, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}")
+        trend = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
+        ctx.say(f"warm-up: {len(encoded)} rows, {len(losses)} steps{trend}")
     save_model(model, out_dir / "model")
-    ctx.mark_stage_done(STAGE, info)
+    ctx.mark_stage_done(STAGE, info, outputs=(out_dir / "model",))
     return out_dir / "model"

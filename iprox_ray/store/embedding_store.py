@@ -13,7 +13,13 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from iprox_ray.store.sketch_store import SplitStore, StoreMismatchError, open_root, require_same_attrs
+from iprox_ray.store.digest import read_span, shard_digest
+from iprox_ray.store.sketch_store import (
+    SplitStore,
+    StoreMismatchError,
+    open_root,
+    require_same_attrs,
+)
 
 EMBEDDING = "embedding"
 WRITTEN = "written"  # 0 empty/padding, 1 ok, 2 not embedded (quarantined row), 3 non-finite
@@ -42,6 +48,10 @@ class EmbeddingStore:
     read = SplitStore.read
     gather = SplitStore.gather
     iter_blocks = SplitStore.iter_blocks
+
+    @property
+    def location(self) -> str:
+        return embedding_group(self.group.attrs["kind"], self.group.attrs["split"])
 
     @property
     def dim(self) -> int:
@@ -74,8 +84,8 @@ class EmbeddingStore:
             raise StoreMismatchError(f"no {kind} embeddings for {split!r} in store {store_path}") from exc
         return cls(group, int(group.attrs["rows_per_shard"]), int(group.attrs["n_shards"]))
 
-    def write_shard(self, shard_id: int, matrix: np.ndarray, written: np.ndarray) -> None:
-        """One corpus shard's rows, padded to the whole Zarr shard it owns."""
+    def write_shard(self, shard_id: int, matrix: np.ndarray, written: np.ndarray) -> str:
+        """One corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest."""
         span = self.shard_rows(shard_id)
         n = len(written)
         if n > self.rows_per_shard or matrix.shape != (n, self.dim):
@@ -86,3 +96,11 @@ class EmbeddingStore:
         flags[:n] = written
         self.group[EMBEDDING][span] = block
         self.group[WRITTEN][span] = flags
+        return shard_digest({EMBEDDING: block, WRITTEN: flags})
+
+    def array_names(self) -> list[str]:
+        return [EMBEDDING, WRITTEN]
+
+    def stored_digest(self, shard_id: int) -> str:
+        span = self.shard_rows(shard_id)
+        return shard_digest({n: read_span(self.group, n, span, shard_id) for n in self.array_names()})

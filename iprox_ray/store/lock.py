@@ -1,4 +1,10 @@
-"""Run-directory lock: one live run per directory; a stale lock is reported, never broken silently."""
+"""Run-directory lock: one live run per directory; a stale lock is reported, never broken silently.
+
+The lock file appears complete (hard link of a fully written file) and names its owner with a
+random nonce. A takeover renames the lock to a private name and re-reads it: only the process
+that moved the very lock it judged dead goes on, so two processes judging one owner dead can
+never both hold the lock. Release removes the lock only while it still carries our nonce.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -32,17 +39,25 @@ def describe_owner(info: dict) -> str:
     return f"host {info.get('host')}, pid {info.get('pid')}{job}, since {time.ctime(info.get('since', 0))}"
 
 
-def owner_info() -> dict:
+def owner_info(nonce: str) -> dict:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "since": time.time(),
+        "nonce": nonce,
     }
 
 
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 class RunLock:
-    """Exclusive lock file created with O_EXCL. Holds host, pid and SLURM job id of the owner.
+    """Exclusive lock file holding host, pid, SLURM job id and a nonce of its owner.
 
     A lock is taken over only when its owner is provably gone, and the takeover is reported:
     same host and a dead pid; the same SLURM job id (a requeued job resuming itself); or a probe's
@@ -55,13 +70,11 @@ class RunLock:
         self.force = force
         self.report = report
         self.probes = probes
+        self.nonce = uuid.uuid4().hex
         self.held = False
 
     def owner(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return _read(self.path)
 
     def gone_reason(self, info: dict) -> str | None:
         """Why the owner is known to be dead, or None when it may be alive."""
@@ -73,10 +86,6 @@ class RunLock:
                 return reason
         return None
 
-    def _gone(self, info: dict) -> str | None:
-        reason = self.gone_reason(info)
-        return f"its owner is gone: {reason}" if reason else None
-
     def is_stale(self, info: dict) -> bool:
         return self.gone_reason(info) is not None
 
@@ -84,29 +93,86 @@ class RunLock:
         job = os.environ.get("SLURM_JOB_ID")
         return bool(job) and info.get("slurm_job_id") == job and info.get("pid") != os.getpid()
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _try_create(self) -> bool:
+        """Create the lock with its owner already written; False if a lock exists."""
+        tmp = self.path.with_name(f".{self.path.name}.{self.nonce}.new")
+        tmp.write_text(json.dumps(owner_info(self.nonce)))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            return self._create_exclusive()
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _create_exclusive(self) -> bool:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            owner = self.owner() or {}
+            return False
+        with os.fdopen(fd, "w") as fh:
+            json.dump(owner_info(self.nonce), fh)
+        return True
+
+    def _remove_if(self, nonce: str | None) -> bool:
+        """Remove the lock only if it still carries `nonce`; put back anything else we moved."""
+        moved = self.path.with_name(f".{self.path.name}.{self.nonce}.old")
+        try:
+            os.rename(self.path, moved)
+        except FileNotFoundError:
+            return False
+        info = _read(moved) or {}
+        if info.get("nonce") == nonce:
+            moved.unlink(missing_ok=True)
+            return True
+        try:  # not the lock we meant: restore it unless a new one appeared meanwhile
+            os.link(moved, self.path)
+        except FileExistsError:
+            pass
+        moved.unlink(missing_ok=True)
+        return False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            if self._try_create():
+                self.held = True
+                return
+            owner = self.owner()
+            if owner is None:  # removed, or an old-format lock being written: look again
+                time.sleep(0.05)
+                owner = self.owner() or {}
             why = "forced" if self.force else (
                 "the same SLURM job, requeued" if self.is_own_requeue(owner) else self._gone(owner))
-            if why:
+            if not why:
+                raise RunLockedError(
+                    f"run directory {self.path.parent} is in use by another run ({describe_owner(owner)}); "
+                    "if you are sure that run is dead, rerun with --break-lock")
+            if self._remove_if(owner.get("nonce")):
                 self.report(f"taking over the lock of {self.path.parent} ({why}): was {describe_owner(owner)}")
-                self.path.unlink(missing_ok=True)
-                return self.acquire()
-            raise RunLockedError(
-                f"run directory {self.path.parent} is in use by another run ({describe_owner(owner)}); "
-                "if you are sure that run is dead, rerun with --break-lock"
-            ) from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(owner_info(), fh)
-        self.held = True
+        raise RunLockedError(f"could not take the lock of {self.path.parent}: other processes keep taking it")
+
+    def _gone(self, info: dict) -> str | None:
+        reason = self.gone_reason(info)
+        return f"its owner is gone: {reason}" if reason else None
+
+    def break_now(self) -> dict | None:
+        """Remove whatever lock is there (the CLI's --break-lock, applied once); returns its owner."""
+        owner = self.owner()
+        if owner is not None and self._remove_if(owner.get("nonce")):
+            self.report(f"broke the lock of {self.path.parent}: was {describe_owner(owner)}")
+            return owner
+        return None
+
+    def still_held(self) -> bool:
+        return self.held and (self.owner() or {}).get("nonce") == self.nonce
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            if not self._remove_if(self.nonce):
+                self.report(f"warning: the lock of {self.path.parent} was taken over while this run held it")
             self.held = False
 
     def __enter__(self) -> "RunLock":

@@ -14,6 +14,8 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
+
 SCHEMA_VERSION = 1
 
 # Row status codes held in the `written` array.
@@ -22,6 +24,8 @@ NOT_SKETCHED = 5  # a valid row outside the sketched subset (e.g. not an Influen
 STATUS_NAMES = {EMPTY: "empty", OK: "ok", QUARANTINED: "quarantined", NONFINITE: "nonfinite", DUPLICATE: "duplicate",
                 NOT_SKETCHED: "not-sketched"}
 CANDIDATES = (OK, NOT_SKETCHED)  # rows a selection may choose (by scores that need no sketch)
+# Dedup later turns OK into DUPLICATE: that edit is not damage, so digests see it as OK.
+DIGEST_VIEWS = {"written": lambda w: np.where(w == DUPLICATE, OK, w)}
 
 ROW_ARRAYS: dict[str, Any] = {
     "sample_id": str,
@@ -71,7 +75,11 @@ def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
 
 
 def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
-    """Open (or create) the root group; refuses a store written under another schema."""
+    """Open (or create) the root group; refuses a store written under another schema, and one
+    whose root metadata is gone (creating it anew would delete the arrays under it)."""
+    if path.exists() and any(path.iterdir()) and not (path / "zarr.json").exists():
+        raise StoreDamagedError(f"{path} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
+                                "--repair` to rebuild the store metadata")
     if (path / "zarr.json").exists():
         root = zarr.open_group(str(path), mode="r+")
         version = root.attrs.get("schema_version")
@@ -94,6 +102,11 @@ class SplitStore:
     @property
     def n_rows(self) -> int:
         return self.rows_per_shard * self.n_shards
+
+    @property
+    def location(self) -> str:
+        """The group's path inside the store (what completion markers record)."""
+        return str(self.group.attrs["split"])
 
     @property
     def sketch_dim(self) -> int:
@@ -158,14 +171,15 @@ class SplitStore:
         start = shard_id * self.rows_per_shard
         return slice(start, start + self.rows_per_shard)
 
-    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> None:
-        """Write one corpus shard's rows, padded to the whole Zarr shard it owns.
+    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> str:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest.
 
         `sketch` is one array per checkpoint (a bare array when there is one)."""
         sketches = sketch if isinstance(sketch, (list, tuple)) else [sketch]
         if len(sketches) != self.n_checkpoints:
             raise ValueError(f"shard {shard_id}: {len(sketches)} sketch arrays for {self.n_checkpoints} checkpoints")
         span = self.shard_rows(shard_id)
+        written: dict[str, np.ndarray] = {}
         n = sketches[0].shape[0]
         if n > self.rows_per_shard:
             raise ValueError(f"shard {shard_id} has {n} rows > rows_per_shard {self.rows_per_shard}")
@@ -175,14 +189,26 @@ class SplitStore:
                 raise ValueError(f"shard {shard_id}: {name} has {len(values)} rows, sketch has {n}")
             padded = np.full(self.rows_per_shard, _fill(dtype), dtype=object if dtype is str else dtype)
             padded[:n] = values
-            self.group[name][span] = padded.astype(str) if dtype is str else padded
+            written[name] = padded.astype(str) if dtype is str else padded
+            self.group[name][span] = written[name]
         for c, values in enumerate(sketches):
             block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=SKETCH_DTYPE)
             block[:n] = values
+            written[checkpoint_array(SKETCH, c)] = block
             self.group[checkpoint_array(SKETCH, c)][span] = block
+        return shard_digest(written, DIGEST_VIEWS)
+
+    def array_names(self) -> list[str]:
+        """Every array a shard writes."""
+        return [*row_arrays(self.n_checkpoints), *(checkpoint_array(SKETCH, c) for c in range(self.n_checkpoints))]
+
+    def stored_digest(self, shard_id: int) -> str:
+        """The digest of what the store holds now for this shard (StoreDamagedError if unreadable)."""
+        span = self.shard_rows(shard_id)
+        return shard_digest({n: read_span(self.group, n, span, shard_id) for n in self.array_names()}, DIGEST_VIEWS)
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
-        return self.group[name][rows if rows is not None else slice(None)]
+        return read_span(self.group, name, rows if rows is not None else slice(None))
 
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Values at arbitrary store rows, reading each touched shard once."""
@@ -191,7 +217,7 @@ class SplitStore:
         shard_of = rows // self.rows_per_shard
         for shard_id in np.unique(shard_of):
             pick = np.flatnonzero(shard_of == shard_id)
-            block = self.group[name][self.shard_rows(int(shard_id))]
+            block = read_span(self.group, name, self.shard_rows(int(shard_id)), int(shard_id))
             if out is None:
                 out = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
             out[pick] = block[rows[pick] - shard_id * self.rows_per_shard]
@@ -201,7 +227,7 @@ class SplitStore:
         """Yield (first global row, block) one corpus shard at a time: memory is O(rows_per_shard)."""
         for shard_id in shard_ids if shard_ids is not None else range(self.n_shards):
             span = self.shard_rows(shard_id)
-            yield span.start, self.group[name][span]
+            yield span.start, read_span(self.group, name, span, shard_id)
 
 
 def require_same_attrs(what: str, have: dict, want: dict) -> None:
