@@ -5,17 +5,20 @@ Nodes meet through a rendezvous folder on the shared filesystem: the head writes
 for them. Every daemon runs `ray start --block` in its own process group, so stopping it ends
 exactly the daemons this node started (never `ray stop`, which ends every Ray on the machine).
 Ports are probed free on the node; temp dirs are short (Unix socket paths are limited to ~107
-bytes); the dashboard is off, and the dashboard agent listens on the node's own address.
+bytes) and private (Ray's sockets and logs live there); the dashboard is off, and the dashboard
+agent listens on the node's own address.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iprox_ray.store.atomic import atomic_write_json
+
+MIN_RAY = (2, 52)  # token auth (RAY_AUTH_MODE) arrived in 2.52; an older Ray ignores it and runs open
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class RayNode:
     num_cpus: int
     num_gpus: int | None = None  # None: Ray detects (CUDA_VISIBLE_DEVICES set by SLURM)
     auth: str = "token"  # token | disabled (RAY_AUTH_MODE)
-    temp_dir: str = field(default="")
+    temp_dir: str = field(default="")  # private folder (short_temp_dir); Ray's temp dir is its child
 
     @property
     def head_file(self) -> Path:
@@ -67,8 +72,47 @@ def free_port(ip: str) -> int:
         return sock.getsockname()[1]
 
 
+def require_ray(version: str | None = None) -> None:
+    """Refuse a Ray without token auth (the version of the installed wheel unless given)."""
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("ray")
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or tuple(map(int, found.groups())) < MIN_RAY:
+        raise RuntimeError(f"iprox-ray needs ray>={MIN_RAY[0]}.{MIN_RAY[1]} (token authentication); "
+                           f"found ray {version}")
+
+
+def private_dir(path: str) -> str:
+    """Create `path` with mode 0700, or accept an existing one only if it is a real directory of
+    ours that nobody else can enter: it sits in a shared /tmp and will hold Ray's sockets."""
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    st = os.lstat(path)  # lstat: a symlink planted by someone else is refused, never followed
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"{path} exists and is not a plain directory (a symlink?); remove it or "
+                              "choose another path")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); "
+                              "refusing it as a private Ray folder")
+    if st.st_mode & 0o077:
+        raise PermissionError(f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                              "remove it (its contents cannot be trusted) or chmod 700 it")
+    return path
+
+
+def ray_temp_dir(private: str) -> str:
+    # Ray chmods its temp dir to 0777 (for sharing between users): give it a child of a private one.
+    return os.path.join(private, "r")
+
+
 def short_temp_dir(job_id: str, attempt: int, rank: int) -> str:
-    return f"/tmp/ipr-{job_id}-{attempt}-{rank}"
+    """This node's private folder (created now) for Ray's temp dir; short for Ray's socket paths."""
+    return private_dir(f"/tmp/ipr-{job_id}-{attempt}-{rank}")
 
 
 def auth_env(node: RayNode) -> dict[str, str]:
@@ -115,7 +159,7 @@ def _common_args(node: RayNode) -> list[str]:
     args = [
         f"--node-ip-address={ip}",
         f"--num-cpus={node.num_cpus}",
-        f"--temp-dir={node.temp_dir}",
+        f"--temp-dir={ray_temp_dir(node.temp_dir)}",
         f"--dashboard-agent-listen-port={free_port(ip)}",
         f"--metrics-export-port={free_port(ip)}",
         "--disable-usage-stats",
@@ -140,6 +184,7 @@ def _wait_port(ip: str, port: int, daemon: RayDaemon, timeout_s: float) -> None:
 
 def start_head(node: RayNode, timeout_s: float = 120) -> tuple[RayDaemon, str]:
     """Start the head daemon; publish its address (and token) in the rendezvous folder."""
+    require_ray()
     node.rendezvous.mkdir(parents=True, exist_ok=True)
     if node.auth != "disabled":
         fd = os.open(node.token_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
@@ -167,6 +212,7 @@ def read_head(node: RayNode, timeout_s: float = 300) -> str:
 
 def run_worker(node: RayNode, poll_s: float = 1.0) -> int:
     """Join the head and serve until the driver says it is done (or the daemon dies)."""
+    require_ray()
     address = read_head(node)
     daemon = RayDaemon([f"--address={address}", *_common_args(node)], auth_env(node),
                        node.rendezvous / f"ray-node-{node.rank}.log")

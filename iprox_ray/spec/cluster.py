@@ -28,7 +28,8 @@ class SlurmSpec(Section):
     ray_node_ip: str = Field("auto", description="Ray node address: auto (the node's hostname resolved), "
                              "loopback (127.0.0.(2+rank): several nodes on one machine), or a literal address")
     ray_auth: Literal["token", "disabled"] = Field(
-        "token", description="RAY_AUTH_MODE of the job's Ray cluster; token: a fresh secret per job in a 0600 file")
+        "token", description="RAY_AUTH_MODE of the job's Ray cluster, on SLURM and for the embedded local one; "
+        "token: a fresh secret per job in a 0600 file (locally, an exported RAY_AUTH_MODE wins)")
     additional: dict[str, str | int | bool] = Field(default_factory=dict, description="extra sbatch parameters")
 
 
