@@ -33,9 +33,14 @@ slurm-packages:
 
 # The SLURM tests interrupt jobs at chosen moments, so they run alone; the rest run on two workers
 # (by file), which overlaps the Ray tests' waiting with the CPU-bound tests.
+# The numerics tests then run again with one BLAS / OpenMP thread: another blocking of the same
+# products must stay inside tolerances set by the conditioning (a CPU with other kernels does that).
+NUMERICS := $(addprefix tests/test_,$(addsuffix .py,krr_landmarks sketch_kronecker sketch_vectors sketch_adam \
+	exact_influence ipsvd probes second_order embeddings topk))
 test: $(VENV)/.installed slurm-packages
 	$(BIN)/python -m pytest -q tests/test_cluster_execution.py
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests --ignore=tests/test_cluster_execution.py
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(NUMERICS)
 
 clean-demo:
 	rm -rf runs/demo
