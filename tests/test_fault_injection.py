@@ -23,6 +23,7 @@ import pytest
 from conftest import REPO, TOKENIZER, arithmetic_row
 
 from iprox_ray.cli.main import main
+from iprox_ray.execution import ray_pool
 from iprox_ray.store.lock import RunLock, RunLockedError
 
 GEMMA = REPO / "tests" / "fixtures" / "chat_templates" / "gemma-2-2b-it.jinja"  # raises on non-alternating roles
@@ -399,6 +400,10 @@ def test_a_driver_killed_at_any_point_resumes_to_identical_bytes(reference, tmp_
     assert run_outputs(run_dir) == run_outputs(reference / "run")
 
 
+# Ray titles an actor's process `ray::<class>` (or `ray::<class>.<method>` while it runs one).
+ACTOR_TITLE = f"ray::{ray_pool._Worker.__name__}"
+
+
 def _ray_worker_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -407,7 +412,7 @@ def _ray_worker_pids() -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if cmd.startswith("ray::") and "Actor" in cmd.split()[0] or cmd.startswith("ray::ShardWorker"):
+            if cmd.startswith(ACTOR_TITLE):
                 pids.append(int(entry.name))
     return pids
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iprox_ray.cli.common import known_failures
+
 
 def register(sub) -> None:
     parser = sub.add_parser("score", help="score a new target set against a finished run's pool (sketches only the target)")
@@ -21,12 +23,9 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.cli.main import KnownFailure, known_errors
     from iprox_ray.rescore import RescoreError, score_target
 
-    try:
+    with known_failures(RescoreError):
         score_target(Path(args.run_dir), args.target, args.name, args.overrides, force=args.force, quiet=args.quiet,
                      break_lock=args.break_lock, cluster_profile=args.cluster)
-    except (RescoreError, *known_errors()) as exc:
-        raise KnownFailure(str(exc)) from exc
     return 0

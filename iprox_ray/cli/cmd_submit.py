@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iprox_ray.cli.common import add_job_arguments, job_from_args
+from iprox_ray.cli.common import add_job_arguments, job_from_args, known_failures
 
 
 def register(sub) -> None:
@@ -18,7 +18,6 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.cli.main import KnownFailure, known_errors
     from iprox_ray.spec import SpecError
     from iprox_ray.submission import SubmitError, describe, submit, wait
 
@@ -26,12 +25,10 @@ def handle(args) -> int:
     if job.cluster.kind != "slurm":
         raise SpecError(f"cluster.kind is {job.cluster.kind!r}; `submit` needs a SLURM profile "
                         "(--cluster cluster/NAME.toml with kind = \"slurm\"); `iprox-ray run` runs locally")
-    try:
+    with known_failures(SubmitError):
         jobs = submit(job, args.run_dir, force_new=args.force_new, break_lock=args.break_lock, quiet=args.quiet)
         print(describe(jobs), flush=True)
         if args.wait:
             summary = wait(jobs)
             print(f"finished: {summary.get('selected')} rows selected -> {summary.get('selection')}")
-    except (SubmitError, *known_errors()) as exc:
-        raise KnownFailure(str(exc)) from exc
     return 0

@@ -28,14 +28,33 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-@contextlib.contextmanager
-def known_failures():
-    """Errors whose message is the whole story become a one-line `error:` and exit code 1."""
-    from iprox_ray.cli.main import KnownFailure, known_errors
+class KnownFailure(Exception):
+    """Errors whose message is the whole story (no traceback wanted)."""
 
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from iprox_ray.corpus.manifest import ManifestMismatchError
+    from iprox_ray.corpus.sources import CorpusError
+    from iprox_ray.execution.task import ShardFailed
+    from iprox_ray.pipeline import RunMismatchError
+    from iprox_ray.stages.preflight import NoUsableRowsError
+    from iprox_ray.store.digest import StoreDamagedError
+    from iprox_ray.store.lock import RunLockedError
+    from iprox_ray.store.sketch_store import StoreMismatchError
+
+    return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError,
+            NoUsableRowsError, StoreDamagedError)
+
+
+# Here, not in main.py: `python -m iprox_ray.cli.main` runs main.py as __main__, a second module
+# whose KnownFailure class would not be the one raised.
+@contextlib.contextmanager
+def known_failures(*extra: type[BaseException]):
+    """Errors whose message is the whole story (known ones, and a command's `extra`) become a
+    one-line `error:` and exit code 1."""
     try:
         yield
-    except known_errors() as exc:
+    except (*extra, *known_errors()) as exc:
         raise KnownFailure(str(exc)) from exc
 
 

@@ -1,4 +1,4 @@
-"""`iprox-ray` command line: one sub-module per command, each with register() and run()."""
+"""`iprox-ray` command line: one sub-module per command, each with register() and handle()."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from iprox_ray.cli.common import KnownFailure
 from iprox_ray.spec import SpecError
 
 COMMANDS = ["run", "submit", "status", "proxy", "fidelity", "score", "verify"]
@@ -42,24 +43,6 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-
-class KnownFailure(Exception):
-    """Errors whose message is the whole story (no traceback wanted)."""
-
-
-def known_errors() -> tuple[type[BaseException], ...]:
-    from iprox_ray.corpus.manifest import ManifestMismatchError
-    from iprox_ray.corpus.sources import CorpusError
-    from iprox_ray.execution.task import ShardFailed
-    from iprox_ray.pipeline import RunMismatchError
-    from iprox_ray.stages.preflight import NoUsableRowsError
-    from iprox_ray.store.digest import StoreDamagedError
-    from iprox_ray.store.lock import RunLockedError
-    from iprox_ray.store.sketch_store import StoreMismatchError
-
-    return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError,
-            NoUsableRowsError, StoreDamagedError)
 
 
 if __name__ == "__main__":
