@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from iprox_ray.stages import dedup
+from iprox_ray.stages import batched_reads, dedup
 from iprox_ray.store.sketch_store import DUPLICATE, EMPTY, NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore
 
 
@@ -58,7 +58,7 @@ def test_tiny_budget_spreads_over_many_partitions(tmp_path, monkeypatch):
         return records
 
     monkeypatch.setattr(dedup._Partitions, "load", spy)
-    monkeypatch.setattr(dedup, "READ_ROWS", 64)  # several read batches of two whole shards
+    monkeypatch.setattr(batched_reads, "READ_ROWS", 64)  # several read batches of two whole shards
     dup, kept = dedup.find_duplicates(store, memory_bytes=budget, spill_dir=tmp_path)
     assert (dup.tolist(), kept.tolist()) == _reference(ids, written)
     assert len(used) == 10 and all(count == 10 and on_disk for count, _, on_disk in used)
@@ -85,9 +85,9 @@ def test_id_hashes_ignore_padding_width():
 
 def test_read_rows_at_and_mark_duplicates_touch_whole_shards(tmp_path, monkeypatch):
     store, ids, written = _store(tmp_path)
-    monkeypatch.setattr(dedup, "READ_ROWS", 40)
+    monkeypatch.setattr(batched_reads, "READ_ROWS", 40)
     rows = np.array([0, 3, 17, 18, 90, 143])
-    assert dedup.read_rows_at(store, "sample_id", rows).tolist() == ids[rows].tolist()
+    assert batched_reads.read_rows_at(store, "sample_id", rows).tolist() == ids[rows].tolist()
     dedup.mark_duplicates(store, rows[[1, 3, 4]])
     expect = written.copy()
     expect[rows[[1, 3, 4]]] = DUPLICATE

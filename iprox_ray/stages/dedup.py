@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+from iprox_ray.stages.batched_reads import read_rows_at, shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.store.atomic import atomic_parquet_writer
 from iprox_ray.store.digest import read_span
@@ -33,7 +34,6 @@ RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])
 # Deduplicating one partition holds its records, a sort order and sorted copies: ~48 bytes a row.
 BYTES_PER_ROW = 48
 DEFAULT_MEMORY_BYTES = 1 << 30
-READ_ROWS = 1 << 20  # rows per batched read (rounded to whole shards)
 RECORD_BATCH = 1 << 20  # quarantine rows per parquet record batch
 
 
@@ -73,27 +73,6 @@ def id_hashes(sample_ids: np.ndarray) -> np.ndarray:
     width = max(1, int(np.strings.str_len(text).max()))
     fixed = text.astype(f"<U{width}")
     return _hash_codes(fixed.view(np.uint32).reshape(len(fixed), width))
-
-
-def shard_batches(store: SplitStore, read_rows: int = READ_ROWS):
-    """Spans of whole shards, about read_rows rows each: (first shard, stop shard, row slice)."""
-    step = max(1, read_rows // store.rows_per_shard)
-    for first in range(0, store.n_shards, step):
-        stop = min(store.n_shards, first + step)
-        yield first, stop, slice(first * store.rows_per_shard, stop * store.rows_per_shard)
-
-
-def read_rows_at(store: SplitStore, name: str, rows: np.ndarray, read_rows: int = READ_ROWS) -> np.ndarray:
-    """Values of `name` at sorted store rows, read in batches of whole shards (never row by row)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    parts = []
-    for _, _, span in shard_batches(store, read_rows):
-        lo, hi = np.searchsorted(rows, [span.start, span.stop])
-        if hi > lo:
-            first = int(rows[lo]) // store.rows_per_shard * store.rows_per_shard  # whole shards only
-            last = (int(rows[hi - 1]) // store.rows_per_shard + 1) * store.rows_per_shard
-            parts.append(read_span(store.group, name, slice(first, last))[rows[lo:hi] - first])
-    return np.concatenate(parts) if parts else read_span(store.group, name, slice(0, 0))
 
 
 class _Partitions:
@@ -173,7 +152,7 @@ def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
     count = partitions or partition_count(store.n_rows, memory_bytes)
     with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as folder:
         parts = _Partitions(count, Path(folder))
-        for _, _, span in shard_batches(store):
+        for span in shard_batches(store):
             written = read_span(store.group, "written", span)
             local = np.flatnonzero(np.isin(written, CANDIDATE))
             if len(local):
@@ -188,7 +167,7 @@ def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
 
 def mark_duplicates(store: SplitStore, dup_rows: np.ndarray) -> None:
     """Set `written` to DUPLICATE at the (sorted) rows, rewriting whole shards in batches."""
-    for _, _, span in shard_batches(store):
+    for span in shard_batches(store):
         lo, hi = np.searchsorted(dup_rows, [span.start, span.stop])
         if hi > lo:
             written = read_span(store.group, "written", span)
