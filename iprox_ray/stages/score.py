@@ -15,11 +15,11 @@ from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.mid_ppl import MidPplScorer
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.scorers import (
     EmbeddingScorer,
-    MidPplScorer,
     RandomScorer,
     Scorer,
     SketchScorer,
@@ -97,7 +97,9 @@ def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitSt
     if method == "random":
         return RandomScorer(pool, 1, {}, seed=spec.seed)
     if method == "mid-ppl":
-        return MidPplScorer.build(pool, spec.mid_ppl_center)
+        selection = ctx.job.selection
+        k = selection.size_for(count_valid(pool))  # exact ranks only where a selection of k can reach
+        return MidPplScorer.build(pool, spec.mid_ppl_center, keep=k + 1 if selection.strategy == "weights" else k)
     if method == "rds+":
         t_emb = EmbeddingStore.open(store, "rds", target_split).gather("embedding", target_rows)
         features = TargetFeatures.build(unit_rows(t_emb), columns)
