@@ -30,6 +30,7 @@ from iprox_ray.stages.model_files import (
 )
 from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.rr_candidates import candidates_path
 from iprox_ray.stages.score import (
     check_scoring,
     columns_array_path,
@@ -121,7 +122,8 @@ def forget_target(layout: RunLayout, name: str) -> None:
     remove_tree_inside(layout.root, layout.quarantine_dir(split))
     remove_tree_inside(layout.root, layout.selection_dir(name))
     root = open_root(layout.store)
-    for group in (split, embedding_group("rds", split), score_array_path(name), columns_array_path(name)):
+    for group in (split, embedding_group("rds", split), score_array_path(name), columns_array_path(name),
+                  candidates_path(name)):
         if group in root:
             del root[group]
 

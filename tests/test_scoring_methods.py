@@ -53,7 +53,7 @@ def subtask_job(tmp_path_factory):
     def run(*overrides: str):
         key = tuple(overrides)
         if key not in runs:
-            run_dir = root / f"run{len(runs)}"
+            run_dir = root / f"run{len(list(root.glob('run*')))}"  # a failed run keeps its folder
             summary = run_job(load_job(root / "job.toml", list(overrides)), run_dir, quiet=True)
             runs[key] = (run_dir, summary, zarr.open_group(str(run_dir / "store.zarr"), mode="r"))
         return runs[key]
@@ -104,12 +104,29 @@ def test_round_robin_selection_equals_brute_force_over_target_examples(subtask_j
     t_rows, target = _sketch_features(root["targets/main"])
     per_example = np.full((root["pool"]["written"].shape[0], len(t_rows)), np.nan, np.float32)
     per_example[rows] = pool @ target.T
-    np.testing.assert_allclose(root["score_columns/main"][:], per_example, rtol=1e-4, atol=1e-5)
+    assert "score_columns/main" not in root  # no rows × examples matrix: only each example's best k rows
+    cand_rows, cand_scores = root["score_candidates/main/rows"][:], root["score_candidates/main/scores"][:]
+    assert cand_rows.shape == (len(t_rows), 9) and (cand_rows >= 0).all()
+    for j in range(len(t_rows)):
+        np.testing.assert_allclose(cand_scores[j], per_example[cand_rows[j], j], rtol=1e-4, atol=1e-5)
+        assert (np.diff(cand_scores[j]) <= 0).all()
+        others = np.delete(per_example[:, j], cand_rows[j])
+        assert np.nanmax(others) <= cand_scores[j, -1] + 1e-5  # the column's best 9 rows
+    # Round-robin only ever reaches a column's best k rows: brute force on the candidates alone.
+    kept = np.full_like(per_example, np.nan)
+    for j in range(len(t_rows)):
+        kept[cand_rows[j], j] = cand_scores[j]
     selection = _selection(run_dir)
-    stored = root["score_columns/main"][:]
-    assert [r["store_row"] for r in selection] == _brute_round_robin(stored, 9, seed=4)
+    assert [r["store_row"] for r in selection] == _brute_round_robin(kept, 9, seed=4)
     ids = root["targets/main"]["sample_id"][:][t_rows].tolist()
     assert all(r["picked_by"] in ids for r in selection)
+
+
+def test_round_robin_over_budget_is_refused_before_scoring(subtask_job):
+    from iprox_ray.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"8 × 9 × 48 B .* over selection.round_robin_memory_gib = 1e-07"):
+        subtask_job('selection.strategy="round-robin"', "selection.round_robin_memory_gib=1e-7")
 
 
 def test_weights_strategy_gives_exactly_k_weights_summing_to_n(subtask_job):

@@ -92,6 +92,10 @@ class SelectionSpec(Section):
     # λ-bisection weights (exactly k non-zero, summing to the valid pool size).
     strategy: Literal["topk", "round-robin", "weights"] = "topk"
     seed: int = Field(0, description="round-robin: seed of the per-round order")
+    # Round-robin keeps, per target example, its best k pool rows (C × k candidates, ~48 bytes
+    # each): a run whose C × k exceeds this is refused before scoring.
+    round_robin_memory_gib: float = Field(8.0, gt=0, description="round-robin: memory for the per-example "
+                                                                 "candidate lists (target examples × k × 48 B)")
 
     def size_for(self, n_valid: int) -> int:
         if self.k is not None:

@@ -1,54 +1,200 @@
-"""Stage: duplicate ids. Later occurrences of an id (in store row order) are quarantined.
+"""Stage: duplicate ids. Later occurrences of an id (in store row order) are quarantined; the first
+one is kept.
 
-Needs every shard, so it runs on the driver after sketching; memory is 8 bytes per row.
+Memory stays flat in the pool size (hash-partitioned, external):
+1. The ids are streamed a batch of whole shards at a time; each candidate row's id becomes a 64-bit
+   hash, and a fixed-width (hash, row) record goes to one of P partition files chosen by the hash.
+2. One partition at a time (about N/P rows) is sorted by (hash, row); rows sharing a hash are
+   checked as strings (a hash collision must never quarantine a distinct id), read back in
+   batches of whole shards.
+P is chosen from the pool size so that one partition fits `memory_bytes`; with P = 1 the records
+never leave memory.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
+import tempfile
+from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+from iprox_ray.stages.batched_reads import read_rows_at, shard_batches
 from iprox_ray.stages.context import RunContext
-from iprox_ray.store.atomic import atomic_write_parquet
+from iprox_ray.store.atomic import atomic_parquet_writer
+from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
 
 CANDIDATE = (OK, NONFINITE, DUPLICATE, NOT_SKETCHED)  # rows that carry a parsed id
+RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])
+# Deduplicating one partition holds its records, a sort order and sorted copies: ~48 bytes a row.
+BYTES_PER_ROW = 48
+DEFAULT_MEMORY_BYTES = 1 << 30
+RECORD_BATCH = 1 << 20  # quarantine rows per parquet record batch
 
 
-def _id_hash(sample_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little", signed=True)
+def partition_count(n_rows: int, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> int:
+    """Partitions P so that one partition's dedup (about n_rows / P rows) fits memory_bytes."""
+    return max(1, math.ceil(n_rows * BYTES_PER_ROW / max(1, memory_bytes)))
 
 
-def find_duplicates(store: SplitStore) -> tuple[np.ndarray, np.ndarray]:
-    """(duplicate store rows, the first row holding the same id), ordered by store row."""
-    rows, hashes = [], []
-    for shard_id in range(store.n_shards):
-        span = store.shard_rows(shard_id)
-        written = store.read("written", span)
-        local = np.flatnonzero(np.isin(written, CANDIDATE))
-        if not len(local):
-            continue
-        sample_ids = store.read("sample_id", span)[local]
-        rows.append(span.start + local)
-        hashes.append(np.fromiter((_id_hash(s) for s in sample_ids), dtype=np.int64, count=len(local)))
-    if not rows:
+@numba.njit(cache=True)
+def _hash_codes(codes: np.ndarray) -> np.ndarray:
+    """64-bit hash per row of a [n, L] uint32 code-point matrix (numpy 'U' strings): FNV-1a over
+    the code points up to the last non-zero one (so the padding width does not matter), then the
+    splitmix64 finaliser for well-spread high and low bits."""
+    n, width = codes.shape
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        end = width
+        while end > 0 and codes[i, end - 1] == 0:
+            end -= 1
+        h = np.uint64(0xCBF29CE484222325) ^ np.uint64(end)
+        for j in range(end):
+            h = (h ^ np.uint64(codes[i, j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+        out[i] = h
+    return out
+
+
+def id_hashes(sample_ids: np.ndarray) -> np.ndarray:
+    """uint64 hash of each id string (equal strings, equal hashes)."""
+    text = np.asarray(sample_ids, dtype=np.dtypes.StringDType())
+    if text.size == 0:
+        return np.empty(0, np.uint64)
+    width = max(1, int(np.strings.str_len(text).max()))
+    fixed = text.astype(f"<U{width}")
+    return _hash_codes(fixed.view(np.uint32).reshape(len(fixed), width))
+
+
+class _Partitions:
+    """(hash, row) records spread over P partitions: in memory when P = 1, else append-only files."""
+
+    def __init__(self, count: int, folder: Path | None):
+        self.count = count
+        self.folder = folder
+        self.memory: list[np.ndarray] = []
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        records = np.empty(len(rows), RECORD)
+        records["hash"], records["row"] = hashes, rows
+        if self.count == 1:
+            self.memory.append(records)
+            return
+        part = (hashes % np.uint64(self.count)).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=self.count))]
+        for p in np.flatnonzero(np.diff(bounds)):
+            with open(self.folder / f"part-{p:05d}.bin", "ab") as fh:
+                records[order[bounds[p] : bounds[p + 1]]].tofile(fh)
+
+    def load(self, p: int) -> np.ndarray:
+        if self.count == 1:
+            return np.concatenate(self.memory) if self.memory else np.empty(0, RECORD)
+        path = self.folder / f"part-{p:05d}.bin"
+        return np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
+
+
+def _duplicates_in(store: SplitStore, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate rows, first row of the same id) within one partition's records."""
+    order = np.lexsort((records["row"], records["hash"]))
+    h, r = records["hash"][order], records["row"][order]
+    same = h[1:] == h[:-1]
+    if not same.any():
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    rows_all, hash_all = np.concatenate(rows), np.concatenate(hashes)
-    order = np.lexsort((rows_all, hash_all))
-    h, r = hash_all[order], rows_all[order]
-    repeat = np.flatnonzero(h[1:] == h[:-1]) + 1
-    first_of_run = np.maximum.accumulate(np.where(np.r_[True, h[1:] != h[:-1]], np.arange(len(h)), 0))
-    dup_rows, first_rows = r[repeat], r[first_of_run[repeat]]
-    # A 64-bit hash collision must not quarantine a distinct id: compare the strings.
-    ids = store.group["sample_id"]
-    same = np.fromiter((ids[int(a)] == ids[int(b)] for a, b in zip(dup_rows, first_rows)), bool, len(dup_rows))
-    dup_rows, first_rows = dup_rows[same], first_rows[same]
-    by_row = np.argsort(dup_rows)
+    shared = np.zeros(len(h), bool)  # rows whose hash another row also has
+    shared[1:] |= same
+    shared[:-1] |= same
+    h, r = h[shared], r[shared]
+    run_start = np.r_[True, h[1:] != h[:-1]]
+    run_first = np.maximum.accumulate(np.where(run_start, np.arange(len(h)), 0))
+    by_row = np.argsort(r, kind="stable")
+    ids = read_rows_at(store, "sample_id", r[by_row])[np.argsort(by_row)]  # back to hash order
+    mismatch = ids != ids[run_first]
+    run_id = np.cumsum(run_start) - 1
+    colliding = np.zeros(int(run_id[-1]) + 1, bool)
+    colliding[run_id[mismatch]] = True
+    plain = ~run_start & ~colliding[run_id]  # later rows of a run that is one id
+    dup, kept = [r[plain]], [r[run_first[plain]]]
+    # A hash collision (never seen in practice): the first row of each distinct id in the run is kept.
+    for start, stop in zip(*_runs(run_start)):
+        if not colliding[run_id[start]]:
+            continue
+        firsts: dict = {}
+        for i in range(start, stop):
+            if ids[i] in firsts:
+                dup.append(r[i : i + 1])
+                kept.append(np.array([firsts[ids[i]]], np.int64))
+            else:
+                firsts[ids[i]] = r[i]
+    return np.concatenate(dup), np.concatenate(kept)
+
+
+def _runs(run_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.flatnonzero(run_start)
+    return starts, np.r_[starts[1:], len(run_start)]
+
+
+def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                    spill_dir: Path | None = None, partitions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate store rows, the first row holding the same id), ordered by store row.
+
+    `partitions` (default: from the pool size and memory_bytes) sets P; partition files go to a
+    temporary folder under spill_dir (default: the system's temporary folder), removed after."""
+    count = partitions or partition_count(store.n_rows, memory_bytes)
+    with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as folder:
+        parts = _Partitions(count, Path(folder))
+        for span in shard_batches(store):
+            written = read_span(store.group, "written", span)
+            local = np.flatnonzero(np.isin(written, CANDIDATE))
+            if len(local):
+                ids = read_span(store.group, "sample_id", span)[local]
+                parts.add(id_hashes(ids), span.start + local)
+        found = [_duplicates_in(store, parts.load(p)) for p in range(count)]
+    dup_rows = np.concatenate([d for d, _ in found]) if found else np.empty(0, np.int64)
+    first_rows = np.concatenate([f for _, f in found]) if found else np.empty(0, np.int64)
+    by_row = np.argsort(dup_rows, kind="stable")
     return dup_rows[by_row], first_rows[by_row]
+
+
+def mark_duplicates(store: SplitStore, dup_rows: np.ndarray) -> None:
+    """Set `written` to DUPLICATE at the (sorted) rows, rewriting whole shards in batches."""
+    for span in shard_batches(store):
+        lo, hi = np.searchsorted(dup_rows, [span.start, span.stop])
+        if hi > lo:
+            written = read_span(store.group, "written", span)
+            written[dup_rows[lo:hi] - span.start] = DUPLICATE
+            store.group["written"][span] = written
+
+
+def quarantine_batches(store: SplitStore, manifest: Manifest, split: str, dup_rows: np.ndarray,
+                       first_rows: np.ndarray):
+    """Quarantine records of the duplicates as Arrow record batches (bounded size each)."""
+    S = store.rows_per_shard
+    shard_ids = np.array([s.shard_id for s in manifest.shards], np.int64)
+    files = np.array([s.file for s in manifest.shards], dtype=object)
+    row_start = np.array([s.row_start for s in manifest.shards], np.int64)
+    for lo in range(0, len(dup_rows), RECORD_BATCH):
+        dup, first = dup_rows[lo : lo + RECORD_BATCH], first_rows[lo : lo + RECORD_BATCH]
+        shard, first_shard = dup // S, first // S
+        detail = [f"same id as row {r} of {f}" for r, f in zip((row_start[first_shard] + first % S).tolist(),
+                                                               files[first_shard].tolist())]
+        yield pa.RecordBatch.from_arrays([
+            pa.array(np.full(len(dup), split, dtype=object), pa.string()),
+            pa.array(shard_ids[shard]), pa.array(files[shard], pa.string()),
+            pa.array(row_start[shard] + dup % S),
+            pa.array(read_rows_at(store, "sample_id", dup).astype(object), pa.string()),
+            pa.array(np.full(len(dup), "duplicate-id", dtype=object), pa.string()),
+            pa.array(detail, pa.string()),
+        ], schema=QUARANTINE_SCHEMA)
 
 
 def run_dedup(ctx: RunContext, split: str, manifest: Manifest) -> int:
@@ -57,24 +203,11 @@ def run_dedup(ctx: RunContext, split: str, manifest: Manifest) -> int:
     if done:
         return int(done["duplicates"])
     store = SplitStore.open(ctx.layout.store, split)
-    dup_rows, first_rows = find_duplicates(store)
-    records = []
-    S = store.rows_per_shard
-    for shard_id in np.unique(dup_rows // S):
-        span = store.shard_rows(int(shard_id))
-        written = store.read("written", span)
-        mine = dup_rows[dup_rows // S == shard_id]
-        written[mine - span.start] = DUPLICATE
-        store.group["written"][span] = written
-    for row, first in zip(dup_rows.tolist(), first_rows.tolist()):
-        shard = manifest.shards[row // S]
-        first_shard = manifest.shards[first // S]
-        records.append({
-            "split": split, "shard_id": shard.shard_id, "file": shard.file, "row": shard.row_start + row % S,
-            "sample_id": str(store.read("sample_id", slice(row, row + 1))[0]), "reason": "duplicate-id",
-            "detail": f"same id as row {first_shard.row_start + first % S} of {first_shard.file}",
-        })
+    dup_rows, first_rows = find_duplicates(store, spill_dir=ctx.layout.root)
+    mark_duplicates(store, dup_rows)
     out = ctx.layout.quarantine_dir(split) / "duplicates.parquet"
-    atomic_write_parquet(out, pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
-    ctx.mark_stage_done(stage, {"duplicates": len(records)}, outputs=(out,))
-    return len(records)
+    with atomic_parquet_writer(out, QUARANTINE_SCHEMA) as writer:
+        for batch in quarantine_batches(store, manifest, split, dup_rows, first_rows):
+            writer.write_batch(batch)
+    ctx.mark_stage_done(stage, {"duplicates": len(dup_rows)}, outputs=(out,))
+    return len(dup_rows)

@@ -10,9 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+from iprox_ray.stages.batched_reads import shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
+from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
@@ -24,19 +26,32 @@ def merge_quarantine(ctx: RunContext) -> pa.Table:
     return table
 
 
-def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
-    counts = Counter(str(x) or "(none)" for x in labels)
+def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, float]:
+    """Share of each domain label (sorted), from row counts."""
     total = sum(counts.values()) or 1
-    return {k: counts[k] / total for k in sorted(counts)}
+    return {k: counts[k] / total for k in sorted(counts) if counts[k]}
 
 
-def pool_domains(pool: SplitStore) -> np.ndarray:
-    parts = []
-    for start, written in pool.iter_blocks("written"):
-        ok = np.isin(written, CANDIDATES)
+def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
+    return domain_shares_from_counts(Counter(str(x) or "(none)" for x in labels))
+
+
+def pool_domain_counts(pool: SplitStore) -> Counter:
+    """Candidate pool rows per domain label ("(none)" for an empty one), counted a batch of whole
+    shards at a time: memory is one batch plus one entry per distinct domain."""
+    counts: Counter = Counter()
+    for span in shard_batches(pool):
+        ok = np.isin(read_span(pool.group, "written", span), CANDIDATES)
         if ok.any():
-            parts.append(pool.read("domain", slice(start, start + pool.rows_per_shard))[ok])
-    return np.concatenate(parts) if parts else np.empty(0, dtype=object)
+            labels, n = np.unique(read_span(pool.group, "domain", span)[ok], return_counts=True)
+            for label, count in zip(labels.tolist(), n.tolist()):
+                counts[str(label) or "(none)"] += count
+    return counts
+
+
+def rows_with_status(store: SplitStore, status: int) -> int:
+    """Rows whose `written` code is `status`, counted a batch of whole shards at a time."""
+    return sum(int((read_span(store.group, "written", span) == status).sum()) for span in shard_batches(store))
 
 
 def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out: Path, bins: int = 80,
@@ -102,7 +117,7 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "rows_read": {split: m.n_rows for split, m in manifests.items()},
         "rows_quarantined": {split: sum(n for (s, _), n in reasons.items() if s == split) for split in manifests},
         "quarantine_reasons": {f"{s}:{r}": n for (s, r), n in sorted(reasons.items())},
-        "rows_nonfinite": {split: int((SplitStore.open(ctx.layout.store, split).read("written") == NONFINITE).sum())
+        "rows_nonfinite": {split: rows_with_status(SplitStore.open(ctx.layout.store, split), NONFINITE)
                            for split in manifests},
         "valid_pool_rows": selection_info["valid_rows"],
         "selected": selection.num_rows,
@@ -110,7 +125,7 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "target": target_name,
         "method": ctx.job.scoring.method,
         "strategy": selection_info.get("strategy", "topk"),
-        "domain_share_pool": domain_shares(pool_domains(pool)),
+        "domain_share_pool": domain_shares_from_counts(pool_domain_counts(pool)),
         "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],

@@ -1,25 +1,28 @@
 """Stage: score. Stream the pool shard by shard against one target; write its score arrays.
 
 `scores/<target>` holds one aggregated score per pool row (what top-k, the λ-weights and the plot
-use); `score_columns/<target>` holds the per-column scores when there is more than one column
-(per target example for round-robin, else per subtask). Non-candidates are NaN.
+use); `score_columns/<target>` holds the per-subtask scores when there is more than one subtask;
+round-robin keeps only each target example's best k rows (`score_candidates/<target>`, see
+rr_candidates.py), never a rows × examples matrix. Non-candidates are NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.mid_ppl import MidPplScorer
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.preflight import NoUsableRowsError
+from iprox_ray.stages.rr_candidates import candidates_path, check_round_robin_budget, write_candidates
 from iprox_ray.stages.scorers import (
     EmbeddingScorer,
-    MidPplScorer,
     RandomScorer,
     Scorer,
     SketchScorer,
@@ -97,7 +100,9 @@ def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitSt
     if method == "random":
         return RandomScorer(pool, 1, {}, seed=spec.seed)
     if method == "mid-ppl":
-        return MidPplScorer.build(pool, spec.mid_ppl_center)
+        selection = ctx.job.selection
+        k = selection.size_for(count_valid(pool))  # exact ranks only where a selection of k can reach
+        return MidPplScorer.build(pool, spec.mid_ppl_center, keep=k + 1 if selection.strategy == "weights" else k)
     if method == "rds+":
         t_emb = EmbeddingStore.open(store, "rds", target_split).gather("embedding", target_rows)
         features = TargetFeatures.build(unit_rows(t_emb), columns)
@@ -137,6 +142,10 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     per_example = ctx.job.selection.strategy == "round-robin" and not single
     columns = SINGLE if single else by_example(target.gather("sample_id", t_rows)) if per_example else subtasks
     how = "mean" if single else spec.resolved_aggregate()
+    round_robin = per_example and columns.count > 1  # per-example candidates instead of a rows × C matrix
+    if round_robin:
+        k = ctx.job.selection.size_for(count_valid(pool))
+        check_round_robin_budget(columns.count, k, ctx.job.selection.round_robin_memory_gib)
     scorer = build_scorer(ctx, method, pool, target, target_split, t_rows, columns)
     to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
     second_order = spec.second_order.enabled
@@ -146,13 +155,15 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
 
     root = open_root(ctx.layout.store)
     col_name = columns_array_path(target_name)
-    for path in (name, col_name):
+    cand_name = candidates_path(target_name)
+    for path in (name, col_name, cand_name):
         if path in root:
             del root[path]  # a half-written array from an interrupted run
     S = pool.rows_per_shard
     scores = root.create_array(name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
     col_arr = None
-    if columns.count > 1:
+    candidates = ColumnTopK(columns.count, max(1, k)) if round_robin else None
+    if columns.count > 1 and not round_robin:
         col_arr = root.create_array(col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
                                     dtype="float32", fill_value=np.nan)
         col_arr.attrs.update({"columns": columns.kind, "labels": list(columns.labels)})
@@ -168,11 +179,17 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
         scores[span] = aggregate(by_subtask_block, SINGLE if single else subtasks, how)
         if col_arr is not None:
             col_arr[span] = block
+        if candidates is not None:
+            candidates.push(block, span.start)
+    if candidates is not None:
+        write_candidates(root, cand_name, *candidates.result(), candidates.k, list(columns.labels))
     if second_order:
         k = ctx.job.selection.size_for(count_valid(pool))
         attrs.update(apply_second_order(ctx, ref, name, target_name, target_split, t_rows, read_landmarks(ctx),
                                         scorer.embeddings, k, count_valid(pool)))
         scores.attrs.update(attrs)
-    ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None, **attrs},
-                        outputs=(ctx.layout.store / name,) + ((ctx.layout.store / col_name,) if col_arr is not None else ()))
+    extra = col_name if col_arr is not None else cand_name if candidates is not None else None
+    ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None,
+                                "candidates": cand_name if candidates is not None else None, **attrs},
+                        outputs=(ctx.layout.store / name,) + ((ctx.layout.store / extra,) if extra else ()))
     return name

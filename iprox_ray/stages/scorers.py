@@ -3,7 +3,7 @@
 Columns are target examples (round-robin needs them) or subtasks (their example means). Rows that
 cannot be scored by the method are NaN: never selected, counted. Every scorer streams the pool
 one corpus shard at a time; what it holds in memory is target- or landmark-sized, never
-pool-sized (mid-ppl excepted: ranking the pool's losses needs 12 bytes per row).
+pool-sized (mid-ppl, in stages/mid_ppl.py, holds histograms and the selectable band).
 """
 
 from __future__ import annotations
@@ -130,35 +130,6 @@ class RandomScorer(Scorer):
         draws = np.random.default_rng([self.seed, shard_id]).random(self.pool.rows_per_shard, dtype=np.float32)
         out[ok, 0] = draws[ok]
         return out
-
-
-@dataclass
-class MidPplScorer(Scorer):
-    """Keeps the middle band of pool perplexities: score = −|quantile of the row's loss − centre|."""
-
-    by_row: np.ndarray | None = None  # float32 [N]
-
-    @classmethod
-    def build(cls, pool: SplitStore, center: float) -> "MidPplScorer":
-        rows, losses = [], []
-        for start, written in pool.iter_blocks("written"):
-            ok = written == OK
-            loss = pool.read("loss", slice(start, start + pool.rows_per_shard))
-            ok &= np.isfinite(loss)
-            rows.append(start + np.flatnonzero(ok))
-            losses.append(loss[ok])
-        rows_all, loss_all = np.concatenate(rows), np.concatenate(losses)
-        by_row = np.full(pool.n_rows, np.nan, dtype=np.float32)
-        if len(rows_all):
-            order = np.lexsort((rows_all, loss_all))  # ascending loss, ties by row
-            quantile = np.empty(len(order), dtype=np.float64)
-            quantile[order] = np.arange(len(order)) / max(1, len(order) - 1)
-            by_row[rows_all] = -np.abs(quantile - center)
-        median = float(np.median(loss_all)) if len(loss_all) else None
-        return cls(pool, 1, {"median_loss": median, "rows_with_loss": int(len(rows_all))}, by_row)
-
-    def block(self, shard_id: int) -> np.ndarray:
-        return self.by_row[self.pool.shard_rows(shard_id)][:, None].copy()
 
 
 def count_valid(pool: SplitStore) -> int:

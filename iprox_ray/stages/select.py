@@ -1,8 +1,8 @@
 """Stage: select. Streams the score arrays with Numba; selection.parquet with weights and provenance.
 
 Strategies: `topk` (global top-k of the aggregated score), `round-robin` (target examples take
-turns, each taking its best unselected row; per-column exact top-k lists streamed from
-`score_columns/<target>`), `weights` (top-k with Influence Distillation's λ-bisection weights).
+turns, each taking its best unselected row, from the per-example top-k lists the score stage
+kept in `score_candidates/<target>`), `weights` (top-k with Influence Distillation's λ-bisection weights).
 Uniform strategies give every selected row the weight N/k, so weights always sum to N (the valid
 pool size), as the Influence Distillation objective normalises them.
 """
@@ -14,10 +14,10 @@ import pyarrow as pa
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.influence.roundrobin import round_robin
-from iprox_ray.influence.topk import StreamingTopK, topk_stream
+from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.score import columns_array_path
+from iprox_ray.stages.rr_candidates import candidates_path, read_candidates
 from iprox_ray.stages.scorers import count_valid
 from iprox_ray.store.atomic import atomic_write_parquet, read_json
 from iprox_ray.store.sketch_store import SplitStore, open_root
@@ -41,18 +41,13 @@ def _chunks(arr, n_rows: int, S: int):
     return ((start, arr[start : start + S]) for start in range(0, n_rows, S))
 
 
-def select_round_robin(scores, columns, k: int, seed: int, S: int) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    """(rows in pick order, picking column per row, non-finite aggregated scores, column labels)."""
-    n_rows, n_cols = columns.shape
-    per_column = [StreamingTopK(min(k, n_rows)) for _ in range(n_cols)]
-    non_finite = 0
-    for start in range(0, n_rows, S):
-        block = columns[start : start + S]
-        non_finite += int((~np.isfinite(scores[start : start + S])).sum())
-        for j, acc in enumerate(per_column):
-            acc.push(np.ascontiguousarray(block[:, j]), start)
-    picked, by = round_robin([acc.result()[0] for acc in per_column], k, seed)
-    return picked, by, non_finite, list(columns.attrs.get("labels", []))
+def select_round_robin(scores, candidates, k: int, seed: int, S: int) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(rows in pick order, picking column per row, non-finite aggregated scores, column labels), from
+    the per-example candidate lists the score stage kept (`candidates`: its zarr group)."""
+    non_finite = sum(int((~np.isfinite(chunk)).sum()) for _, chunk in _chunks(scores, scores.shape[0], S))
+    per_column, labels = read_candidates(candidates, k)
+    picked, by = round_robin(per_column, k, seed)
+    return picked, by, non_finite, labels
 
 
 def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_name: str) -> dict:
@@ -68,13 +63,13 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
     k = spec.size_for(valid)
     S = pool.rows_per_shard
     strategy = spec.strategy
-    col_path = columns_array_path(target_name)
-    if strategy == "round-robin" and (col_path not in root or root[col_path].attrs.get("columns") != "examples"):
+    cand_path = candidates_path(target_name)
+    if strategy == "round-robin" and cand_path not in root:
         strategy = "topk"  # one column (random, mid-ppl, or a single target example): round-robin is top-k
     picked_by: list[str | None]
     info_extra: dict = {}
     if strategy == "round-robin":
-        rows, by, non_finite, labels = select_round_robin(scores, root[col_path], k, spec.seed, S)
+        rows, by, non_finite, labels = select_round_robin(scores, root[cand_path], k, spec.seed, S)
         values = np.asarray(scores.get_coordinate_selection(rows) if len(rows) else [], dtype=np.float64)
         picked_by = [labels[j] if j < len(labels) else str(j) for j in by.tolist()]
     else:

@@ -6,8 +6,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def fsync_dir(folder: Path) -> None:
@@ -72,3 +73,24 @@ def remove_tree_inside(root: Path, path: Path) -> None:
     if target == root_real or not target.is_relative_to(root_real):
         raise ValueError(f"refusing to delete {path}: it is not inside {root}")
     shutil.rmtree(target, ignore_errors=True)
+
+
+@contextmanager
+def atomic_parquet_writer(path: Path, schema: Any) -> Iterator[Any]:
+    """A pyarrow ParquetWriter for writing a large table batch by batch; the file appears at
+    `path` only when the block ends without an error."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            yield writer
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
