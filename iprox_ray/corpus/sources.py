@@ -86,7 +86,7 @@ def _open_arrow_stream(path: Path) -> pa.Table:
         return pa.ipc.open_stream(source).read_all()
 
 
-SCAN_BLOCK = 16 << 20  # bytes per read while scanning JSONL: large reads, numpy work per block
+SCAN_BLOCK = 4 << 20  # bytes per read while scanning JSONL (4 MiB measured fastest: cache-sized numpy work)
 
 
 def scan_lines(path: Path, stride: int = 1, digest: Any = None, block: int = SCAN_BLOCK) -> tuple[int, np.ndarray]:
@@ -113,7 +113,7 @@ def scan_lines(path: Path, stride: int = 1, digest: Any = None, block: int = SCA
             pos += n
             if pos == size and len(starts) and starts[-1] == size:
                 starts = starts[:-1]  # the final newline ends the last row; it starts none
-            kept.append(starts[(-n_rows) % stride :: stride])  # rows whose index is a multiple of stride
+            kept.append(starts[(-n_rows) % stride :: stride].copy())  # a copy: a view would pin the block's array
             n_rows += len(starts)
     return n_rows, np.concatenate(kept)
 
