@@ -98,6 +98,7 @@ def test_auto_rows_per_shard_clamps():
     assert auto_rows_per_shard(10**7, 100_000) == 512  # ... unless the shard cap needs more (1e7 / 20k)
     assert auto_rows_per_shard(10**7, 1) == 16384  # very short rows: the ceiling
     assert auto_rows_per_shard(100, 50) == 128  # a small split is one shard
+    assert auto_rows_per_shard(10**6, 50, largest_file=100) == 128  # small files: one shard each, little padding
     for n, t in ((10**9, 300), (12345, 77), (1, 1)):
         rows = auto_rows_per_shard(n, t)
         assert rows % GRANULARITY == 0 and rows >= MIN_ROWS and -(-n // rows) <= MAX_SHARDS
@@ -197,3 +198,21 @@ def test_spec_accepts_auto_and_keeps_int_bounds():
     for bad in (0, 1 << 21, "big"):
         with pytest.raises(ValidationError):
             SourceSpec(paths=["x"], rows_per_shard=bad)
+
+
+def test_a_run_with_auto_shards_records_the_size_and_resumes_with_it(make_job, tmp_path, monkeypatch):
+    from iprox_ray.pipeline import open_run, run_job
+    from iprox_ray.spec import load_job
+    from iprox_ray.stages import inputs
+    from iprox_ray.stages.inputs import POOL, manifest_for
+
+    job = load_job(make_job(n_pool=96, k=5, rows_per_shard='"auto"'))
+    run_dir = tmp_path / "run"
+    summary = run_job(job, run_dir, quiet=True)
+    info = json.loads((run_dir / "manifest" / "pool.json").read_text())
+    assert info["rows_per_shard"] == 64 and info["sizing"]["mode"] == "auto"  # 48-row files: one shard each
+    assert info["sizing"]["tokens_per_row"] > 8 and summary
+    assert (run_dir / "selections" / "main" / "selected.parquet").exists()
+    monkeypatch.setattr(inputs, "estimate_tokens_per_row", lambda *a: pytest.fail("a resume must not estimate"))
+    with open_run(job, run_dir, quiet=True) as ctx:
+        assert manifest_for(ctx, POOL).rows_per_shard == 64

@@ -254,7 +254,7 @@ def build_manifest(files: list[InputFile], rows_per_shard: int | str,
         return manifest_from_files(infos, stride, offsets, stride)
     probe = manifest_from_files(infos, GRANULARITY, offsets, stride)
     per_row = float(tokens_per_row(probe))
-    chosen = auto_rows_per_shard(probe.n_rows, per_row)
+    chosen = auto_rows_per_shard(probe.n_rows, per_row, max(f.n_rows for f in infos))
     manifest = manifest_from_files(infos, chosen, offsets, stride)
     manifest.sizing = {"mode": AUTO, "tokens_per_row": per_row, "target_shard_tokens": TARGET_SHARD_TOKENS,
                        "max_shards": MAX_SHARDS}

@@ -21,13 +21,14 @@ MAX_SHARDS = 20_000  # per split; wins over the token target when the two disagr
 MAX_ROWS_PER_SHARD = 1 << 20  # the spec's upper bound for an explicit rows_per_shard
 
 
-def auto_rows_per_shard(n_rows: int, tokens_per_row: float, target_tokens: int = TARGET_SHARD_TOKENS,
-                        max_shards: int = MAX_SHARDS) -> int:
-    """Rows per shard for a split of n_rows rows averaging tokens_per_row templated tokens."""
+def auto_rows_per_shard(n_rows: int, tokens_per_row: float, largest_file: int | None = None,
+                        target_tokens: int = TARGET_SHARD_TOKENS, max_shards: int = MAX_SHARDS) -> int:
+    """Rows per shard for a split of n_rows rows averaging tokens_per_row templated tokens, whose
+    largest input file holds largest_file rows (shards never span files: more would be padding)."""
     if n_rows < 1:
         raise ValueError("a split needs at least one row to size its shards")
     by_tokens = min(MAX_ROWS_BY_TOKENS, math.ceil(target_tokens / max(float(tokens_per_row), 1.0)))
     by_files = math.ceil(n_rows / max_shards)
-    rows = min(max(MIN_ROWS, by_tokens, by_files), n_rows)  # a small split is one shard, not padding
+    rows = min(max(MIN_ROWS, by_tokens, by_files), largest_file or n_rows)  # small files: one shard each
     rows = -(-rows // GRANULARITY) * GRANULARITY
     return min(rows, MAX_ROWS_PER_SHARD)
