@@ -216,3 +216,17 @@ def test_a_run_with_auto_shards_records_the_size_and_resumes_with_it(make_job, t
     monkeypatch.setattr(inputs, "estimate_tokens_per_row", lambda *a: pytest.fail("a resume must not estimate"))
     with open_run(job, run_dir, quiet=True) as ctx:
         assert manifest_for(ctx, POOL).rows_per_shard == 64
+
+
+def test_sample_rows_groups_picks_by_shard():
+    from iprox_ray.stages.inputs import sample_rows
+
+    manifest = manifest_from_files([FileInfo("a", "parquet", 0, 0, "", 10), FileInfo("b", "parquet", 0, 0, "", 7)], 4)
+    starts = np.concatenate([[0], np.cumsum(manifest.shard_n_rows)])
+    for fraction, seed in ((0.1, 0), (0.5, 1), (1.0, 2)):
+        chosen = sample_rows(manifest, fraction, seed)
+        count = min(17, max(1, round(fraction * 17)))
+        picks = np.sort(np.random.default_rng(seed).choice(17, size=count, replace=False))
+        assert sorted(int(starts[s]) + r for s, rows in chosen.items() for r in rows) == picks.tolist()
+        assert all(rows == sorted(rows) and max(rows) < manifest.shard_n_rows[s] for s, rows in chosen.items())
+    assert sample_rows(manifest, 1.0, 0) == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3], 2: [0, 1], 3: [0, 1, 2, 3], 4: [0, 1, 2]}

@@ -176,7 +176,7 @@ def manifest_from_files(files: Sequence[FileInfo], rows_per_shard: int, offsets:
     counts = np.array([f.n_rows for f in files], dtype=np.int64)
     per_file = -(-counts // rows_per_shard)
     file_index = np.repeat(np.arange(len(files), dtype=np.int32), per_file)
-    first_of_file = np.concatenate([[0], np.cumsum(per_file)[:-1]]).astype(np.int64)
+    first_of_file = np.cumsum(per_file) - per_file
     local = np.arange(len(file_index), dtype=np.int64) - np.repeat(first_of_file, per_file)
     row_start = local * rows_per_shard
     row_stop = np.minimum(row_start + rows_per_shard, counts[file_index])

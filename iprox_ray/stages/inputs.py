@@ -52,11 +52,10 @@ def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 
     count = min(total, max(min_rows, round(fraction * total)))
     picks = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
     starts = np.concatenate([[0], np.cumsum(manifest.shard_n_rows)])
-    chosen: dict[int, list[int]] = {}
-    for row in picks:
-        shard = int(np.searchsorted(starts, row, side="right") - 1)
-        chosen.setdefault(shard, []).append(int(row - starts[shard]))
-    return chosen
+    shards = np.searchsorted(starts, picks, side="right") - 1  # one vectorised lookup, not one per row
+    local = (picks - starts[shards]).tolist()
+    edges = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(picks)]
+    return {int(shards[lo]): local[lo:hi] for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo}
 
 
 def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[int]], encoder: ChatEncoder) -> list[Encoded]:
