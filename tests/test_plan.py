@@ -46,6 +46,8 @@ def test_plan_matches_a_real_run(make_job, tmp_path):
     assert plan.sketch_seconds > 0 and plan.worker_peak_bytes > 0
     assert plan.driver_peak_bytes > 0
     assert plan.driver_peak_stage in ("warm-up", "proxy construction", "scoring")
+    markers = [json.loads(m.read_text()) for m in (run_dir / "completions").glob("sketch-*/*.json")]
+    assert markers and all(m["cpu_seconds"] > 0 for m in markers)  # what plan's sketch_cpu_seconds predicts
 
 
 def test_plan_json_on_the_command_line(make_job, tmp_path, capsys):

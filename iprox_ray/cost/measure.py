@@ -6,6 +6,8 @@ allocated bytes on GPU."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +50,15 @@ def rss() -> int:
     return psutil.Process(os.getpid()).memory_info().rss
 
 
+def worker_start_seconds(modules: tuple[str, ...]) -> float:
+    """Wall seconds a fresh interpreter takes to import a worker's modules: what each Ray actor
+    pays before its setup (torch, transformers, the store), at the machine's present load."""
+    code = "import " + ", ".join(modules)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return time.perf_counter() - start
+
+
 def pick_spread(n: int, count: int) -> list[int]:
     """`count` batch indices spread over a length-sorted batch list (short, middle and long rows)."""
     if n <= count:
@@ -61,6 +72,7 @@ class PassMeasure:
     timed_batches: int
     timed_padded_tokens: int
     seconds_per_padded_token: float
+    cpu_share: float  # CPU seconds of the process over wall seconds x threads: 1 on an idle machine
     model_bytes: int
     activation_bytes: int
     largest_timed_batch: int
@@ -71,7 +83,7 @@ def padded(batch: Batch) -> int:
 
 
 def time_pass(load: Callable[[], Callable[[Batch], object]], batches: list[Batch], count: int,
-              device: str) -> PassMeasure:
+              device: str, threads: int) -> PassMeasure:
     """`load()` builds the worker's model and returns a function running one batch (forcing the
     result to the host, as the worker does). One untimed batch first: lazy initialisation (hooks,
     kernels, allocator) is paid once per worker, not per batch."""
@@ -84,7 +96,7 @@ def time_pass(load: Callable[[], Callable[[Batch], object]], batches: list[Batch
     setup = time.perf_counter() - start
     loaded = torch.cuda.memory_allocated() if cuda else rss()
     chosen = [batches[i] for i in pick_spread(len(batches), count)]
-    seconds = 0.0
+    seconds = cpu = 0.0
     # The peak counts from the loaded model, so the untimed batch's memory is part of it.
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -100,10 +112,12 @@ def time_pass(load: Callable[[], Callable[[Batch], object]], batches: list[Batch
         with PeakRss() as watch:
             step(batches[0])
             for b in chosen:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step(b)
                 seconds += time.perf_counter() - t0
+                cpu += time.process_time() - c0
         activation = watch.peak - loaded
     tokens = sum(padded(b) for b in chosen)
-    return PassMeasure(setup, len(chosen), tokens, seconds / tokens, max(0, loaded - before), max(0, activation),
-                       max(padded(b) for b in chosen))
+    share = 1.0 if cuda else min(1.0, cpu / max(seconds * threads, 1e-9))
+    return PassMeasure(setup, len(chosen), tokens, seconds / tokens, share, max(0, loaded - before),
+                       max(0, activation), max(padded(b) for b in chosen))

@@ -19,7 +19,7 @@ import torch
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.cost.counts import SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens
 from iprox_ray.cost.counts import sketch_array_bytes
-from iprox_ray.cost.measure import PassMeasure, rss, time_pass
+from iprox_ray.cost.measure import PassMeasure, rss, time_pass, worker_start_seconds
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.workers import Layout, driver_peak, list_schedule, parameter_bytes, worker_layout
 from iprox_ray.models.loading import load_config, load_pretrained, load_tokenizer, random_init
@@ -32,6 +32,7 @@ from iprox_ray.stages.score import check_scoring, pool_needs
 from iprox_ray.store.layout import POOL, target_split
 
 MAIN_TARGET = target_split("main")
+WORKER_MODULES = ("ray", "iprox_ray.stages.sketch_task", "iprox_ray.stages.embed_task")
 
 
 @dataclass
@@ -65,7 +66,7 @@ def choose_model(job: JobSpec, run_dir: Path | None, notes: list[str]) -> TimedM
         from iprox_ray.pipeline import build_models, open_run
         from iprox_ray.stages.sketch import plan_checkpoints
 
-        with open_run(job, run_dir, quiet=True) as ctx:
+        with open_run(job, run_dir) as ctx:  # its progress goes to stderr: --json output stays clean
             _, ref = build_models(ctx)
             checkpoints = plan_checkpoints(ctx, ref)
         first = checkpoints.models[0]
@@ -141,11 +142,11 @@ def embed_step(kind: str, job: JobSpec, timed: TimedModel, device: str, holder: 
 
 
 def _timing(what: str, device: str, threads: int, m: PassMeasure, sample: SplitSample, budget: int,
-            model_bytes: int, base: int) -> PassTiming:
+            model_bytes: int, base: int, start: float) -> PassTiming:
     scale = max(1.0, budget / max(1, m.largest_timed_batch))  # activations grow with the batch's tokens
     peak = (0 if device == "cuda" else base) + model_bytes + int(m.activation_bytes * scale)
-    return PassTiming(what, device, threads, m.setup_seconds, m.timed_batches, m.timed_padded_tokens,
-                      m.seconds_per_padded_token, sample.read_seconds_per_row, sample.encode_seconds_per_row,
+    return PassTiming(what, device, threads, start, m.setup_seconds, m.timed_batches, m.timed_padded_tokens,
+                      m.seconds_per_padded_token, round(m.cpu_share, 3), sample.read_seconds_per_row, sample.encode_seconds_per_row,
                       model_bytes, m.activation_bytes, m.largest_timed_batch, peak)
 
 
@@ -189,7 +190,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     try:
         sk = time_pass(sketch_step(job, timed, device, holder, notes),
                        sample_batches(pool, job.sketch.token_budget, job.sketch.max_batch_rows, tokenizer.pad_token_id),
-                       batches, device)
+                       batches, device, layout.threads)
         model = holder["model"]
         weights = parameter_bytes(model)
         dim = sketch_dim(job.sketch, len(sketched_modules(model, job.sketch)), vectors_record(model, job.sketch))
@@ -201,7 +202,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
             kind = needs["embed"][0]
             em = time_pass(embed_step(kind, job, timed, device, holder),
                            sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
-                                          tokenizer.pad_token_id), batches, device)
+                                          tokenizer.pad_token_id), batches, device, layout.threads)
             holder["embedder"].close()
             holder.clear()
     finally:
@@ -212,8 +213,10 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     model_bytes = max(sk.model_bytes, weights) * n_ckpt
     kind = job.sketch.kind + (f" {job.sketch.proj_in}x{job.sketch.proj_out}" if job.sketch.kind == "kronecker" else
                               f" dim {job.sketch.dim}")
+    # Ray actors are fresh processes; the inline executor runs in the driver, already started.
+    start = 0.0 if job.cluster.executor == "inline" else worker_start_seconds(WORKER_MODULES)
     sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, layout.threads, sk, pool,
-                        job.sketch.token_budget, model_bytes, base)
+                        job.sketch.token_budget, model_bytes, base, start)
     split_costs, sketch_costs = [], []
     for split, sample in samples.items():
         padded = shard_padded_tokens(sample, job.sketch.token_budget, job.sketch.max_batch_rows, seed)
@@ -225,12 +228,14 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
             sketch_array_bytes(m, dim, share[split]) * n_ckpt))
         sketch_costs += _shard_costs(sample, padded, share[split], sk.seconds_per_padded_token * n_ckpt)
     busiest, max_shards = list_schedule(sketch_costs, layout.workers)
-    sketch_wall = sk.setup_seconds * n_ckpt + busiest
+    # One actor pool serves every stage: when an embedding pass runs first, it pays the start.
+    sketch_start = 0.0 if em is not None else start
+    sketch_wall = sketch_start + sk.setup_seconds * n_ckpt + busiest
 
     em_timing, embed_wall, embed_total = None, 0.0, 0.0
     if em is not None:
         em_timing = _timing(f"{needs['embed'][0]} embedding of {timed.what}", device, layout.threads, em, pool,
-                            job.scoring.embed.token_budget, max(em.model_bytes, weights), base)
+                            job.scoring.embed.token_budget, max(em.model_bytes, weights), base, start)
         from iprox_ray.stages.targets import embed_jobs
 
         costs = []
@@ -239,7 +244,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
             padded = shard_padded_tokens(sample, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows, seed)
             costs += _shard_costs(sample, padded, 1.0, em.seconds_per_padded_token)
         embed_busiest, _ = list_schedule(costs, layout.workers)
-        embed_wall, embed_total = em.setup_seconds + embed_busiest, sum(costs)
+        embed_wall, embed_total = start + em.setup_seconds + embed_busiest, sum(costs)
 
     per_token = sk.activation_bytes / max(1, sk.largest_timed_batch)
     driver, driver_stage = driver_peak(job, base, weights, timed.proxy_built_here, per_token, pool.manifest.n_rows,
@@ -251,7 +256,9 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         job=job.run.name, profile=profile or (job.cluster.profile or job.cluster.kind), method=method,
         rows=pool.manifest.n_rows, tokens=pool.tokens, shards=pool.manifest.n_shards,
         store_bytes=sum(s.sketch_bytes for s in split_costs),
-        sketch_seconds=round(sketch_wall, 2), sketch_worker_seconds=round(sk.setup_seconds * n_ckpt + sum(sketch_costs), 2),
+        sketch_seconds=round(sketch_wall, 2), sketch_seconds_idle=round(sketch_wall * sk.cpu_share, 2),
+        sketch_cpu_seconds=round(sum(sketch_costs) * sk.cpu_share * layout.threads, 2),
+        sketch_worker_seconds=round(sketch_start + sk.setup_seconds * n_ckpt + sum(sketch_costs), 2),
         embed_seconds=round(embed_wall, 2),
         embed_worker_seconds=round((em.setup_seconds if em else 0.0) + embed_total, 2),
         worker_peak_bytes=int(worker_peak), driver_peak_bytes=driver, driver_peak_stage=driver_stage,

@@ -31,10 +31,12 @@ class PassTiming:
     what: str  # e.g. "sketch kronecker 16x16 of the target model (proxy not built)"
     device: str
     threads: int
+    start_seconds: float  # a fresh worker process importing the worker's modules (inline: 0)
     setup_seconds: float  # model load + sketcher/embedder construction, once per worker
     timed_batches: int
     timed_padded_tokens: int
     seconds_per_padded_token: float
+    cpu_share: float  # of the worker's threads the timed batches got (below 1: other work on the CPUs)
     read_seconds_per_row: float  # reading + parsing the shard's file
     encode_seconds_per_row: float  # chat template + tokeniser
     model_bytes: int  # resident growth from loading the model (GPU: allocated)
@@ -63,8 +65,10 @@ class CostPlan:
     tokens: int  # pool tokens after truncation
     shards: int  # pool shards
     store_bytes: int  # sketch arrays of every sketched split, on disk
-    sketch_seconds: float  # wall-clock of the sketch stage with the profile's workers
+    sketch_seconds: float  # wall-clock of the sketch stage with the profile's workers, at the load measured
+    sketch_seconds_idle: float  # the same on idle CPUs (timed seconds x cpu_share; = sketch_seconds on GPU)
     sketch_worker_seconds: float  # the same work done by one worker (sum over shards)
+    sketch_cpu_seconds: float  # CPU seconds of the shards' work (load-independent: cpu_share x threads)
     embed_seconds: float  # wall-clock of the embedding pass(es); 0 when the method needs none
     embed_worker_seconds: float
     worker_peak_bytes: int
@@ -116,11 +120,14 @@ def format_plan(plan: CostPlan) -> str:
         ("workers", f"{w.workers} x {w.device} ({w.threads_per_worker} thread(s) each) on {w.nodes} node(s); "
                     f"at most {w.max_shards} shard(s) each"),
         ("sketch", f"{human_seconds(plan.sketch_seconds)} wall ({human_seconds(plan.sketch_worker_seconds)} "
-                   "on one worker)"),
+                   f"on one worker); {human_seconds(plan.sketch_seconds_idle)} on idle CPUs"),
     ]
     if plan.embed_timing is not None:
         rows.append(("embed", f"{human_seconds(plan.embed_seconds)} wall "
                               f"({human_seconds(plan.embed_worker_seconds)} on one worker)"))
+    share = plan.sketch_timing.cpu_share
+    if share < 0.9:
+        rows.append(("load", f"the timed batches got {share:.0%} of the worker's CPU threads: other work is running"))
     rows += [
         ("worker peak", f"{human_bytes(plan.worker_peak_bytes)} per worker at the token budget"),
         ("driver peak", f"{human_bytes(plan.driver_peak_bytes)} ({plan.driver_peak_stage})"),
