@@ -42,6 +42,9 @@ def test_plan_matches_a_real_run(make_job, tmp_path):
     assert plan.tokens == int(pool.read("n_tokens")[written == OK].sum())
     assert plan.store_bytes == sketch_files_bytes(run_dir / "store.zarr")
     assert "proxy" in plan.timed and str(run_dir) in plan.timed
+    assert any("plan again" in n for n in plan.notes)  # built here: its memory figures are low
+    again = plan_job(job, run_dir, sample_rows=1000, batches=1)  # reuses the finished stages
+    assert not any("plan again" in n for n in again.notes) and again.store_bytes == plan.store_bytes
     assert plan.per_worker.workers == 1  # inline executor
     assert plan.sketch_seconds > 0 and plan.worker_peak_bytes > 0
     assert plan.driver_peak_bytes > 0

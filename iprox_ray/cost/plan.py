@@ -67,8 +67,14 @@ def choose_model(job: JobSpec, run_dir: Path | None, notes: list[str]) -> TimedM
         from iprox_ray.stages.sketch import plan_checkpoints
 
         with open_run(job, run_dir) as ctx:  # its progress goes to stderr: --json output stays clean
+            done = [ctx.layout.stage_done("warmup").exists() or not job.warmup.enabled]
+            if building:
+                done.append(ctx.layout.stage_done("proxy").exists())
             _, ref = build_models(ctx)
             checkpoints = plan_checkpoints(ctx, ref)
+        if not all(done):
+            notes.append("the warm-up/proxy were built in this process: its freed memory is reused, so the worker "
+                         "memory measured is low; plan again (they are reused) to measure it")
         first = checkpoints.models[0]
         what = f"{first.kind} model {first.path} (from run directory {run_dir})"
         return TimedModel(first.load, what, checkpoints.adam_states[0], first, building)
