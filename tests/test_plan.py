@@ -99,3 +99,13 @@ def test_store_bytes_formula_and_scheduling(make_job):
     assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
     assert list_schedule([3.0, 1.0, 1.0, 1.0], 2) == (3.0, 3)  # the free worker takes the next shard
     assert list_schedule(list(np.ones(5)), 1) == (5.0, 5)
+
+
+def test_threads_beyond_this_machine_are_capped_and_said(make_job):
+    import os
+
+    job = load_job(make_job(n_pool=16), ["cluster.threads_per_actor=4096"])
+    plan = plan_job(job, sample_rows=8, batches=1)
+    assert plan.sketch_timing.threads == min(4096, os.cpu_count())
+    assert plan.per_worker.threads_per_worker == 4096
+    assert any("timed with" in n for n in plan.notes)

@@ -9,6 +9,7 @@ the cluster profile's workers as the actor pool spreads them.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -190,13 +191,18 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     n_ckpt = max(1, len(job.sketch.checkpoints))
     timed = choose_model(job, run_dir, notes)
 
+    # A worker's threads, as far as this machine has cores (a SLURM profile may give more).
+    used = min(layout.threads, os.cpu_count() or 1)
+    if used < layout.threads:
+        notes.append(f"timed with {used} thread(s): this machine has fewer cores than a worker's "
+                     f"{layout.threads} threads")
     threads = torch.get_num_threads()
-    torch.set_num_threads(layout.threads)
+    torch.set_num_threads(used)
     holder: dict = {}
     try:
         sk = time_pass(sketch_step(job, timed, device, holder, notes),
                        sample_batches(pool, job.sketch.token_budget, job.sketch.max_batch_rows, tokenizer.pad_token_id),
-                       batches, device, layout.threads)
+                       batches, device, used)
         model = holder["model"]
         weights = parameter_bytes(model)
         dim = sketch_dim(job.sketch, len(sketched_modules(model, job.sketch)), vectors_record(model, job.sketch))
@@ -208,7 +214,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
             kind = needs["embed"][0]
             em = time_pass(embed_step(kind, job, timed, device, holder),
                            sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
-                                          tokenizer.pad_token_id), batches, device, layout.threads)
+                                          tokenizer.pad_token_id), batches, device, used)
             holder["embedder"].close()
             holder.clear()
     finally:
@@ -221,7 +227,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
                               f" dim {job.sketch.dim}")
     # Ray actors are fresh processes; the inline executor runs in the driver, already started.
     start = 0.0 if job.cluster.executor == "inline" else worker_start_seconds(WORKER_MODULES)
-    sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, layout.threads, sk, pool,
+    sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, used, sk, pool,
                         job.sketch.token_budget, model_bytes, base, start)
     split_costs, sketch_costs = [], []
     for split, sample in samples.items():
@@ -240,7 +246,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
 
     em_timing, embed_wall, embed_total = None, 0.0, 0.0
     if em is not None:
-        em_timing = _timing(f"{needs['embed'][0]} embedding of {timed.what}", device, layout.threads, em, pool,
+        em_timing = _timing(f"{needs['embed'][0]} embedding of {timed.what}", device, used, em, pool,
                             job.scoring.embed.token_budget, max(em.model_bytes, weights), base, start)
         from iprox_ray.stages.targets import embed_jobs
 
@@ -263,12 +269,12 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         rows=pool.manifest.n_rows, tokens=pool.tokens, shards=pool.manifest.n_shards,
         store_bytes=sum(s.sketch_bytes for s in split_costs),
         sketch_seconds=round(sketch_wall, 2), sketch_seconds_idle=round(sketch_wall * sk.cpu_share, 2),
-        sketch_cpu_seconds=round(sum(sketch_costs) * sk.cpu_share * layout.threads, 2),
+        sketch_cpu_seconds=round(sum(sketch_costs) * sk.cpu_share * used, 2),
         sketch_worker_seconds=round(sketch_start + sk.setup_seconds * n_ckpt + sum(sketch_costs), 2),
         embed_seconds=round(embed_wall, 2),
         embed_worker_seconds=round((em.setup_seconds if em else 0.0) + embed_total, 2),
         worker_peak_bytes=int(worker_peak), driver_peak_bytes=driver, driver_peak_stage=driver_stage,
-        timed=f"{sk_timing.what} on {device} ({layout.threads} thread(s))",
+        timed=f"{sk_timing.what} on {device} ({used} thread(s))",
         per_worker=WorkerCost(layout.workers, layout.nodes, "cuda" if layout.uses_gpu else "cpu", layout.threads,
                               max_shards, round(sketch_wall, 2), round(embed_wall, 2)),
         splits=split_costs, sketch_timing=sk_timing, embed_timing=em_timing, notes=notes,
