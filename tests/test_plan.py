@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from iprox_ray.cli.main import main

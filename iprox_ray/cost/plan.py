@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from iprox_ray.corpus.encode import ChatEncoder
-from iprox_ray.cost.counts import SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens
-from iprox_ray.cost.counts import sketch_array_bytes
+from iprox_ray.cost.counts import (
+    SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens, sketch_array_bytes,
+)
 from iprox_ray.cost.measure import PassMeasure, rss, time_pass, worker_start_seconds
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
-from iprox_ray.cost.workers import Layout, driver_peak, list_schedule, parameter_bytes, worker_layout
+from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes, worker_layout
 from iprox_ray.models.loading import load_config, load_pretrained, load_tokenizer, random_init
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules, vectors_record
