@@ -1,0 +1,1 @@
+"""Predicting what a job will cost before it runs (`iprox-ray plan`)."""

@@ -1,0 +1,138 @@
+"""The typed result of `iprox-ray plan`: what a job will cost, and what was measured to say so."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SplitCost:
+    """One split (the pool or a target set) as the sketch stage will see it."""
+
+    split: str
+    rows: int  # rows in the input files (metadata / newline count, nothing tokenised)
+    shards: int
+    rows_per_shard: int
+    sampled_rows: int  # rows tokenised to estimate the tokens
+    usable_share: float  # sampled rows that parse and encode (the rest are quarantined)
+    mean_tokens: float  # per sampled row after truncation (0 for a quarantined row)
+    tokens: int  # rows x mean_tokens
+    padded_tokens: int  # what the batches of every shard hold (length-sorted, token_budget)
+    sketched_rows: int  # rows whose sketch is computed (the rest: metadata only)
+    sketch_bytes: int  # the split's sketch arrays (every checkpoint), chunk files on disk
+
+
+@dataclass
+class PassTiming:
+    """A pass (sketch or embed) timed on this machine through the workers' own code."""
+
+    what: str  # e.g. "sketch kronecker 16x16 of the target model (proxy not built)"
+    device: str
+    threads: int
+    start_seconds: float  # a fresh worker process importing the worker's modules (inline: 0)
+    setup_seconds: float  # model load + sketcher/embedder construction, once per worker
+    timed_batches: int
+    timed_padded_tokens: int
+    seconds_per_padded_token: float
+    cpu_share: float  # of the worker's threads the timed batches got (below 1: other work on the CPUs)
+    read_seconds_per_row: float  # reading + parsing the shard's file
+    encode_seconds_per_row: float  # chat template + tokeniser
+    model_bytes: int  # resident growth from loading the model (GPU: allocated)
+    activation_bytes: int  # growth above the loaded model during the timed batches
+    largest_timed_batch: int  # padded tokens of the largest timed batch
+    peak_bytes: int  # one worker at token_budget (activation_bytes scaled to the budget)
+
+
+@dataclass
+class WorkerCost:
+    workers: int
+    nodes: int
+    device: str  # what the profile's workers use (cpu | cuda)
+    threads_per_worker: int
+    max_shards: int  # most shards one worker gets (list scheduling in stage order)
+    sketch_seconds: float  # the busiest worker: setup + its shards
+    embed_seconds: float
+
+
+@dataclass
+class CostPlan:
+    job: str
+    profile: str
+    method: str
+    rows: int  # pool rows
+    tokens: int  # pool tokens after truncation
+    shards: int  # pool shards
+    store_bytes: int  # sketch arrays of every sketched split, on disk
+    sketch_seconds: float  # wall-clock of the sketch stage with the profile's workers, at the load measured
+    sketch_seconds_idle: float  # the same on idle CPUs (timed seconds x cpu_share; = sketch_seconds on GPU)
+    sketch_worker_seconds: float  # the same work done by one worker (sum over shards)
+    sketch_cpu_seconds: float  # CPU seconds of the shards' work (load-independent: cpu_share x threads)
+    embed_seconds: float  # wall-clock of the embedding pass(es); 0 when the method needs none
+    embed_worker_seconds: float
+    worker_peak_bytes: int
+    driver_peak_bytes: int
+    driver_peak_stage: str  # which driver-side step sets driver_peak_bytes
+    timed: str  # what was timed: model and device
+    per_worker: WorkerCost
+    splits: list[SplitCost]
+    sketch_timing: PassTiming
+    embed_timing: PassTiming | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_plan(plan: CostPlan) -> str:
+    """A short readable table."""
+    w = plan.per_worker
+    rows = [
+        ("job", f"{plan.job} ({plan.method}), profile {plan.profile}"),
+        ("timed", plan.timed),
+        ("pool", f"{plan.rows:,} rows, {plan.shards} shards, {plan.tokens:,} tokens"),
+    ]
+    for s in plan.splits:
+        if s.split != "pool":
+            rows.append((s.split, f"{s.rows:,} rows, {s.shards} shards, {s.tokens:,} tokens"))
+    rows += [
+        ("store", f"{human_bytes(plan.store_bytes)} of sketch arrays ({plan.store_bytes:,} bytes)"),
+        ("workers", f"{w.workers} x {w.device} ({w.threads_per_worker} thread(s) each) on {w.nodes} node(s); "
+                    f"at most {w.max_shards} shard(s) each"),
+        ("sketch", f"{human_seconds(plan.sketch_seconds)} wall ({human_seconds(plan.sketch_worker_seconds)} "
+                   f"on one worker); {human_seconds(plan.sketch_seconds_idle)} on idle CPUs"),
+    ]
+    if plan.embed_timing is not None:
+        rows.append(("embed", f"{human_seconds(plan.embed_seconds)} wall "
+                              f"({human_seconds(plan.embed_worker_seconds)} on one worker)"))
+    share = plan.sketch_timing.cpu_share
+    if share < 0.9:
+        rows.append(("load", f"the timed batches got {share:.0%} of the worker's CPU threads: other work is running"))
+    rows += [
+        ("worker peak", f"{human_bytes(plan.worker_peak_bytes)} per worker at the token budget"),
+        ("driver peak", f"{human_bytes(plan.driver_peak_bytes)} ({plan.driver_peak_stage})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += [f"note: {n}" for n in plan.notes]
+    return "\n".join(lines)

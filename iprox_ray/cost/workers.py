@@ -1,0 +1,79 @@
+"""How many workers a cluster profile gives, how shards spread over them, and what the driver holds."""
+
+from __future__ import annotations
+
+import heapq
+import os
+from dataclasses import dataclass
+
+import torch
+
+from iprox_ray.execution.planning import plan_workers
+from iprox_ray.spec import JobSpec, SpecError
+
+
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    nodes: int
+    threads: int
+    uses_gpu: bool
+
+
+def worker_layout(job: JobSpec) -> Layout:
+    """The workers the executor would start, by the same rule (execution.planning.plan_workers).
+
+    Local: this machine's cores and GPUs (what the embedded Ray sees). SLURM gang: the Ray cluster
+    spans `nodes` nodes; array: each job is one node, `array_parallelism` of them at once."""
+    c = job.cluster
+    if c.kind == "local":
+        nodes, cpus, gpus = 1, os.cpu_count() or 1, torch.cuda.device_count()
+    else:
+        s = c.slurm
+        nodes = s.nodes if s.mode == "gang" else min(s.array_jobs, s.array_parallelism or s.array_jobs)
+        cpus, gpus = s.cpus_per_task, s.gpus_per_node
+        if s.mode == "gang":
+            cpus, gpus = cpus * nodes, gpus * nodes
+    try:
+        plan = plan_workers(c.executor, c.use_gpus, c.actors, c.threads_per_actor, cpus, gpus)
+    except RuntimeError as exc:
+        raise SpecError(str(exc)) from exc
+    workers = plan.num_workers * (nodes if c.kind == "slurm" and c.slurm.mode == "array" else 1)
+    return Layout(workers, nodes, plan.resources.threads, bool(plan.resources.gpus))
+
+
+def list_schedule(costs: list[float], workers: int) -> tuple[float, int]:
+    """(busiest worker's seconds, most shards one worker runs) when each free worker takes the next
+    shard in order, as the actor pool hands them out."""
+    free = [(0.0, i, 0) for i in range(max(1, workers))]
+    heapq.heapify(free)
+    for cost in costs:
+        busy, i, n = heapq.heappop(free)
+        heapq.heappush(free, (busy + cost, i, n + 1))
+    return max(b for b, _, _ in free), max(n for _, _, n in free)
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def driver_peak(job: JobSpec, base_bytes: int, target_bytes: int, proxy_built_here: bool,
+                activation_per_token: float, pool_rows: int, target_rows: int, sketch_dim: int,
+                checkpoints: int) -> tuple[int, str]:
+    """(bytes, step) of the driver's largest step above `base_bytes` (its interpreter and imports).
+
+    warm-up: the model, its gradients and two Adam moments (4x the weights) plus one batch of
+    activations at batch_size x max_length; proxy/fidelity: target and proxy side by side plus a
+    batch at the token budget; scoring: the target's fp32 sketches, one pool shard in fp32 and the
+    per-row score arrays (one column per target example with round-robin)."""
+    steps = {}
+    if job.warmup.enabled and not job.warmup.checkpoint:
+        steps["warm-up"] = 4 * target_bytes + activation_per_token * job.warmup.batch_size * job.data.max_length
+    if proxy_built_here:
+        steps["proxy construction"] = 2 * target_bytes + activation_per_token * job.sketch.token_budget
+    columns = target_rows if job.selection.strategy == "round-robin" else 1
+    steps["scoring"] = (target_rows * sketch_dim * 4 * checkpoints
+                        + job.data.pool.rows_per_shard * sketch_dim * 4
+                        + pool_rows * 4 * (2 + columns))
+    name = max(steps, key=steps.get)
+    return int(base_bytes + steps[name]), name

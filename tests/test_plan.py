@@ -1,0 +1,110 @@
+"""`iprox-ray plan`: counts and store size against a real (tiny) run, the JSON shape, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iprox_ray.cli.main import main
+from iprox_ray.cost.counts import manifest_of, sketch_array_bytes
+from iprox_ray.cost.plan import plan_job
+from iprox_ray.cost.workers import list_schedule
+from iprox_ray.pipeline import run_job
+from iprox_ray.spec import load_job
+from iprox_ray.store.sketch_store import OK, SplitStore
+
+REQUIRED = ("rows", "tokens", "shards", "store_bytes", "sketch_seconds", "worker_peak_bytes", "driver_peak_bytes",
+            "embed_seconds", "per_worker", "timed", "splits")
+
+
+def sketch_files_bytes(store: Path) -> int:
+    """Bytes of every sketch array's chunk files (what store_bytes predicts)."""
+    arrays = [d for d in store.glob("**/sketch*/c") if re.fullmatch(r"sketch(_ckpt\d+)?", d.parent.name)]
+    return sum(f.stat().st_size for d in arrays for f in d.rglob("*") if f.is_file())
+
+
+def test_plan_matches_a_real_run(make_job, tmp_path):
+    path = make_job(n_pool=90, rows_per_shard=16)  # 2 files of 45 rows: partial shards in each
+    job = load_job(path)
+    run_dir = tmp_path / "run"
+    # The whole pool sampled: tokens are exact. --run-dir builds the proxy the run then reuses.
+    plan = plan_job(job, run_dir, sample_rows=1000, batches=2)
+    run_job(load_job(path), run_dir, quiet=True)
+    pool = SplitStore.open(run_dir / "store.zarr", "pool")
+    written = pool.read("written")
+    assert plan.rows == 90
+    assert plan.shards == 6 == pool.n_shards
+    assert plan.tokens == int(pool.read("n_tokens")[written == OK].sum())
+    assert plan.store_bytes == sketch_files_bytes(run_dir / "store.zarr")
+    assert "proxy" in plan.timed and str(run_dir) in plan.timed
+    assert any("plan again" in n for n in plan.notes)  # built here: its memory figures are low
+    again = plan_job(job, run_dir, sample_rows=1000, batches=1)  # reuses the finished stages
+    assert not any("plan again" in n for n in again.notes) and again.store_bytes == plan.store_bytes
+    assert plan.per_worker.workers == 1  # inline executor
+    assert plan.sketch_seconds > 0 and plan.worker_peak_bytes > 0
+    assert plan.driver_peak_bytes > 0
+    assert plan.driver_peak_stage in ("warm-up", "proxy construction", "scoring")
+    markers = [json.loads(m.read_text()) for m in (run_dir / "completions").glob("sketch-*/*.json")]
+    assert markers and all(m["cpu_seconds"] > 0 for m in markers)  # what plan's sketch_cpu_seconds predicts
+
+
+def test_plan_json_on_the_command_line(make_job, tmp_path, capsys):
+    path = make_job(n_pool=40, rows_per_shard=16)
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(path), "--json", "--sample-rows", "16", "--batches", "1", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert all(k in printed for k in REQUIRED)
+    assert printed == json.loads(out.read_text())
+    assert printed["rows"] == 40 and printed["shards"] == 4  # 2 files of 20 rows, 16 per shard
+    assert printed["splits"][1]["sampled_rows"] == 16
+    assert "in place of the ipsvd proxy" in printed["timed"]  # no run dir: the target was timed, and said so
+    assert any("--run-dir" in n for n in printed["notes"])
+    assert not (tmp_path / "runs").exists()  # nothing written without --run-dir
+
+
+def test_plan_table_and_embedding_pass(make_job, capsys):
+    path = make_job(n_pool=32, rows_per_shard=16, extra="[scoring]\nmethod = 'rds+'\n")
+    assert main(["plan", str(path), "--sample-rows", "8", "--batches", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "store" in text and "embed" in text and "driver peak" in text
+    plan = plan_job(load_job(path), sample_rows=8, batches=1)
+    assert plan.embed_timing is not None and plan.embed_seconds > 0
+    assert plan.store_bytes == 0  # rds+ scores embeddings: no split is sketched
+
+
+def test_bad_inputs_give_clear_errors(make_job, tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    path = make_job(n_pool=20)
+    assert main(["plan", str(path), "--sample-rows", "0"]) == 2
+    assert "--sample-rows" in capsys.readouterr().err
+    assert main(["plan", str(path), "--set", "data.pool.paths=['nowhere/*.parquet']"]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        bad = ["--set", "cluster.executor=ray", "--set", "cluster.use_gpus=yes"]
+        assert main(["plan", str(path), *bad]) == 2
+        assert "no GPU" in capsys.readouterr().err
+
+
+def test_store_bytes_formula_and_scheduling(make_job):
+    job = load_job(make_job(n_pool=40, rows_per_shard=16))
+    manifest = manifest_of(job.data.pool, job.base_dir)
+    assert sketch_array_bytes(manifest, 64, 0.0) == 0
+    full = sketch_array_bytes(manifest, 64, 1.0)
+    assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
+    assert list_schedule([3.0, 1.0, 1.0, 1.0], 2) == (3.0, 3)  # the free worker takes the next shard
+    assert list_schedule(list(np.ones(5)), 1) == (5.0, 5)
+
+
+def test_threads_beyond_this_machine_are_capped_and_said(make_job):
+    import os
+
+    job = load_job(make_job(n_pool=16), ["cluster.threads_per_actor=4096"])
+    plan = plan_job(job, sample_rows=8, batches=1)
+    assert plan.sketch_timing.threads == min(4096, os.cpu_count())
+    assert plan.per_worker.threads_per_worker == 4096
+    assert any("timed with" in n for n in plan.notes)
