@@ -19,7 +19,7 @@ from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.rr_candidates import read_candidates
 from iprox_ray.stages.scorers import count_valid
-from iprox_ray.store.atomic import atomic_write_parquet, read_json
+from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import score_candidates, select_stage
 
@@ -109,7 +109,3 @@ def _records(pool: SplitStore, manifest: Manifest, rows, values, weights, picked
             "domain": str(domains[rank - 1]), "store_row": row, "picked_by": picked_by[rank - 1],
         })
     return records
-
-
-def selection_info(ctx: RunContext, target_name: str) -> dict:
-    return read_json(ctx.layout.stage_done(select_stage(target_name)))
