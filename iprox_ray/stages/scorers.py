@@ -34,7 +34,7 @@ def checkpoint_weights(store: SplitStore) -> list[float]:
 def landmark_features(pool: SplitStore, rows: np.ndarray) -> np.ndarray:
     """[L, D] unit-L2 gradient features of the landmark rows, as Influence Distillation uses them.
 
-    The rows are what the sketch stage wrote: Adam-preconditioned (the factor a of methods.md §5)
+    The rows are what the sketch stage wrote: Adam-preconditioned (the factor a of docs/methods.md §5)
     when `sketch.optimizer = "influence-distillation"`, else plain gradients; projected by
     `sketch.kind` (Kronecker, or SRHT as in §5 step 3).
     """
