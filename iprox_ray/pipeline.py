@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from iprox_ray.execution.planning import WorkerPlan, plan_workers, shared_workers
 from iprox_ray.execution.slurm_jobs import slurm_owner_gone
 from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
-from iprox_ray.spec.base import canonical_json
+from iprox_ray.methods import method_for
+from iprox_ray.run import Run, worker_plan
+from iprox_ray.spec.base import diff_keys
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.fidelity import fidelity_report, format_report
 from iprox_ray.stages.fidelity_landmarks import (
     format_landmark_section,
@@ -33,10 +33,7 @@ from iprox_ray.stages.model_files import (
     input_fingerprints,
 )
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
-from iprox_ray.stages.sketch import run_sketch
-from iprox_ray.stages.targets import finish_target, prepare_pool
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
@@ -47,17 +44,6 @@ MAIN_TARGET = "main"
 
 class RunMismatchError(RuntimeError):
     pass
-
-
-def _diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _diff_keys(a, b, f"{prefix}{key}.")
-        elif canonical_json(a) != canonical_json(b):
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool, inputs: dict | None = None) -> None:
@@ -73,7 +59,7 @@ def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool, inputs: dict
         raise RunMismatchError(
             f"the model files changed since run directory {layout.root} was started ({'; '.join(swapped[:4])}); "
             "resuming would mix two models in one store: restore the files, or use --force-new to start anew")
-    changed = _diff_keys(old.get("science", {}), job.science())
+    changed = diff_keys(old.get("science", {}), job.science())
     if not force_new:
         raise RunMismatchError(
             f"run directory {layout.root} holds a run with config fingerprint {old.get('fingerprint')}, "
@@ -97,20 +83,6 @@ def write_config(job: JobSpec, layout: RunLayout, inputs: dict | None = None) ->
         "spec": job.model_dump(mode="json"),
         "base_dir": str(job.base_dir),
     })
-
-
-@contextlib.contextmanager
-def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
-    c = job.cluster
-    if c.executor == "inline":
-        yield plan_workers("inline", c.use_gpus, c.actors, c.threads_per_actor, 0, 0)
-        return
-    from iprox_ray.execution.ray_session import ray_session
-
-    with ray_session(c.ray_address, auth=c.slurm.ray_auth) as resources:
-        with shared_workers(plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
-                                         resources.get("CPU", 0), resources.get("GPU", 0))) as plan:
-            yield plan
 
 
 @dataclass(frozen=True)
@@ -140,7 +112,7 @@ def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False,
         if grouped:
             _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
         else:  # a whole run waits for the array tasks sketching in this directory
-            for group_lock in sorted((layout.root / "locks").glob("group-*")):
+            for group_lock in layout.group_locks():
                 _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
         check_model_files(job)
         inputs = input_fingerprints(job)
@@ -165,12 +137,10 @@ def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, 
 
 def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
     """Manifests, warm-up and proxy: everything before the first sharded stage."""
+    run = Run(ctx)
     splits = [POOL, target_split(MAIN_TARGET)]
-    with ctx.timed("manifest"):
-        for split in splits:
-            manifest_for(ctx, split)
-    with ctx.timed("preflight"):  # a split with no usable row stops here, not in a later stage
-        check_inputs(ctx, splits)
+    run.manifests(splits)
+    run.preflight(splits)
     with ctx.timed("warmup"):
         warmed = run_warmup(ctx)
     with ctx.timed("proxy"):
@@ -181,7 +151,7 @@ def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
 def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
     """Proxy vs target (when there is a proxy) and, for Influence Distillation, landmark propagation."""
     same = ref.kind == "hf" and ref.path == warmed
-    landmarks = ctx.job.scoring.method == "influence-distillation"
+    landmarks = method_for(ctx.job).uses_landmarks
     if same and not landmarks:
         ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
         return None
@@ -197,20 +167,16 @@ def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
 
 
 def _run_stages(ctx: RunContext, part: RunPart | None = None) -> dict:
+    run = Run(ctx)
     target = target_split(MAIN_TARGET)
     warmed, ref = build_models(ctx)
-    manifests = {POOL: manifest_for(ctx, POOL), target: manifest_for(ctx, target)}
+    manifests = {split: manifest_for(ctx, split) for split in (POOL, target)}  # frozen by build_models
     if ctx.job.fidelity.enabled and (part is None or part.group is None):  # once per run, before the sketching
         check_fidelity(ctx, warmed, ref)
     with worker_plan(ctx.job) as plan:
         ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
-        subsets = prepare_pool(ctx, ref, plan, [target])  # embeddings + landmarks, when the method needs them
-        with ctx.timed("sketch"):
-            report = run_sketch(ctx, [target, POOL], ref, plan, subsets)
+        report = run.sketch(ref, plan, [target, POOL])
     if part is not None:  # a run part stops after its own shards
         return {"part": True, "shards_run": report.shards_run, "rows": report.rows, "timings": ctx.timings}
-    check_sketched(ctx, manifests)
-    with ctx.timed("dedup"):
-        for split, manifest in manifests.items():
-            run_dedup(ctx, split, manifest)
-    return finish_target(ctx, MAIN_TARGET, target, manifests, ref)
+    run.dedup(manifests)
+    return run.finish_target(MAIN_TARGET, target, manifests, ref)

@@ -14,35 +14,24 @@ import copy
 import re
 from pathlib import Path
 
-from iprox_ray.pipeline import MAIN_TARGET, _diff_keys, worker_plan
+from iprox_ray.methods import method_for
+from iprox_ray.pipeline import MAIN_TARGET
+from iprox_ray.run import Run, forget_target, worker_plan
 from iprox_ray.spec import JobSpec
-from iprox_ray.spec.base import SAFE_NAME, apply_override, fingerprint, is_safe_name
+from iprox_ray.spec.base import SAFE_NAME, apply_override, diff_keys, fingerprint, is_safe_name
 from iprox_ray.spec.job import build_job
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.dedup import run_dedup
-from iprox_ray.stages.embed import embed_markers, run_embed
-from iprox_ray.stages.inputs import POOL, manifest_for, target_split
-from iprox_ray.stages.landmarks import ARRAY as LANDMARKS
+from iprox_ray.stages.embed import embed_markers
+from iprox_ray.stages.inputs import POOL, target_split
 from iprox_ray.stages.model_files import (
     changed_inputs,
     check_model_files,
     input_fingerprints,
 )
-from iprox_ray.stages.preflight import check_inputs, check_sketched
 from iprox_ray.stages.proxy import run_proxy
-from iprox_ray.stages.rr_candidates import candidates_path
-from iprox_ray.stages.score import (
-    check_scoring,
-    columns_array_path,
-    pool_needs,
-    score_array_path,
-)
-from iprox_ray.stages.sketch import run_sketch
-from iprox_ray.stages.targets import embed_jobs, finish_target, target_subsets
 from iprox_ray.stages.warmup import run_warmup
-from iprox_ray.store.atomic import atomic_write_json, read_json, remove_tree_inside
-from iprox_ray.store.embedding_store import embedding_group
-from iprox_ray.store.layout import RunLayout, embed_stage, sketch_stage
+from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.store.layout import LANDMARKS, RunLayout, dedup_stage
 from iprox_ray.store.lock import RunLock
 from iprox_ray.store.sketch_store import SplitStore, open_root
 
@@ -77,7 +66,7 @@ def load_target_job(layout: RunLayout, target_paths: list[str], overrides: list[
         apply_override(tree, assignment)
     job = build_job(tree, Path(config["base_dir"]), f"{layout.config} with --target",
                     Path(cluster_profile) if cluster_profile else None)
-    changed = _diff_keys(_without(config["science"], FREE_KEYS), _without(job.science(), FREE_KEYS))
+    changed = diff_keys(_without(config["science"], FREE_KEYS), _without(job.science(), FREE_KEYS))
     if changed:
         raise RescoreError(f"a new target may not change what decided the pool's store (changed: {', '.join(changed)}); "
                            f"only {', '.join(FREE_KEYS)} may differ")
@@ -91,41 +80,21 @@ def default_name(target_paths: list[str]) -> str:
 
 def check_pool_ready(ctx: RunContext) -> None:
     """The pool must be finished and hold what the method reads; nothing is computed for it here."""
-    if not ctx.stage_done(f"dedup-{POOL}"):
+    if not ctx.stage_done(dedup_stage(POOL)):
         raise RescoreError(f"the run in {ctx.layout.root} has not finished its pool; run `iprox-ray run` first")
-    method = ctx.job.scoring.method
-    needs = pool_needs(method)
+    method = method_for(ctx.job)
+    needs = method.needs
     pool = SplitStore.open(ctx.layout.store, POOL, mode="r")
     sketched = pool.group.attrs.get("sketched_rows", "all")
-    if needs["sketch"] == "all" and sketched != "all":
-        raise RescoreError(f"{method} needs every pool row sketched; this run sketched {sketched}")
-    if needs["sketch"] == "landmarks" and LANDMARKS not in open_root(ctx.layout.store):
-        raise RescoreError(f"{method} needs the pool's landmarks; this run chose none")
-    if needs["sketch"] == "landmarks" and sketched != "all" and sketched.get("subset") != "landmarks":
-        raise RescoreError(f"{method} needs the landmarks' sketches; this run sketched {sketched}")
-    for kind in needs["embed"]:
+    if needs.pool_sketch == "all" and sketched != "all":
+        raise RescoreError(f"{method.name} needs every pool row sketched; this run sketched {sketched}")
+    if needs.pool_sketch == "landmarks" and LANDMARKS not in open_root(ctx.layout.store):
+        raise RescoreError(f"{method.name} needs the pool's landmarks; this run chose none")
+    if needs.pool_sketch == "landmarks" and sketched != "all" and sketched.get("subset") != "landmarks":
+        raise RescoreError(f"{method.name} needs the landmarks' sketches; this run sketched {sketched}")
+    for kind in needs.embeddings:
         if len(embed_markers(ctx, kind, POOL).done_ids()) < pool.n_shards:
-            raise RescoreError(f"{method} needs {kind} embeddings of the whole pool; this run has not computed them")
-
-
-def forget_target(layout: RunLayout, name: str) -> None:
-    """Remove everything a previous scoring of target `name` wrote (never the pool's data)."""
-    split = target_split(name)
-    flat = split.replace("/", "-")
-    for stage in [sketch_stage(split), embed_stage("rds", split)]:
-        for folder in (layout.completions(stage), layout.failures(stage)):
-            remove_tree_inside(layout.root, folder)
-    for stage in (f"dedup-{flat}", f"preflight-{flat}", f"score-{name}", f"select-{name}"):
-        layout.stage_done(stage).unlink(missing_ok=True)
-    for path in (layout.manifest(split), layout.manifest_info(split)):
-        path.unlink(missing_ok=True)
-    remove_tree_inside(layout.root, layout.quarantine_dir(split))
-    remove_tree_inside(layout.root, layout.selection_dir(name))
-    root = open_root(layout.store)
-    for group in (split, embedding_group("rds", split), score_array_path(name), columns_array_path(name),
-                  candidates_path(name)):
-        if group in root:
-            del root[group]
+            raise RescoreError(f"{method.name} needs {kind} embeddings of the whole pool; this run has not computed them")
 
 
 def score_target(run_dir: Path, target_paths: list[str], name: str | None = None, overrides: list[str] | None = None,
@@ -142,36 +111,24 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
                                           "scoring": job.science()["scoring"]})}
     with RunLock(layout.lock, force=break_lock):
         ctx = RunContext(job, layout, quiet=quiet)
-        check_scoring(job)
+        run = Run(ctx)
         check_pool_ready(ctx)
         check_model_files(job)
         swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job))
         if swapped:
             raise RescoreError(f"the model files changed since the pool was sketched ({'; '.join(swapped[:4])}): "
                                "a target sketched now would not match the pool; restore them")
-        record_path = layout.selection_dir(name) / "target.json"
+        record_path = layout.target_record(name)
         if record_path.exists() and read_json(record_path)["fingerprint"] != record["fingerprint"]:
             if not force:
                 raise RescoreError(f"target {name!r} was scored with other settings ({record_path}); "
                                    "use --force to replace it, or another --name")
             forget_target(layout, name)
         atomic_write_json(record_path, record)
-        with ctx.timed("manifest"):
-            manifests = {POOL: manifest_for(ctx, POOL), split: manifest_for(ctx, split)}
-        with ctx.timed("preflight"):
-            check_inputs(ctx, [split])
+        manifests = run.manifests([POOL, split])
+        run.preflight([split])
         ref = run_proxy(ctx, run_warmup(ctx))  # both finished: this only reads their markers
         with worker_plan(job) as plan:
-            jobs = embed_jobs(job.scoring.method, [split])
-            with ctx.timed("sketch"):
-                # The target only (metadata only where the method needs no target sketch): the
-                # pool is never re-sketched.
-                run_sketch(ctx, [split], ref, plan, target_subsets(job.scoring.method, [split]))
-            if jobs:
-                with ctx.timed("embed"):
-                    run_embed(ctx, jobs, ref, plan)
-        check_sketched(ctx, {split: manifests[split]})
-        with ctx.timed("dedup"):
-            run_dedup(ctx, split, manifests[split])
-        return finish_target(ctx, name, split, manifests, ref, layout.selection_dir(name) / "summary.json")
-
+            run.sketch(ref, plan, [split])  # the target only: the pool is never re-sketched
+        run.dedup({split: manifests[split]})
+        return run.finish_target(name, split, manifests, ref, layout.target_summary(name))

@@ -14,30 +14,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from iprox_ray.execution.slurm_jobs import job_states, read_submissions, slurm_owner_gone
-from iprox_ray.store.layout import RunLayout
+from iprox_ray.store.layout import RunLayout, sketch_stage
 from iprox_ray.store.lock import RunLock, describe_owner
 from iprox_ray.store.markers import ShardMarkers
 
 
-def _stage_names(layout: RunLayout) -> list[str]:
-    folder = layout.root / "stages"
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
-
-
-def _splits(layout: RunLayout) -> list[str]:
-    folder = layout.root / "manifest"
-    return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
-
-
-def _quarantined(layout: RunLayout, flat_split: str) -> int:
-    folder = layout.root / "quarantine" / flat_split
+def _quarantined(layout: RunLayout, flat: str) -> int:
+    folder = layout.quarantine_dir(flat)
     if not folder.exists():
         return 0
     return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
 
 
 def _shard_rows(layout: RunLayout, flat: str) -> dict[int, int]:
-    table = pq.read_table(layout.root / "manifest" / f"{flat}.parquet", columns=["shard_id", "row_start", "row_stop"])
+    table = pq.read_table(layout.manifest(flat), columns=["shard_id", "row_start", "row_stop"])
     ids, starts, stops = (table.column(c).to_pylist() for c in ("shard_id", "row_start", "row_stop"))
     return {int(i): int(b) - int(a) for i, a, b in zip(ids, starts, stops)}
 
@@ -68,10 +58,11 @@ def collect_status(run_dir: Path) -> dict:
     lock = _lock_status(layout)
     live = lock is not None and not lock["stale"]
     since = lock["since"] if live else 0.0
-    status: dict = {"run_dir": str(run_dir), "lock": lock, "live": live, "stages_done": _stage_names(layout),
+    stages_done = sorted(p.stem for p in layout.stages_done())
+    status: dict = {"run_dir": str(run_dir), "lock": lock, "live": live, "stages_done": stages_done,
                     "splits": {}, "slurm_jobs": []}
-    for flat in _splits(layout):
-        stage = f"sketch-{flat}"
+    for flat in layout.manifest_splits():
+        stage = sketch_stage(flat)
         markers = ShardMarkers(layout.completions(stage), layout.failures(stage), layout.inflight(stage))
         sizes = _shard_rows(layout, flat)
         done = markers.read_done()

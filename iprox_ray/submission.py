@@ -199,7 +199,7 @@ def submit(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, b
     check_can_submit(job, layout, force_new, break_lock)
     layout.root.mkdir(parents=True, exist_ok=True)
     if break_lock:  # once, now: a job that stored it would steal a live lock on every requeue
-        for path in [layout.lock, *sorted((layout.root / "locks").glob("group-*"))]:
+        for path in [layout.lock, *layout.group_locks()]:
             RunLock(path, report=lambda m: None if quiet else print(m)).break_now()
     folder = Path(slurm.folder).expanduser().resolve() / "%j"
     body = dict(job=job, run_dir=str(layout.root), force_new=force_new, quiet=quiet)

@@ -11,6 +11,16 @@ def _sqrtm(c):
     return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
 
 
+def _explicit(w, h, d, r, ridge):
+    """The whitened optimum the long way: C = XXᵀ/N + ridge·I, square roots, truncated SVD, map back."""
+    m, n = w.shape
+    c_h = h @ h.T / h.shape[1] + ridge * torch.eye(n, dtype=torch.float64)
+    c_d = d @ d.T / d.shape[1] + ridge * torch.eye(m, dtype=torch.float64)
+    rh, rd = _sqrtm(c_h), _sqrtm(c_d)
+    u, s, vt = torch.linalg.svd(rd @ w @ rh)
+    return torch.linalg.solve(rd, (u[:, :r] * s[:r]) @ vt[:r]) @ torch.linalg.inv(rh)
+
+
 @pytest.mark.parametrize("cols", [200, 6])  # 6 < n, m: fewer probe columns than dimensions
 def test_closed_form_equals_the_explicit_whitened_solution(cols):
     torch.manual_seed(0)
@@ -19,13 +29,7 @@ def test_closed_form_equals_the_explicit_whitened_solution(cols):
     h = torch.randn(n, cols, dtype=torch.float64) * torch.linspace(0.2, 3, n, dtype=torch.float64)[:, None]
     d = torch.randn(m, cols, dtype=torch.float64) * torch.linspace(0.1, 2, m, dtype=torch.float64)[:, None]
     a, b = ipsvd_factors(w, h, d, r, ridge)
-    # Explicit route: C = XXᵀ/N + ridge·I, square roots, truncated SVD, map back.
-    c_h = h @ h.T / cols + ridge * torch.eye(n, dtype=torch.float64)
-    c_d = d @ d.T / cols + ridge * torch.eye(m, dtype=torch.float64)
-    rh, rd = _sqrtm(c_h), _sqrtm(c_d)
-    u, s, vt = torch.linalg.svd(rd @ w @ rh)
-    explicit = torch.linalg.solve(rd, (u[:, :r] * s[:r]) @ vt[:r]) @ torch.linalg.inv(rh)
-    torch.testing.assert_close(a @ b, explicit, rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(a @ b, _explicit(w, h, d, r, ridge), rtol=1e-8, atol=1e-9)
     assert a.shape == (m, r) and b.shape == (r, n)
 
 
@@ -62,10 +66,17 @@ def test_relative_ridge_is_invariant_to_the_scale_of_the_probes():
     assert torch.linalg.norm(product(1.0, 1e-4, False) - product(1.0, 1.0, False)) > 1e-3
 
 
-def test_zero_output_gradients_do_not_break_the_svd():
+def test_zero_output_gradients_leave_the_input_whitened_solution():
+    """δ = 0 (no probe reached the layer's output): C_δ is the ridge alone, a multiple of I, so the
+    factors are the input-whitened optimum, still far from plain SVD when the inputs are skewed."""
+    torch.manual_seed(3)
     w = torch.randn(6, 5, dtype=torch.float64)
-    a, b = ipsvd_factors(w, torch.randn(5, 30, dtype=torch.float64), torch.zeros(6, 30, dtype=torch.float64), 2)
-    assert torch.isfinite(a @ b).all()
+    h = torch.randn(5, 30, dtype=torch.float64) * torch.logspace(-1, 1, 5, dtype=torch.float64)[:, None]
+    d = torch.zeros(6, 30, dtype=torch.float64)
+    a, b = ipsvd_factors(w, h, d, 2)
+    torch.testing.assert_close(a @ b, _explicit(w, h, d, 2, 1e-3), rtol=1e-8, atol=1e-9)
+    sa, sb = svd_factors(w, 2)
+    assert torch.linalg.norm(a @ b - sa @ sb) > 0.1 * torch.linalg.norm(w)
 
 
 @pytest.mark.parametrize("m,n,rho,multiple,expected", [

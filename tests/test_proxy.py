@@ -85,14 +85,33 @@ def test_stage2_lowers_alignment_loss_and_changes_only_factors(objective):
 
 @pytest.mark.parametrize("objective", ["factors", "product"])
 def test_alignment_gradient_flows_through_the_mapped_targets(objective):
-    """A and B inside G_t·Bᵀ and Aᵀ·G_t are not detached (methods.md §2); the product's
-    gradient reaches both factors through δ' and h'."""
-    target = _tiny()
+    """A and B inside G_t·Bᵀ and Aᵀ·G_t are not detached (docs/methods.md §2); the product's
+    gradient reaches both factors through δ' and h'. The autograd gradient must match a central difference of the loss: a detached
+    mapped target drops a term (~25 % of this directional derivative), a finite non-zero
+    gradient alone would not notice."""
+    target = _tiny().double()
     proxy, _ = _svd_proxy(target)
     pairs = layer_pairs(target, proxy)
-    total, _, _ = alignment_loss(target, proxy, pairs, _batches(1)[0], 0.0, 2.0, objective)
-    grads = torch.autograd.grad(total, factor_parameters(proxy))
+    batch = _batches(1)[0]
+    params = factor_parameters(proxy)
+    total, _, _ = alignment_loss(target, proxy, pairs, batch, 0.0, 2.0, objective)
+    grads = torch.autograd.grad(total, params)
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    g = torch.Generator().manual_seed(3)
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+    norm = torch.sqrt(sum((d**2).sum() for d in direction))
+    direction = [d / norm for d in direction]
+    predicted = sum((gr * d).sum() for gr, d in zip(grads, direction)).item()
+    eps, values = 1e-2, []
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(sign * eps * d)
+        values.append(alignment_loss(target, proxy, pairs, batch, 0.0, 2.0, objective)[0].item())
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.sub_(sign * eps * d)
+    assert predicted == pytest.approx((values[0] - values[1]) / (2 * eps), rel=0.02)
 
 
 def test_product_gap_is_zero_when_the_proxy_is_the_target():

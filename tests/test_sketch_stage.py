@@ -13,7 +13,8 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.models.loading import load_pretrained, save_model
 from iprox_ray.models.optimizer_state import load_adam_state
-from iprox_ray.pipeline import worker_plan, write_config
+from iprox_ray.pipeline import write_config
+from iprox_ray.run import worker_plan
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import load_job
 from iprox_ray.stages.context import RunContext

@@ -23,13 +23,13 @@ from iprox_ray.cost.counts import (
 from iprox_ray.cost.measure import PassMeasure, rss, time_pass, worker_start_seconds
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes, worker_layout
+from iprox_ray.methods.registry import method_for
 from iprox_ray.models.loading import load_config, load_pretrained, load_tokenizer, random_init
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules, vectors_record
 from iprox_ray.spec import JobSpec
 from iprox_ray.stages.embed_task import make_embedder
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.score import check_scoring, pool_needs
 from iprox_ray.store.layout import POOL, target_split
 
 MAIN_TARGET = target_split("main")
@@ -165,7 +165,8 @@ def _shard_costs(sample: SplitSample, padded: dict[int, float], share: float, pe
 def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, batches: int = 4,
              profile: str = "") -> CostPlan:
     """Predict the job's cost on the cluster profile it names; times on this machine."""
-    check_scoring(job)
+    scoring = method_for(job)
+    scoring.validate(job)
     notes: list[str] = []
     base = rss()  # the driver's interpreter and imports, before any model or data
     layout = worker_layout(job)
@@ -175,8 +176,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
                      "far above what the GPUs will take")
     if not layout.uses_gpu and torch.cuda.is_available():
         notes.append("the profile's workers use CPUs: timed on the CPU, not this machine's GPU")
-    method = job.scoring.method
-    needs = pool_needs(method)
+    method, needs = job.scoring.method, scoring.needs
     tokenizer = load_tokenizer(job.resolve_path(job.model.tokenizer or job.model.path))
     encoder = ChatEncoder(tokenizer, job.data.max_length, job.data.truncation)
     seed = job.run.seed + 1009  # a sample of its own, not the warm-up's
@@ -184,9 +184,9 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
                for split, source in ((MAIN_TARGET, job.data.target), (POOL, job.data.pool))}
     pool = samples[POOL]
     usable_pool = max(1, int(round(pool.manifest.n_rows * pool.usable_share)))
-    share = {MAIN_TARGET: 1.0 if needs["target_sketch"] else 0.0,
-             POOL: {"all": 1.0, "none": 0.0}.get(needs["sketch"], 1.0)}
-    if needs["sketch"] == "landmarks" and job.scoring.landmarks.sketch == "landmarks":
+    share = {MAIN_TARGET: 1.0 if needs.target_sketch else 0.0,
+             POOL: {"all": 1.0, "none": 0.0}.get(needs.pool_sketch, 1.0)}
+    if needs.pool_sketch == "landmarks" and job.scoring.landmarks.sketch == "landmarks":
         share[POOL] = min(1.0, job.scoring.landmarks.count / usable_pool)
     n_ckpt = max(1, len(job.sketch.checkpoints))
     timed = choose_model(job, run_dir, notes)
@@ -210,8 +210,8 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         holder.clear()
         del model
         em = None
-        if needs["embed"]:
-            kind = needs["embed"][0]
+        if needs.embeddings:
+            kind = needs.embeddings[0]
             em = time_pass(embed_step(kind, job, timed, device, holder),
                            sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
                                           tokenizer.pad_token_id), batches, device, used)
@@ -246,12 +246,10 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
 
     em_timing, embed_wall, embed_total = None, 0.0, 0.0
     if em is not None:
-        em_timing = _timing(f"{needs['embed'][0]} embedding of {timed.what}", device, used, em, pool,
+        em_timing = _timing(f"{needs.embeddings[0]} embedding of {timed.what}", device, used, em, pool,
                             job.scoring.embed.token_budget, max(em.model_bytes, weights), base, start)
-        from iprox_ray.stages.targets import embed_jobs
-
         costs = []
-        for _, split in embed_jobs(method, [POOL, MAIN_TARGET]):
+        for _, split in scoring.embed_jobs([POOL, MAIN_TARGET]):
             sample = samples[split]
             padded = shard_padded_tokens(sample, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows, seed)
             costs += _shard_costs(sample, padded, 1.0, em.seconds_per_padded_token)

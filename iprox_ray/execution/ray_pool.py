@@ -55,9 +55,6 @@ class _Worker:
         return {**stats, "worker": {"host": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
                                     "pid": os.getpid()}}
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def teardown(self) -> None:
         if self.task is not None:
             self.task.teardown()

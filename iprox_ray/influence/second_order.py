@@ -1,4 +1,4 @@
-"""Influence Distillation's second-order term through Hessian-vector products (methods.md §5).
+"""Influence Distillation's second-order term through Hessian-vector products (docs/methods.md §5).
 
 Objective: min_w −pᵀw + (η/2)·wᵀQw + (λ/2)‖w‖², Q = (1/N)·G̃_S H_T G̃_Sᵀ, where G̃_S holds the
 pool's unit gradients and H_T is the Hessian of the mean target loss. Q is never formed. Around

@@ -1,6 +1,6 @@
 """Influence Distillation's sample weights: λ-bisection so that exactly k weights are non-zero.
 
-First-order objective (methods.md §5): min_w −pᵀw + (λ/2)‖w‖²  s.t. w ≥ 0, 1ᵀw = N.
+First-order objective (docs/methods.md §5): min_w −pᵀw + (λ/2)‖w‖²  s.t. w ≥ 0, 1ᵀw = N.
 Its solution is w_i = max(0, p_i − τ)/λ with the water level τ set by Σ_i max(0, p_i − τ) = λN.
 The support grows with λ, so λ is bisected until exactly k weights are non-zero; the support is
 then the top-k of p and the weights sum to N.

@@ -1,4 +1,4 @@
-"""IProX stage 2: align the proxy's factor gradients (and logits) with the target's (methods.md §2).
+"""IProX stage 2: align the proxy's factor gradients (and logits) with the target's (docs/methods.md §2).
 
 L_GA = mean over factored layers of ½[(1 − cos(∇A_proxy, G_t Bᵀ)) + (1 − cos(∇B_proxy, Aᵀ G_t))],
 with G_t the target's weight gradient (detached) and A, B not detached inside the mapped targets;

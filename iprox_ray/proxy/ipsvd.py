@@ -1,4 +1,4 @@
-"""IProX stage 1: influence-preserving SVD of each targeted linear (methods.md §1).
+"""IProX stage 1: influence-preserving SVD of each targeted linear (docs/methods.md §1).
 
 Minimises ‖C_δ^{1/2}(W − Ŵ)C_h^{1/2}‖_F over rank-r Ŵ = AB, C = E[x xᵀ] + ridge·I. The square
 roots come from eigendecompositions of the d×d second moments (accumulated by probes.py):

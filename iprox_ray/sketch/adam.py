@@ -1,4 +1,4 @@
-"""Adam-aware train features (methods.md §4, §5), from a warm-up Adam state held fixed.
+"""Adam-aware train features (docs/methods.md §4, §5), from a warm-up Adam state held fixed.
 
 - less: the LESS update direction Γ = m'/sqrt(v' + ε), m' = β1 m + (1−β1) g, v' = β2 v + (1−β2) g².
 - influence-distillation: a ⊙ g with a = [(1−β1)/(1−β1^{t+1})] / (sqrt(v̂) + ε), v̂ = v/(1−β2^{t+1}).

@@ -1,4 +1,4 @@
-"""JVP embeddings (Influence Distillation, methods.md §5 step 1), batched and padding-aware.
+"""JVP embeddings (Influence Distillation, docs/methods.md §5 step 1), batched and padding-aware.
 
 For T random Gaussian tangents v_j over the parameters of the first B transformer blocks, the
 forward-mode derivative J·v_j of the hidden state leaving block B, optionally through the

@@ -1,4 +1,4 @@
-"""RDS+ embeddings (methods.md §6): the final hidden states, position-weighted mean pooled.
+"""RDS+ embeddings (docs/methods.md §6): the final hidden states, position-weighted mean pooled.
 
 Weights ∝ position + 1 over real tokens (normalised per row), then L2-normalised, so the cosine
 of two embeddings is their dot product. The model's base (`model.base_model`, the part below the

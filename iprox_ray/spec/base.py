@@ -86,3 +86,15 @@ def canonical_json(data: Any) -> str:
 def fingerprint(data: Any) -> str:
     """Short stable hash of JSON-able data (sorted keys)."""
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
+
+
+def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config trees."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += diff_keys(a, b, f"{prefix}{key}.")
+        elif canonical_json(a) != canonical_json(b):
+            keys.append(f"{prefix}{key}")
+    return keys

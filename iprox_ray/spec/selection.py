@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from iprox_ray.methods.registry import METHOD_NAMES, method_named
 from iprox_ray.spec.base import Section
 
-ScoringMethod = Literal["less", "influence-distillation", "tracin", "rds+", "random", "mid-ppl"]
+MethodName = Literal[METHOD_NAMES]  # registered in iprox_ray/methods/registry.py
 
 # Transformer blocks of common decoder LMs (model.layers.N, transformer.h.N, ...), by name.
 DEFAULT_BLOCK_PATTERNS = [r"re:(.*\.)?(layers|h|blocks|block)\.\d+$"]
@@ -68,9 +69,9 @@ class SecondOrderSpec(Section):
 
 
 class ScoringSpec(Section):
-    method: ScoringMethod = "less"
-    # How per-target-example scores combine into one score per pool row. auto: subtask-max for
-    # less/tracin (the LESS rule; equals the mean when there are no subtasks), mean otherwise.
+    method: MethodName = "less"
+    # How per-target-example scores combine into one score per pool row. auto: the method's own
+    # rule (subtask-max for less/tracin, the LESS rule; it equals the mean without subtasks).
     aggregate: Literal["auto", "mean", "subtask-max"] = "auto"
     seed: int = Field(0, description="random method: the seed of the scores")
     mid_ppl_center: float = Field(0.5, gt=0, lt=1, description="mid-ppl: quantile the kept band is centred on")
@@ -81,7 +82,7 @@ class ScoringSpec(Section):
     def resolved_aggregate(self) -> str:
         if self.aggregate != "auto":
             return self.aggregate
-        return "subtask-max" if self.method in ("less", "tracin") else "mean"
+        return method_named(self.method).default_aggregate
 
 
 class SelectionSpec(Section):

@@ -21,7 +21,6 @@ class RunContext:
     layout: RunLayout
     quiet: bool = False
     timings: dict[str, float] = field(default_factory=dict)
-    ray_resources: dict | None = None  # set while an executor session is open
     shard_filter: Callable[[ShardRef], bool] | None = None  # a run part (array job) owns only some shards
 
     def say(self, message: str) -> None:

@@ -28,6 +28,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.store.atomic import atomic_parquet_writer
 from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
+from iprox_ray.store.layout import dedup_stage
 
 CANDIDATE = (OK, NONFINITE, DUPLICATE, NOT_SKETCHED)  # rows that carry a parsed id
 RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])
@@ -198,14 +199,14 @@ def quarantine_batches(store: SplitStore, manifest: Manifest, split: str, dup_ro
 
 
 def run_dedup(ctx: RunContext, split: str, manifest: Manifest) -> int:
-    stage = f"dedup-{split.replace('/', '-')}"
+    stage = dedup_stage(split)
     done = ctx.stage_done(stage)
     if done:
         return int(done["duplicates"])
     store = SplitStore.open(ctx.layout.store, split)
     dup_rows, first_rows = find_duplicates(store, spill_dir=ctx.layout.root)
     mark_duplicates(store, dup_rows)
-    out = ctx.layout.quarantine_dir(split) / "duplicates.parquet"
+    out = ctx.layout.duplicates(split)
     with atomic_parquet_writer(out, QUARANTINE_SCHEMA) as writer:
         for batch in quarantine_batches(store, manifest, split, dup_rows, first_rows):
             writer.write_batch(batch)

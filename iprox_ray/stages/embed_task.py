@@ -28,7 +28,6 @@ from iprox_ray.spec.selection import EmbedSpec
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
-KINDS = ("jvp", "rds")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def report_key(ctx: RunContext, proxy: ModelRef) -> str:
 def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     """The report, computed once per settings: a resumed run (or a second `iprox-ray fidelity`)
     reads the one written before instead of sketching the probe rows with both models again."""
-    out_dir = ctx.layout.root / "fidelity"
+    out_dir = ctx.layout.fidelity_dir
     key = report_key(ctx, proxy)
     if (out_dir / "report.json").exists() and (out_dir / "scatter.png").exists():
         earlier = read_json(out_dir / "report.json")

@@ -45,7 +45,7 @@ def embed_rows(model: torch.nn.Module, encoded, ctx: RunContext, pad_id: int) ->
 
 def landmark_section(ctx: RunContext, ref: ModelRef) -> dict:
     """The section, computed once per settings (fidelity/landmarks.json carries its key)."""
-    path = ctx.layout.root / "fidelity" / "landmarks.json"
+    path = ctx.layout.landmark_fidelity
     key = fingerprint({"job": ctx.job.fingerprint(), "fidelity": ctx.job.fidelity.model_dump(mode="json"),
                        "model": ref.identity()})
     earlier = read_json(path) if path.exists() else {}

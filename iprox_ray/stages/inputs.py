@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iprox_ray.corpus.batching import collate, make_batches
+from iprox_ray.corpus.batching import collate
 from iprox_ray.corpus.encode import ChatEncoder, Encoded
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
 from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
@@ -81,13 +81,4 @@ def shuffled_epochs(encoded: list[Encoded], batch_size: int, pad_id: int, seed: 
     rng = np.random.default_rng(seed)
     return [fixed_batches(encoded, rng.permutation(len(encoded)).tolist(), batch_size, pad_id)
             for _ in range(epochs)]
-
-
-def to_tensors(encoded: list[Encoded], token_budget: int, max_rows: int, pad_id: int):
-    """Length-packed batches as (input_ids, attention_mask, trainable) tensors."""
-    return [
-        (torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask), torch.from_numpy(b.trainable))
-        for b in make_batches(encoded, token_budget, max_rows, pad_id)
-    ]
-
 

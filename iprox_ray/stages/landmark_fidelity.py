@@ -2,7 +2,7 @@
 
 Needs a run that sketched every pool row (`scoring.landmarks.sketch = "all"`). The exact score of
 a row is what propagation approximates: the mean cosine of its gradient features to the target
-examples' (the first-order p of methods.md §5, per target column, aggregated like the run). The
+examples' (the first-order p of docs/methods.md §5, per target column, aggregated like the run). The
 control propagates the same landmark scores through random Gaussian embeddings of the same
 dimension: any skill above it comes from the JVP embeddings.
 """

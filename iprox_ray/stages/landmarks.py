@@ -14,9 +14,10 @@ from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.store.embedding_store import OK, EmbeddingStore
 from iprox_ray.store.sketch_store import open_root
+from iprox_ray.store.layout import LANDMARKS, LANDMARKS_STAGE
 
-STAGE = "landmarks"
-ARRAY = "landmarks/pool"
+STAGE = LANDMARKS_STAGE  # stages/<STAGE>.json
+ARRAY = LANDMARKS
 
 
 def landmark_fingerprint(ctx: RunContext) -> str:

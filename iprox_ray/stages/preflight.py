@@ -22,8 +22,8 @@ from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, source_for
 from iprox_ray.store.atomic import atomic_write_parquet
+from iprox_ray.store.layout import preflight_stage
 
-STAGE = "preflight"
 POOL_SAMPLE_ROWS = 256
 POOL_SAMPLE_SHARDS = 16
 
@@ -59,13 +59,9 @@ def pool_sample(manifest: Manifest, seed: int) -> dict[int, set[int]] | None:
     return out
 
 
-def preflight_stage(ctx: RunContext, split: str) -> str:
-    return f"{STAGE}-{ctx.layout.quarantine_dir(split).name}"
-
-
 def check_inputs(ctx: RunContext, splits: list[str]) -> None:
     """Raise NoUsableRowsError when a split's checked rows are all quarantined (once per split)."""
-    todo = [split for split in splits if not ctx.stage_done(preflight_stage(ctx, split))]
+    todo = [split for split in splits if not ctx.stage_done(preflight_stage(split))]
     encoder = make_encoder(ctx) if todo else None
     for split in todo:
         manifest = manifest_for(ctx, split)
@@ -79,11 +75,11 @@ def check_inputs(ctx: RunContext, splits: list[str]) -> None:
                 records += rows.quarantine
         seen = kept + len(records)
         if seen and not kept:
-            where = ctx.layout.root / STAGE / f"{ctx.layout.quarantine_dir(split).name}.parquet"
+            where = ctx.layout.preflight_rows(split)
             atomic_write_parquet(where, pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
             raise NoUsableRowsError(no_usable_rows_message(
                 split, records, seen, where, manifest.n_rows if seen < manifest.n_rows else None))
-        ctx.mark_stage_done(preflight_stage(ctx, split), {"checked": seen, "usable": kept})
+        ctx.mark_stage_done(preflight_stage(split), {"checked": seen, "usable": kept})
 
 
 def check_sketched(ctx: RunContext, manifests: dict[str, Manifest]) -> None:

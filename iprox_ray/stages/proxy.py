@@ -26,8 +26,9 @@ from iprox_ray.stages.inputs import (
     tokenizer_path,
 )
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.store.layout import PROXY_STAGE
 
-STAGE = "proxy"
+STAGE = PROXY_STAGE  # stages/<STAGE>.json
 
 
 def construction_rows(ctx: RunContext):

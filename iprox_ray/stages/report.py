@@ -19,7 +19,7 @@ from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open
 
 
 def merge_quarantine(ctx: RunContext) -> pa.Table:
-    folder = ctx.layout.root / "quarantine"
+    folder = ctx.layout.quarantine_root
     parts = [pq.read_table(p) for p in sorted(folder.rglob("*.parquet"))] if folder.exists() else []
     table = pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
     atomic_write_parquet(ctx.layout.quarantine_all, table)

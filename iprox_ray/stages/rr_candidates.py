@@ -13,12 +13,7 @@ import numpy as np
 from iprox_ray.influence.column_topk import BYTES_PER_CANDIDATE, candidate_bytes
 from iprox_ray.spec import SpecError
 
-CANDIDATES_GROUP = "score_candidates"
 WRITE_BYTES = 64 << 20  # columns written per batch: at most this much of the [C, k] matrices
-
-
-def candidates_path(target_name: str) -> str:
-    return f"{CANDIDATES_GROUP}/{target_name}"
 
 
 def check_round_robin_budget(n_columns: int, k: int, memory_gib: float) -> None:

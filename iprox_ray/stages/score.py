@@ -12,80 +12,26 @@ import numpy as np
 
 from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
-from iprox_ray.influence.less import unit_rows
-from iprox_ray.spec import SpecError
+from iprox_ray.methods import method_for
+from iprox_ray.methods.base import ScoringMethod, TargetInputs
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.mid_ppl import MidPplScorer
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.preflight import NoUsableRowsError
-from iprox_ray.stages.rr_candidates import candidates_path, check_round_robin_budget, write_candidates
-from iprox_ray.stages.scorers import (
-    EmbeddingScorer,
-    RandomScorer,
-    Scorer,
-    SketchScorer,
-    TargetFeatures,
-    checkpoint_weights,
-    count_valid,
-    fit_landmark_model,
-    holdout_line,
-    sketch_rows,
-)
+from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candidates
+from iprox_ray.stages.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
-from iprox_ray.store.embedding_store import OK as EMBED_OK
-from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.sketch_store import (
-    CANDIDATES,
-    EMPTY,
-    OK,
-    STATUS_NAMES,
-    SplitStore,
-    open_root,
-)
+from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
+from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
 
-SCORES_GROUP = "scores"
-COLUMNS_GROUP = "score_columns"
 SINGLE = Columns("single", ("all",), np.zeros(0, np.int64), np.ones(1, np.int64))
 
 
-def score_array_path(target_name: str) -> str:
-    return f"{SCORES_GROUP}/{target_name}"
-
-
-def columns_array_path(target_name: str) -> str:
-    return f"{COLUMNS_GROUP}/{target_name}"
-
-
-def pool_needs(method: str) -> dict:
-    """What a method needs: which pool rows sketched ('all'|'landmarks'|'none'), which embeddings, and
-    whether the target examples are sketched (if not, only their metadata is written)."""
-    return {
-        "less": {"sketch": "all", "embed": [], "target_sketch": True},
-        "tracin": {"sketch": "all", "embed": [], "target_sketch": True},
-        "mid-ppl": {"sketch": "all", "embed": [], "target_sketch": False},
-        "influence-distillation": {"sketch": "landmarks", "embed": ["jvp"], "target_sketch": True},
-        "rds+": {"sketch": "none", "embed": ["rds"], "target_sketch": False},
-        "random": {"sketch": "none", "embed": [], "target_sketch": False},
-    }[method]
-
-
-def check_scoring(job) -> None:
-    """Combinations the spec types cannot rule out, refused before any work is done."""
-    if job.scoring.second_order.enabled and (job.scoring.method != "influence-distillation"
-                                             or job.selection.strategy == "round-robin"):
-        raise SpecError("scoring.second_order needs scoring.method = 'influence-distillation' and one aggregated "
-                         "score (selection.strategy 'topk' or 'weights')")
-
-
-def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method: str) -> np.ndarray:
-    written = target.read("written")
-    ok = written == OK if pool_needs(method)["target_sketch"] else np.isin(written, CANDIDATES)
-    if method == "rds+":
-        ok &= EmbeddingStore.open(ctx.layout.store, "rds", target_split).read("written") == EMBED_OK
-    rows = np.flatnonzero(ok)
+def _target_rows(ctx: RunContext, method: ScoringMethod, target: SplitStore, target_split: str) -> np.ndarray:
+    rows = np.flatnonzero(method.usable_target_rows(ctx, target, target_split))
     if len(rows) == 0:
+        written = target.read("written")
         counts = {STATUS_NAMES[int(c)]: int(n) for c, n in zip(*np.unique(written, return_counts=True)) if c != EMPTY}
         hint = "; non-finite rows mean the model gives NaN/inf on them (a damaged weight?)" if counts.get("nonfinite") else ""
         raise NoUsableRowsError(f"no usable example in target {target_split!r}: rows by status "
@@ -93,52 +39,20 @@ def _target_rows(ctx: RunContext, target: SplitStore, target_split: str, method:
     return rows
 
 
-def build_scorer(ctx: RunContext, method: str, pool: SplitStore, target: SplitStore, target_split: str,
-                 target_rows: np.ndarray, columns: Columns) -> Scorer:
-    spec = ctx.job.scoring
-    store = ctx.layout.store
-    if method == "random":
-        return RandomScorer(pool, 1, {}, seed=spec.seed)
-    if method == "mid-ppl":
-        selection = ctx.job.selection
-        k = selection.size_for(count_valid(pool))  # exact ranks only where a selection of k can reach
-        return MidPplScorer.build(pool, spec.mid_ppl_center, keep=k + 1 if selection.strategy == "weights" else k)
-    if method == "rds+":
-        t_emb = EmbeddingStore.open(store, "rds", target_split).gather("embedding", target_rows)
-        features = TargetFeatures.build(unit_rows(t_emb), columns)
-        return EmbeddingScorer(pool, columns.count, {}, EmbeddingStore.open(store, "rds", POOL), features)
-    raw = method == "tracin"
-    weights = checkpoint_weights(pool)
-    per_checkpoint = []
-    for c in range(len(weights)):
-        t_sketch = sketch_rows(target, target_rows, c)
-        per_checkpoint.append(TargetFeatures.build(t_sketch if raw else unit_rows(t_sketch), columns))
-    features = per_checkpoint[0]
-    if method in ("less", "tracin"):
-        return SketchScorer(pool, columns.count, {"checkpoint_weights": weights}, per_checkpoint, weights, raw=raw)
-    if len(weights) > 1:
-        raise ValueError("influence-distillation scores one model: sketch a single checkpoint (no sketch.checkpoints)")
-    if method == "influence-distillation":
-        embeddings = EmbeddingStore.open(store, "jvp", POOL)
-        model, info = fit_landmark_model(pool, embeddings, read_landmarks(ctx), features, spec)
-        return EmbeddingScorer(pool, columns.count, info, embeddings, features, model)
-    raise ValueError(f"unknown scoring method {method!r}")
-
-
 def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRef | None = None) -> str:
     """Score the pool against `target_split`; returns the path of the aggregated score array.
     `ref` (the sketched model) is needed only by the second-order term."""
-    stage = f"score-{target_name}"
-    name = score_array_path(target_name)
+    stage = score_stage(target_name)
+    name = score_array(target_name)
     if ctx.stage_done(stage):
         return name
     spec = ctx.job.scoring
-    method = spec.method
+    method = method_for(ctx.job)
     pool = SplitStore.open(ctx.layout.store, POOL)
     target = SplitStore.open(ctx.layout.store, target_split)
-    t_rows = _target_rows(ctx, target, target_split, method)
+    t_rows = _target_rows(ctx, method, target, target_split)
     subtasks = by_subtask(target.gather("subtask", t_rows))
-    single = method in ("random", "mid-ppl")
+    single = method.single_score
     per_example = ctx.job.selection.strategy == "round-robin" and not single
     columns = SINGLE if single else by_example(target.gather("sample_id", t_rows)) if per_example else subtasks
     how = "mean" if single else spec.resolved_aggregate()
@@ -146,16 +60,16 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     if round_robin:
         k = ctx.job.selection.size_for(count_valid(pool))
         check_round_robin_budget(columns.count, k, ctx.job.selection.round_robin_memory_gib)
-    scorer = build_scorer(ctx, method, pool, target, target_split, t_rows, columns)
+    scorer = method.build_scorer(TargetInputs(ctx, pool, target, target_split, t_rows, columns))
     to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
     second_order = spec.second_order.enabled
-    if second_order and (method != "influence-distillation" or per_example or ref is None):
-        raise ValueError("scoring.second_order needs method 'influence-distillation', one aggregated score "
-                         "(selection.strategy 'topk' or 'weights') and the model")
+    if second_order and (not method.second_order or per_example or ref is None):
+        raise ValueError(f"scoring.second_order needs a method that has it (not {method.name!r}), one aggregated "
+                         "score (selection.strategy 'topk' or 'weights') and the model")
 
     root = open_root(ctx.layout.store)
-    col_name = columns_array_path(target_name)
-    cand_name = candidates_path(target_name)
+    col_name = score_columns(target_name)
+    cand_name = score_candidates(target_name)
     for path in (name, col_name, cand_name):
         if path in root:
             del root[path]  # a half-written array from an interrupted run
@@ -167,7 +81,7 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
         col_arr = root.create_array(col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
                                     dtype="float32", fill_value=np.nan)
         col_arr.attrs.update({"columns": columns.kind, "labels": list(columns.labels)})
-    attrs = {"method": method, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
+    attrs = {"method": method.name, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
              "columns": columns.kind, "subtasks": list(subtasks.labels), **scorer.info}
     scores.attrs.update(attrs)
     if scorer.info.get("holdout"):

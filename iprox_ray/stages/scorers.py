@@ -20,9 +20,6 @@ from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array
 
-SKETCH_METHODS = ("less", "tracin", "influence-distillation")
-
-
 def sketch_rows(store: SplitStore, rows: np.ndarray, checkpoint: int = 0) -> np.ndarray:
     """The fp32 gradient sketch rows (unit row × norm) at store rows, for one checkpoint."""
     units = store.gather(checkpoint_array("sketch", checkpoint), rows).astype(np.float32)
@@ -37,7 +34,7 @@ def checkpoint_weights(store: SplitStore) -> list[float]:
 def landmark_features(pool: SplitStore, rows: np.ndarray) -> np.ndarray:
     """[L, D] unit-L2 gradient features of the landmark rows, as Influence Distillation uses them.
 
-    The rows are what the sketch stage wrote: Adam-preconditioned (the factor a of methods.md §5)
+    The rows are what the sketch stage wrote: Adam-preconditioned (the factor a of docs/methods.md §5)
     when `sketch.optimizer = "influence-distillation"`, else plain gradients; projected by
     `sketch.kind` (Kronecker, or SRHT as in §5 step 3).
     """
@@ -116,19 +113,6 @@ class EmbeddingScorer(Scorer):
         if ok.any():
             emb = self.embeddings.read("embedding", span)[ok]
             out[ok] = self.model.predict(emb) if self.model is not None else unit_rows(emb) @ self.target.rows.T
-        return out
-
-
-@dataclass
-class RandomScorer(Scorer):
-    seed: int = 0
-
-    def block(self, shard_id: int) -> np.ndarray:
-        span = self.pool.shard_rows(shard_id)
-        out = self._empty()
-        ok = candidate_mask(self.pool, span, need_sketch=False)
-        draws = np.random.default_rng([self.seed, shard_id]).random(self.pool.rows_per_shard, dtype=np.float32)
-        out[ok, 0] = draws[ok]
         return out
 
 

@@ -32,8 +32,8 @@ from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import SplitStore, open_root
+from iprox_ray.store.layout import first_order_scores
 
-FIRST_ORDER_GROUP = "scores_first_order"
 
 
 def encode_rows(ctx: RunContext, split: str, store_rows: np.ndarray, rows_per_shard: int) -> list[Encoded]:
@@ -95,7 +95,7 @@ def apply_second_order(ctx: RunContext, ref: ModelRef, scores_name: str, target_
     target = SplitStore.open(ctx.layout.store, target_split)
     scores = root[scores_name]
     S = pool.rows_per_shard
-    first_name = f"{FIRST_ORDER_GROUP}/{target_name}"
+    first_name = first_order_scores(target_name)
     if first_name in root:
         del root[first_name]
     first = root.create_array(first_name, shape=scores.shape, chunks=scores.chunks, dtype="float32", fill_value=np.nan)

@@ -17,10 +17,11 @@ from iprox_ray.influence.roundrobin import round_robin
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.rr_candidates import candidates_path, read_candidates
+from iprox_ray.stages.rr_candidates import read_candidates
 from iprox_ray.stages.scorers import count_valid
-from iprox_ray.store.atomic import atomic_write_parquet, read_json
+from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.sketch_store import SplitStore, open_root
+from iprox_ray.store.layout import score_candidates, select_stage
 
 SELECTION_SCHEMA = pa.schema(
     [
@@ -51,7 +52,7 @@ def select_round_robin(scores, candidates, k: int, seed: int, S: int) -> tuple[n
 
 
 def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_name: str) -> dict:
-    stage = f"select-{target_name}"
+    stage = select_stage(target_name)
     done = ctx.stage_done(stage)
     if done:
         return done
@@ -63,7 +64,7 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
     k = spec.size_for(valid)
     S = pool.rows_per_shard
     strategy = spec.strategy
-    cand_path = candidates_path(target_name)
+    cand_path = score_candidates(target_name)
     if strategy == "round-robin" and cand_path not in root:
         strategy = "topk"  # one column (random, mid-ppl, or a single target example): round-robin is top-k
     picked_by: list[str | None]
@@ -108,7 +109,3 @@ def _records(pool: SplitStore, manifest: Manifest, rows, values, weights, picked
             "domain": str(domains[rank - 1]), "store_row": row, "picked_by": picked_by[rank - 1],
         })
     return records
-
-
-def selection_info(ctx: RunContext, target_name: str) -> dict:
-    return read_json(ctx.layout.stage_done(f"select-{target_name}"))

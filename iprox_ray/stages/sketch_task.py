@@ -32,7 +32,7 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_parquet
-from iprox_ray.store.layout import POOL
+from iprox_ray.store.layout import POOL, shard_file
 from iprox_ray.store.sketch_store import NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore, checkpoint_array
 
 
@@ -157,7 +157,7 @@ class SketchShardTask:
         store = st["stores"][ref.stage]
         digest = store.write_shard(shard_id, sketches, columns)
         if rows.quarantine:
-            atomic_write_parquet(inputs.quarantine_dir / f"{shard_id:06d}.parquet", rows.quarantine_table())
+            atomic_write_parquet(shard_file(inputs.quarantine_dir, shard_id), rows.quarantine_table())
         domains: dict[str, int] = {}
         for conv in rows.conversations:
             domains[conv.domain] = domains.get(conv.domain, 0) + 1

@@ -22,8 +22,9 @@ from iprox_ray.stages.inputs import (
     sample_rows,
     shuffled_epochs,
 )
+from iprox_ray.store.layout import WARMUP_STAGE
 
-STAGE = "warmup"
+STAGE = WARMUP_STAGE  # stages/<STAGE>.json
 
 
 def base_model(ctx: RunContext) -> torch.nn.Module:

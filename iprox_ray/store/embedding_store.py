@@ -14,6 +14,7 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from iprox_ray.store.digest import read_span, shard_digest
+from iprox_ray.store.layout import embedding_group
 from iprox_ray.store.sketch_store import (
     SplitStore,
     StoreMismatchError,
@@ -25,10 +26,6 @@ EMBEDDING = "embedding"
 WRITTEN = "written"  # 0 empty/padding, 1 ok, 2 not embedded (quarantined row), 3 non-finite
 EMPTY, OK, SKIPPED, NONFINITE = 0, 1, 2, 3
 CHUNK_BYTES = 4 << 20
-
-
-def embedding_group(kind: str, split: str) -> str:
-    return f"embeddings/{kind}/{split}"
 
 
 def _chunk_rows(rows_per_shard: int, dim: int) -> int:

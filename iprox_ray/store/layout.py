@@ -1,4 +1,9 @@
-"""Pure path builders for everything a run writes. No I/O here: the layout is the contract."""
+"""Pure path builders for everything a run writes. No I/O here: the layout is the contract.
+
+Two kinds of names: files under the run directory (`RunLayout`, absolute paths) and the stage and
+array names inside it (module functions: marker names under stages/ and completions/, and array
+paths inside store.zarr).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,20 @@ POOL = "pool"
 
 def target_split(name: str) -> str:
     return f"targets/{name}"
+
+
+def _flat(split: str) -> str:
+    return split.replace("/", "-")
+
+
+def flat_split(split: str) -> str:
+    """A split as one path component (`targets/main` -> `targets-main`)."""
+    return _flat(split)
+
+
+def shard_file(folder: Path, shard_id: int, suffix: str = ".parquet") -> Path:
+    """One shard's file in a per-shard folder (quarantine records, completion markers)."""
+    return folder / f"{shard_id:06d}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -34,17 +53,37 @@ class RunLayout:
         return self.root / "store.zarr"
 
     # inputs
+    @property
+    def manifest_dir(self) -> Path:
+        return self.root / "manifest"
+
     def manifest(self, split: str) -> Path:
-        return self.root / "manifest" / f"{_flat(split)}.parquet"
+        return self.manifest_dir / f"{_flat(split)}.parquet"
 
     def manifest_info(self, split: str) -> Path:
-        return self.root / "manifest" / f"{_flat(split)}.json"
+        return self.manifest_dir / f"{_flat(split)}.json"
+
+    def manifest_splits(self) -> list[str]:
+        """The flat names of the splits with a frozen manifest."""
+        folder = self.manifest_dir
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
+
+    @property
+    def quarantine_root(self) -> Path:
+        return self.root / "quarantine"
 
     def quarantine_dir(self, split: str) -> Path:
-        return self.root / "quarantine" / _flat(split)
+        return self.quarantine_root / _flat(split)
 
     def quarantine_shard(self, split: str, shard_id: int) -> Path:
-        return self.quarantine_dir(split) / f"{shard_id:06d}.parquet"
+        return shard_file(self.quarantine_dir(split), shard_id)
+
+    def duplicates(self, split: str) -> Path:
+        return self.quarantine_dir(split) / "duplicates.parquet"
+
+    def preflight_rows(self, split: str) -> Path:
+        """The quarantine records of a split whose checked rows were all unusable."""
+        return self.root / "preflight" / f"{_flat(split)}.parquet"
 
     @property
     def quarantine_all(self) -> Path:
@@ -59,18 +98,41 @@ class RunLayout:
     def proxy_dir(self) -> Path:
         return self.root / "proxy"
 
+    @property
+    def fidelity_dir(self) -> Path:
+        return self.root / "fidelity"
+
+    @property
+    def landmark_fidelity(self) -> Path:
+        return self.fidelity_dir / "landmarks.json"
+
     # progress, as plain files you can `ls`
+    @property
+    def completions_root(self) -> Path:
+        return self.root / "completions"
+
     def completions(self, stage: str) -> Path:
-        return self.root / "completions" / stage
+        return self.completions_root / stage
 
     def completion(self, stage: str, shard_id: int) -> Path:
-        return self.completions(stage) / f"{shard_id:06d}.json"
+        return shard_file(self.completions(stage), shard_id, ".json")
 
     def failures(self, stage: str) -> Path:
         return self.root / "failures" / stage
 
     def inflight(self, stage: str) -> Path:
         return self.root / "inflight" / stage
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / "stages"
+
+    def stage_done(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.json"
+
+    def stages_done(self, pattern: str = "*") -> list[Path]:
+        folder = self.stages_dir
+        return sorted(folder.glob(f"{pattern}.json")) if folder.exists() else []
 
     # cluster bookkeeping: submitted SLURM jobs, Ray rendezvous folders, per-group locks
     @property
@@ -82,13 +144,13 @@ class RunLayout:
 
     @property
     def array_groups(self) -> Path:
-        return self.root / "manifest" / "array-groups.json"
+        return self.manifest_dir / "array-groups.json"
 
     def group_lock(self, group: int) -> Path:
         return self.root / "locks" / f"group-{group:04d}"
 
-    def stage_done(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
+    def group_locks(self) -> list[Path]:
+        return sorted((self.root / "locks").glob("group-*"))
 
     # outputs
     def selection_dir(self, name: str) -> Path:
@@ -97,14 +159,92 @@ class RunLayout:
     def selection(self, name: str) -> Path:
         return self.selection_dir(name) / "selection.parquet"
 
+    def score_plot(self, name: str) -> Path:
+        return self.selection_dir(name) / "scores.png"
 
+    def target_record(self, name: str) -> Path:
+        """The settings a target name is bound to (`iprox-ray score`)."""
+        return self.selection_dir(name) / "target.json"
+
+    def target_summary(self, name: str) -> Path:
+        return self.selection_dir(name) / "summary.json"
+
+
+# Stage names: the marker stages/<stage>.json, and completions/<stage>/ for sharded stages.
 def sketch_stage(split: str) -> str:
     return f"sketch-{_flat(split)}"
 
 
-def _flat(split: str) -> str:
-    return split.replace("/", "-")
-
-
 def embed_stage(kind: str, split: str) -> str:
     return f"embed-{kind}-{_flat(split)}"
+
+
+def dedup_stage(split: str) -> str:
+    return f"dedup-{_flat(split)}"
+
+
+def preflight_stage(split: str) -> str:
+    return f"preflight-{_flat(split)}"
+
+
+def score_stage(target_name: str) -> str:
+    return f"score-{target_name}"
+
+
+def select_stage(target_name: str) -> str:
+    return f"select-{target_name}"
+
+
+# Stages a repaired store invalidates (they read what the sharded stages wrote).
+DOWNSTREAM_STAGES = (dedup_stage("*"), score_stage("*"), select_stage("*"))
+
+
+# Arrays inside store.zarr.
+LANDMARKS = "landmarks/pool"
+
+
+def embedding_group(kind: str, split: str) -> str:
+    return f"embeddings/{kind}/{split}"
+
+
+def score_array(target_name: str) -> str:
+    """One aggregated score per pool row."""
+    return f"scores/{target_name}"
+
+
+def score_columns(target_name: str) -> str:
+    """Per-subtask scores, [rows, subtasks], when there is more than one subtask."""
+    return f"score_columns/{target_name}"
+
+
+def score_candidates(target_name: str) -> str:
+    """Round-robin: each target example's best k rows."""
+    return f"score_candidates/{target_name}"
+
+
+def first_order_scores(target_name: str) -> str:
+    """The first-order scores, kept when the second-order term rewrites score_array."""
+    return f"scores_first_order/{target_name}"
+
+
+def target_arrays(target_name: str) -> tuple[str, ...]:
+    """Every array the score stage may write for a target, whatever the method."""
+    return (score_array(target_name), score_columns(target_name), score_candidates(target_name),
+            first_order_scores(target_name))
+
+
+def target_stages(target_name: str) -> tuple[str, ...]:
+    """The per-target stage markers (beside the target split's own sketch/embed/dedup/preflight)."""
+    return (score_stage(target_name), select_stage(target_name))
+
+
+def split_stages(split: str, embed_kinds: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The stage markers a split's own passes write."""
+    return (sketch_stage(split), *(embed_stage(kind, split) for kind in embed_kinds), dedup_stage(split),
+            preflight_stage(split))
+
+
+# Run-level (unsharded) stages.
+WARMUP_STAGE = "warmup"
+PROXY_STAGE = "proxy"
+LANDMARKS_STAGE = "landmarks"

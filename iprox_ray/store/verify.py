@@ -12,11 +12,10 @@ import zarr
 from iprox_ray.store.atomic import read_json, remove_tree_inside
 from iprox_ray.store.digest import StoreDamagedError
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.layout import RunLayout
+from iprox_ray.store.layout import DOWNSTREAM_STAGES, RunLayout
 from iprox_ray.store.sketch_store import SCHEMA_VERSION, SplitStore
 
 # Driver stages that read the shard stores: their results go stale when a shard is redone.
-DOWNSTREAM = ("dedup-*", "score-*", "select-*")
 
 
 @dataclass
@@ -115,7 +114,7 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
         if repair:
             _rebuild_metadata(layout, folder)
     groups: dict = {}
-    completions = layout.root / "completions"
+    completions = layout.completions_root
     for stage_dir in sorted(completions.iterdir()) if completions.exists() else []:
         for marker in sorted(stage_dir.glob("[0-9]*.json")):
             damage = _check(layout.store, stage_dir.name, marker, groups, report)
@@ -133,8 +132,8 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
                     for marker in (completions / d.stage).glob("[0-9]*.json"):
                         if (read_json(marker).get("group") or path) == path:
                             marker.unlink(missing_ok=True)
-        for pattern in DOWNSTREAM:
-            for path in (layout.root / "stages").glob(f"{pattern}.json"):
+        for pattern in DOWNSTREAM_STAGES:
+            for path in layout.stages_done(pattern):
                 path.unlink(missing_ok=True)
     return report
 

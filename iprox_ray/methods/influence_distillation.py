@@ -1,0 +1,34 @@
+"""Influence Distillation (Nikdan et al. 2025): exact first-order scores on landmark rows,
+propagated to the pool by kernel ridge regression on cheap JVP embeddings."""
+
+from __future__ import annotations
+
+from iprox_ray.influence.less import unit_rows
+from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
+from iprox_ray.stages.inputs import POOL
+from iprox_ray.stages.landmark_fidelity import landmark_fidelity
+from iprox_ray.stages.landmarks import read_landmarks
+from iprox_ray.stages.scorers import EmbeddingScorer, Scorer, TargetFeatures, checkpoint_weights, fit_landmark_model, sketch_rows
+from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.sketch_store import open_root
+
+
+class InfluenceDistillation(ScoringMethod):
+    name = "influence-distillation"
+    needs = Needs(pool_sketch="landmarks", target_sketch=True, embeddings=("jvp",))
+    second_order = True
+
+    def build_scorer(self, inputs: TargetInputs) -> Scorer:
+        if len(checkpoint_weights(inputs.pool)) > 1:
+            raise ValueError("influence-distillation scores one model: sketch a single checkpoint (no sketch.checkpoints)")
+        ctx = inputs.ctx
+        features = TargetFeatures.build(unit_rows(sketch_rows(inputs.target, inputs.rows, 0)), inputs.columns)
+        embeddings = EmbeddingStore.open(ctx.layout.store, "jvp", POOL)
+        model, info = fit_landmark_model(inputs.pool, embeddings, read_landmarks(ctx), features, ctx.job.scoring)
+        return EmbeddingScorer(inputs.pool, inputs.columns.count, info, embeddings, features, model)
+
+    def summary_extra(self, ctx, split: str, scores_name: str) -> dict:
+        extra = {"landmark_holdout": open_root(ctx.layout.store)[scores_name].attrs.get("holdout")}
+        if ctx.job.scoring.landmarks.sketch == "all":
+            extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
+        return extra
