@@ -11,11 +11,9 @@ search (zero-copy slices of memory-mapped files).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import pyarrow.parquet as pq
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.sources import CorpusError, InputFile, input_schema
-from iprox_ray.store.atomic import fsync_dir
+from iprox_ray.store.atomic import atomic_output
 
 LINE_SCHEMA = pa.schema([("line", pa.binary())])  # JSONL rows are copied byte for byte
 DEFAULT_MEMORY_BYTES = 256 << 20
@@ -208,32 +206,15 @@ class _Runs:
             yield window.take(pa.array(np.argsort(np.concatenate(where), kind="stable")))
 
 
-@contextmanager
-def _atomic_output(path: Path):
-    """A temporary name next to `path`, renamed over it (durably) only once fully written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_jsonl(windows: Iterator[pa.Table], path: Path) -> Path:
-    with _atomic_output(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         for window in windows:
             fh.write(b"".join(window.column("line").to_pylist()))
     return path
 
 
 def _write_parquet(windows: Iterator[pa.Table], schema: pa.Schema, path: Path) -> Path:
-    with _atomic_output(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+    with atomic_output(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
         for window in windows:
             writer.write_table(window)
     return path

@@ -47,18 +47,8 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def atomic_write_parquet(path: Path, table: Any) -> None:
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> Any:
@@ -76,17 +66,14 @@ def remove_tree_inside(root: Path, path: Path) -> None:
 
 
 @contextmanager
-def atomic_parquet_writer(path: Path, schema: Any) -> Iterator[Any]:
-    """A pyarrow ParquetWriter for writing a large table batch by batch; the file appears at
-    `path` only when the block ends without an error."""
-    import pyarrow.parquet as pq
-
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary name next to `path` to write to, renamed over it (durably) only when the block
+    ends without an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            yield writer
+        yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -94,3 +81,13 @@ def atomic_parquet_writer(path: Path, schema: Any) -> Iterator[Any]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_parquet_writer(path: Path, schema: Any) -> Iterator[Any]:
+    """A pyarrow ParquetWriter for writing a large table batch by batch; the file appears at
+    `path` only when the block ends without an error."""
+    import pyarrow.parquet as pq
+
+    with atomic_output(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        yield writer
