@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_pool, write_parquet
 
 from iprox_ray.corpus.manifest import freeze_manifest
+from iprox_ray.corpus.sources import CorpusError
 from iprox_ray.stages.select import SELECTION_SCHEMA
 from iprox_ray.stages.subset import write_subset
 
@@ -50,3 +52,74 @@ def test_save_to_disk_subset_loads_with_datasets(tmp_path):
     loaded = datasets.load_from_disk(str(out))
     assert loaded["id"] == [rows[7]["id"], rows[1]["id"]]
     assert loaded.features == datasets.load_from_disk(str(tmp_path / "hf")).features
+
+
+def _random_picks(files_rows, k, seed):
+    """k distinct (file, row) picks in a seeded random (rank) order."""
+    everything = [(f, r) for f, n in files_rows for r in range(n)]
+    order = np.random.default_rng(seed).permutation(len(everything))[:k]
+    return [(f"s{n}", everything[i][0], everything[i][1]) for n, i in enumerate(order.tolist())]
+
+
+@pytest.mark.parametrize("memory_bytes", [1, 2000, 256 << 20])  # spill after every piece, a few runs, none
+def test_parquet_subset_matches_a_whole_file_reference(tmp_path, memory_bytes, monkeypatch):
+    rows = make_pool(300)
+    a = write_parquet(rows[:170], tmp_path / "a.parquet", row_group_size=16)  # 11 row groups
+    b = write_parquet(rows[170:], tmp_path / "b.parquet", row_group_size=50)
+    manifest = _manifest(tmp_path, "*.parquet", rows_per_shard=32)
+    picks = _random_picks([(a, 170), (b, 130)], 40, seed=1) + [("g0", a, 0), ("g10", a, 169)]
+    read = []
+    original = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
+                        lambda self, groups, **kw: read.append(list(groups)) or original(self, groups, **kw))
+    out = write_subset(_selection(picks), manifest, tmp_path / "o", memory_bytes=memory_bytes)
+    whole = {str(a): pq.read_table(a), str(b): pq.read_table(b)}
+    want = pa.concat_tables([whole[str(f)].slice(r, 1) for _, f, r in picks])
+    got = pq.read_table(out)
+    assert got.equals(want) and got.schema.metadata == want.schema.metadata
+    assert all(len(groups) == 1 for groups in read)  # one row group at a time ...
+    groups_a = {(r // 16) for _, f, r in picks if f == a}
+    assert len(read) == len(groups_a) + len({(r // 50) for _, f, r in picks if f == b})  # ... each needed one once
+    assert {0, 10} <= groups_a and len(groups_a) > 2
+    assert not list((tmp_path / "o").glob(".subset-*"))  # the spill folder is gone
+
+
+@pytest.mark.parametrize("memory_bytes", [1, 256 << 20])
+def test_jsonl_subset_across_shards_keeps_bytes(tmp_path, memory_bytes):
+    rng = np.random.default_rng(2)
+    lines = [json.dumps({"id": f"r{i}", "pad": "z" * int(rng.integers(0, 30))}).encode() for i in range(200)]
+    ends = [b"\r\n" if i % 3 == 0 else b"\n" for i in range(200)]
+    (tmp_path / "a.jsonl").write_bytes(b"".join(x + e for x, e in zip(lines[:120], ends[:120])))
+    (tmp_path / "b.jsonl").write_bytes(b"".join(x + e for x, e in zip(lines[120:], ends[120:]))[:-1])  # no final \n
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    manifest = _manifest(tmp_path, "*.jsonl", rows_per_shard=7)
+    picks = _random_picks([(a, 120), (b, 80)], 60, seed=3) + [("last", b, 79)]
+    out = write_subset(_selection(picks), manifest, tmp_path / "o", memory_bytes=memory_bytes)
+    source = {a: (lines[:120], ends[:120]), b: (lines[120:], ends[120:-1] + [b"\n"])}
+    assert out.read_bytes() == b"".join(source[f][0][r] + source[f][1][r] for _, f, r in picks)
+
+
+def test_compatible_schemas_are_unified_in_the_output(tmp_path):
+    pq.write_table(pa.table({"id": ["a0", "a1"], "score": [None, None]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": ["b0", "b1"], "score": [1.5, 2.5], "extra": [1, 2]}), tmp_path / "b.parquet")
+    manifest = _manifest(tmp_path, "*.parquet")
+    out = write_subset(_selection([("x", tmp_path / "b.parquet", 1), ("y", tmp_path / "a.parquet", 0)]),
+                       manifest, tmp_path / "o")
+    assert pq.read_table(out).to_pylist() == [{"id": "b1", "score": 2.5, "extra": 2},
+                                              {"id": "a0", "score": None, "extra": None}]
+
+
+def test_a_selection_that_does_not_fit_the_manifest_is_refused(tmp_path):
+    path = write_parquet(make_pool(10), tmp_path / "a.parquet")
+    manifest = _manifest(tmp_path, "a.parquet")
+    with pytest.raises(CorpusError, match=r"asks for row 10 of .*a.parquet, which has 10 rows"):
+        write_subset(_selection([("x", path, 10)]), manifest, tmp_path / "o")
+    with pytest.raises(CorpusError, match="other.parquet, which is not an input"):
+        write_subset(_selection([("x", tmp_path / "other.parquet", 0)]), manifest, tmp_path / "o")
+
+
+def test_an_empty_selection_writes_an_empty_file_with_the_columns(tmp_path):
+    path = write_parquet(make_pool(10), tmp_path / "a.parquet")
+    out = write_subset(_selection([]), _manifest(tmp_path, "a.parquet"), tmp_path / "o")
+    table = pq.read_table(out)
+    assert table.num_rows == 0 and table.schema.names == pq.read_schema(path).names

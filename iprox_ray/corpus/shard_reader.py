@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from iprox_ray.corpus.encode import ChatEncoder, Encoded
-from iprox_ray.corpus.manifest import Shard
+from iprox_ray.corpus.manifest import Manifest, Shard
 from iprox_ray.corpus.rows import Conversation, RowError, parse_row
 from iprox_ray.corpus.sources import InputFile, read_rows
 from iprox_ray.spec import SourceSpec
@@ -72,3 +73,21 @@ def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder 
         out.conversations.append(conv)
         out.encoded.append(enc)
     return out
+
+
+TOKEN_SAMPLE_SHARDS = 32
+TOKEN_SAMPLE_ROWS_PER_SHARD = 8
+
+
+def estimate_tokens_per_row(manifest: Manifest, split: str, spec: SourceSpec, encoder: ChatEncoder, seed: int) -> float:
+    """Mean templated tokens (after truncation) of the usable rows in a seeded sample: a few rows from each
+    of up to TOKEN_SAMPLE_SHARDS shards, so a huge split costs a few dozen small reads. With no usable
+    row sampled, max_length (the pre-flight check then reports the split)."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(manifest.n_shards, size=min(manifest.n_shards, TOKEN_SAMPLE_SHARDS), replace=False))
+    tokens: list[int] = []
+    for shard_id in picked.tolist():
+        n = int(manifest.shard_n_rows[shard_id])
+        only = set(rng.choice(n, size=min(n, TOKEN_SAMPLE_ROWS_PER_SHARD), replace=False).tolist())
+        tokens += [e.n_tokens for e in read_shard(split, manifest.shards[shard_id], spec, encoder, only).encoded]
+    return float(np.mean(tokens)) if tokens else float(encoder.max_length)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -84,19 +86,65 @@ def _open_arrow_stream(path: Path) -> pa.Table:
         return pa.ipc.open_stream(source).read_all()
 
 
-def count_rows(f: InputFile) -> tuple[int, list[int]]:
-    """Row count and, for JSONL, the byte offset of every row start (for seeking)."""
+SCAN_BLOCK = 4 << 20  # bytes per read while scanning JSONL (4 MiB measured fastest: cache-sized numpy work)
+
+
+def scan_lines(path: Path, stride: int = 1, digest: Any = None, block: int = SCAN_BLOCK) -> tuple[int, np.ndarray]:
+    """Row count and the byte offsets of rows 0, stride, 2*stride, ... of a JSONL file.
+
+    A row is what binary line iteration yields: it ends after b"\n" (a CRLF row keeps its b"\r"), a
+    last line without newline is a row, an empty line is a row. Memory is one block plus
+    n_rows/stride offsets; `digest` (hashlib-like) is fed every byte, sparing a second read."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        kept = [np.zeros(1 if size else 0, dtype=np.int64)]
+        n_rows, pos = (1 if size else 0), 0
+        while pos < size:
+            n = fh.readinto(view[: min(block, size - pos)])
+            if not n:
+                raise CorpusError(f"input file {path} shrank while being read")
+            if digest is not None:
+                digest.update(view[:n])
+            starts = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8, count=n) == 10) + (pos + 1)
+            pos += n
+            if pos == size and len(starts) and starts[-1] == size:
+                starts = starts[:-1]  # the final newline ends the last row; it starts none
+            kept.append(starts[(-n_rows) % stride :: stride].copy())  # a copy: a view would pin the block's array
+            n_rows += len(starts)
+    return n_rows, np.concatenate(kept)
+
+
+def arrow_stream_rows(path: Path) -> int:
+    """Row count of an Arrow stream file, batch by batch (memory-mapped, nothing materialised)."""
+    with pa.memory_map(str(path)) as source:
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+
+
+def count_rows(f: InputFile, stride: int = 1, digest: Any = None) -> tuple[int, np.ndarray]:
+    """Row count and, for JSONL, the byte offsets of every stride-th row start (empty otherwise)."""
     try:
         if f.format == "parquet":
-            return pq.ParquetFile(f.path).metadata.num_rows, []
+            return pq.ParquetFile(f.path).metadata.num_rows, np.zeros(0, dtype=np.int64)
         if f.format == "arrow_stream":
-            return _open_arrow_stream(f.path).num_rows, []
-        offsets, pos = [], 0
-        with open(f.path, "rb") as fh:
-            for line in fh:
-                offsets.append(pos)
-                pos += len(line)
-        return len(offsets), offsets
+            return arrow_stream_rows(f.path), np.zeros(0, dtype=np.int64)
+        return scan_lines(f.path, stride, digest)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"cannot read input file {f.path}: {exc}") from exc
+
+
+def input_schema(f: InputFile) -> pa.Schema | None:
+    """The Arrow schema of a Parquet or Arrow-stream input (metadata only); None for JSONL."""
+    try:
+        if f.format == "parquet":
+            return pq.read_schema(f.path)
+        if f.format == "arrow_stream":
+            with pa.memory_map(str(f.path)) as source:
+                return pa.ipc.open_stream(source).schema
+        return None
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"cannot read input file {f.path}: {exc}") from exc
 

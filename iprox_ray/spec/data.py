@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -29,7 +29,8 @@ class SourceSpec(Section):
     id_column: str | None = Field(None, description="stable id column; else a content hash")
     domain_column: str | None = Field(None, description="label used in per-domain reports")
     subtask_column: str | None = Field(None, description="target only: groups examples")
-    rows_per_shard: int = Field(256, ge=1, le=1 << 20)
+    # "auto": sized by tokens (iprox_ray/corpus/shard_size.py); the chosen number is recorded in the manifest.
+    rows_per_shard: Annotated[int, Field(ge=1, le=1 << 20)] | Literal["auto"] = 256
 
 
 class DataSpec(Section):

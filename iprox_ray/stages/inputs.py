@@ -8,7 +8,7 @@ import torch
 from iprox_ray.corpus.batching import collate, make_batches
 from iprox_ray.corpus.encode import ChatEncoder, Encoded
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
-from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import SourceSpec
 from iprox_ray.stages.context import RunContext
@@ -21,6 +21,10 @@ def source_for(ctx: RunContext, split: str) -> SourceSpec:
 
 def manifest_for(ctx: RunContext, split: str) -> Manifest:
     source = source_for(ctx, split)
+
+    def tokens_per_row(probe: Manifest) -> float:  # only called when an auto size is first chosen
+        return estimate_tokens_per_row(probe, split, source, make_encoder(ctx), ctx.job.run.seed + 11)
+
     return freeze_manifest(
         source.paths,
         source.format,
@@ -29,6 +33,7 @@ def manifest_for(ctx: RunContext, split: str) -> Manifest:
         ctx.layout.manifest(split),
         ctx.layout.manifest_info(split),
         source.model_dump(mode="json"),
+        tokens_per_row,
     )
 
 
@@ -46,12 +51,11 @@ def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 
     total = manifest.n_rows
     count = min(total, max(min_rows, round(fraction * total)))
     picks = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
-    starts = np.cumsum([0] + [s.n_rows for s in manifest.shards])
-    chosen: dict[int, list[int]] = {}
-    for row in picks:
-        shard = int(np.searchsorted(starts, row, side="right") - 1)
-        chosen.setdefault(shard, []).append(int(row - starts[shard]))
-    return chosen
+    starts = np.concatenate([[0], np.cumsum(manifest.shard_n_rows)])
+    shards = np.searchsorted(starts, picks, side="right") - 1  # one vectorised lookup, not one per row
+    local = (picks - starts[shards]).tolist()
+    edges = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(picks)]
+    return {int(shards[lo]): local[lo:hi] for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo}
 
 
 def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[int]], encoder: ChatEncoder) -> list[Encoded]:
