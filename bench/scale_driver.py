@@ -116,16 +116,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/scale"))
     parser.add_argument("--warmup-rows", type=float, default=2e5, help="unreported first size (Numba caches)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic data")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--json", type=Path, help="raw results, rewritten after each size")
+    parser.add_argument("--report", type=Path, help="only print the table of a --json file (two sizes or more)")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        print(report(saved["runs"], saved["dim"], saved["k"]))
+        return
     sizes = sorted(int(n) for n in args.rows)
     if args.warmup_rows:
         run_size(args.out, int(args.warmup_rows), args.dim, min(args.k, int(args.warmup_rows) // 10), False, quiet=True)
-    runs = [run_size(args.out, n, args.dim, args.k, args.keep) for n in sizes]
-    text = report(runs, args.dim, args.k)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps({"dim": args.dim, "k": args.k, "runs": runs}, indent=1))
+    runs = []
+    for n in sizes:
+        runs.append(run_size(args.out, n, args.dim, args.k, args.keep))
+        if args.json:
+            args.json.write_text(json.dumps({"dim": args.dim, "k": args.k, "runs": runs}, indent=1))
+    print(report(runs, args.dim, args.k))
     if not args.keep:
         shutil.rmtree(args.out, ignore_errors=True)
 
