@@ -97,6 +97,10 @@ def report(runs: list[dict], dim: int, k: int) -> str:
                      f"rows; sketch array {r['sketch_bytes']:,} B vs N·D·{SKETCH_DTYPE.itemsize} = {r['ideal_bytes']:,} B "
                      f"(+{100 * over:.2f} %); whole pool group {r['store_bytes']:,} B "
                      f"(+{100 * (r['store_bytes'] / r['ideal_bytes'] - 1):.1f} %); inputs {r['inputs_bytes']:,} B")
+    if len(runs) < 2:
+        lines.append("")
+        lines.append(f"P6 not judged: one size only (N={small['n']:.0e}); run two sizes, or --report a JSON holding both")
+        return "\n".join(lines)
     size_ok = all(r["sketch_bytes"] / r["ideal_bytes"] - 1 < 0.01 for r in runs)
     rss_ok = worst[0] < P6_RATIO
     lines.append("")
