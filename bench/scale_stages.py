@@ -1,0 +1,223 @@
+"""One driver stage of the scale benchmark (bench/scale_driver.py), run in its own process.
+
+    python bench/scale_stages.py STAGE WORKDIR ROWS DIM K
+
+prints one JSON line {"stage", "seconds", ...}; the parent reads this process's peak RSS with
+os.wait4. Synthetic data (no model): Parquet inputs with id/domain columns, and a pool store
+whose sketch rows are random unit rows. The product stages run through their own entry points
+(run_score, run_select) with a real RunContext whose JobSpec names no real model (none is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from iprox_ray.corpus.manifest import Manifest
+from iprox_ray.spec import JobSpec
+from iprox_ray.stages.context import RunContext
+from iprox_ray.store.layout import POOL, RunLayout, target_split
+from iprox_ray.store.sketch_store import OK, SplitStore
+
+# Each stage imports the product modules it calls inside its function, so a stage's peak RSS
+# holds only what that stage loads (run_score and run_select import torch through the product).
+
+ROWS_PER_FILE = 1 << 17  # input rows per Parquet file
+ROW_GROUP = 8192
+TOKENS_PER_ROW = 512.0  # what the auto sizer's tokenizer probe would have measured (no tokenizer here)
+DUP_EVERY = 1000  # every 1000th row repeats the previous row's id (0.1 % duplicates)
+DOMAINS = np.array(["math", "code", "chat", "science", "law", "medicine", "news", ""])
+TARGET = "t"
+TARGET_EXAMPLES = 64
+DEDUP_MEMORY = 256 << 20  # find_duplicates' budget: P = ceil(N * 48 B / budget) partitions
+RR_MEMORY_GIB = 8.0
+
+
+def ids_of(g: np.ndarray) -> np.ndarray:
+    """The id of global input row g ('s' + row; row g ≡ 1 mod DUP_EVERY repeats row g-1's id)."""
+    base = np.where(g % DUP_EVERY == 1, g - 1, g)
+    return np.strings.add("s", base.astype(np.dtypes.StringDType()))
+
+
+def domains_of(g: np.ndarray) -> np.ndarray:
+    return DOMAINS[(g * 2654435761 >> 11) % len(DOMAINS)]
+
+
+def context(work: Path, k: int, strategy: str) -> RunContext:
+    job = JobSpec.model_validate({
+        "model": {"path": str(work / "no-model")},
+        "data": {"pool": {"paths": [str(work / "inputs" / "*.parquet")], "format": "parquet"},
+                 "target": {"paths": [str(work / "inputs" / "*.parquet")], "format": "parquet"}},
+        "scoring": {"method": "less"},
+        "selection": {"k": k, "strategy": strategy, "round_robin_memory_gib": RR_MEMORY_GIB},
+    })
+    return RunContext(job, RunLayout(work / "run"), quiet=True)
+
+
+def load_manifest(ctx: RunContext) -> Manifest:
+    return Manifest.load(ctx.layout.manifest(POOL), ctx.layout.manifest_info(POOL))
+
+
+def stage_inputs(work: Path, n: int, dim: int, k: int) -> dict:
+    folder = work / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    n_files = -(-n // ROWS_PER_FILE)
+    for f in range(n_files):
+        g = np.arange(f * ROWS_PER_FILE, min(n, (f + 1) * ROWS_PER_FILE), dtype=np.int64)
+        ids = pc.binary_join_element_wise("s", pa.array(np.where(g % DUP_EVERY == 1, g - 1, g)).cast(pa.string()), "")
+        table = pa.table({"id": ids, "domain": pa.array(domains_of(g))})
+        pq.write_table(table, folder / f"part-{f:05d}.parquet", row_group_size=ROW_GROUP)
+    return {"files": n_files, "bytes": sum(p.stat().st_size for p in folder.iterdir())}
+
+
+def stage_manifest(work: Path, n: int, dim: int, k: int) -> dict:
+    from iprox_ray.corpus.manifest import build_manifest
+    from iprox_ray.corpus.sources import discover
+
+    ctx = context(work, k, "topk")
+    files = discover([str(work / "inputs" / "*.parquet")], "parquet", work)
+    manifest = build_manifest(files, "auto", tokens_per_row=lambda probe: TOKENS_PER_ROW)
+    manifest.save(ctx.layout.manifest(POOL), ctx.layout.manifest_info(POOL), {"synthetic": True})
+    return {"files": len(files), "rows": manifest.n_rows, "n_shards": manifest.n_shards,
+            "rows_per_shard": manifest.rows_per_shard}
+
+
+def stage_store(work: Path, n: int, dim: int, k: int) -> dict:
+    """The pool store filled in batches of whole shards, plus a 64-example target split."""
+    from iprox_ray.stages.batched_reads import shard_batches
+
+    ctx = context(work, k, "topk")
+    manifest = load_manifest(ctx)
+    S = manifest.rows_per_shard
+    pool = SplitStore.create(ctx.layout.store, POOL, manifest.n_shards, S, dim, attrs={})
+    file_first = np.concatenate([[0], np.cumsum([f.n_rows for f in manifest.files])])
+    rng = np.random.default_rng(1)
+    g_arr = pool.group
+    for span in shard_batches(pool):
+        rows = np.arange(span.start, span.stop, dtype=np.int64)
+        shard, local = rows // S, rows % S
+        valid = local < manifest.shard_n_rows[shard]
+        g = file_first[manifest.file_index[shard]] + manifest.row_start[shard] + local
+        m = len(rows)
+        sketch = rng.standard_normal((m, dim), dtype=np.float32)
+        sketch /= np.linalg.norm(sketch, axis=1, keepdims=True)
+        sketch[~valid] = 0
+        g_arr["sketch"][span] = sketch.astype(np.float16)
+        g_arr["sketch_norm"][span] = np.where(valid, rng.gamma(2.0, 1.0, m), 0).astype(np.float32)
+        g_arr["loss"][span] = np.where(valid, rng.gamma(4.0, 0.5, m), 0).astype(np.float32)
+        g_arr["n_tokens"][span] = np.where(valid, rng.integers(16, 1024, m), 0).astype(np.int32)
+        g_arr["written"][span] = np.where(valid, OK, 0).astype(np.uint8)
+        g_arr["sample_id"][span] = np.where(valid, ids_of(g), "")
+        g_arr["domain"][span] = np.where(valid, domains_of(g), "")
+    target = SplitStore.create(ctx.layout.store, target_split(TARGET), 1, TARGET_EXAMPLES, dim, attrs={})
+    t = rng.standard_normal((TARGET_EXAMPLES, dim), dtype=np.float32)
+    norms = np.linalg.norm(t, axis=1)
+    target.write_shard(0, (t / norms[:, None]).astype(np.float16), {
+        "sample_id": np.array([f"t{i}" for i in range(TARGET_EXAMPLES)]), "domain": np.full(TARGET_EXAMPLES, "target"),
+        "subtask": np.full(TARGET_EXAMPLES, ""), "n_tokens": np.full(TARGET_EXAMPLES, 100, np.int32),
+        "loss": np.ones(TARGET_EXAMPLES, np.float32), "sketch_norm": norms.astype(np.float32),
+        "written": np.full(TARGET_EXAMPLES, OK, np.uint8)})
+    return {"store_rows": pool.n_rows}
+
+
+def stage_dedup(work: Path, n: int, dim: int, k: int) -> dict:
+    """find_duplicates (explicit memory budget), mark_duplicates, and the quarantine records."""
+    from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+    from iprox_ray.stages.dedup import find_duplicates, mark_duplicates, quarantine_batches
+
+    ctx = context(work, k, "topk")
+    store = SplitStore.open(ctx.layout.store, POOL)
+    dup_rows, first_rows = find_duplicates(store, memory_bytes=DEDUP_MEMORY, spill_dir=ctx.layout.root)
+    mark_duplicates(store, dup_rows)
+    out = ctx.layout.root / "duplicates.parquet"
+    with pq.ParquetWriter(out, QUARANTINE_SCHEMA) as writer:
+        for batch in quarantine_batches(store, load_manifest(ctx), POOL, dup_rows, first_rows):
+            writer.write_batch(batch)
+    expected = max(0, (n + DUP_EVERY - 2) // DUP_EVERY)  # rows g < n with g % DUP_EVERY == 1 (no N-sized array)
+    return {"duplicates": int(len(dup_rows)), "expected": expected}
+
+
+def stage_score(work: Path, n: int, dim: int, k: int) -> dict:
+    """run_score, LESS, round-robin mode: the aggregated score array plus per-example candidates
+    (ColumnTopK over [S, 64] blocks), after check_round_robin_budget."""
+    from iprox_ray.stages.score import run_score
+
+    ctx = context(work, k, "round-robin")
+    name = run_score(ctx, target_split(TARGET), TARGET)
+    return {"array": name}
+
+
+def stage_topk(work: Path, n: int, dim: int, k: int) -> dict:
+    """run_select, strategy topk (topk_stream over the score chunks; selection.parquet records)."""
+    from iprox_ray.stages.select import run_select
+
+    ctx = context(work, k, "topk")
+    info = run_select(ctx, f"scores/{TARGET}", load_manifest(ctx), TARGET + "-topk")
+    return {"selected": info["selected"], "cutoff": info["cutoff"]}
+
+
+def stage_roundrobin(work: Path, n: int, dim: int, k: int) -> dict:
+    """check_round_robin_budget, then run_select, strategy round-robin (candidates -> round_robin)."""
+    from iprox_ray.stages.rr_candidates import check_round_robin_budget
+    from iprox_ray.stages.select import run_select
+
+    ctx = context(work, k, "round-robin")
+    check_round_robin_budget(TARGET_EXAMPLES, k, RR_MEMORY_GIB)
+    info = run_select(ctx, f"scores/{TARGET}", load_manifest(ctx), TARGET)
+    return {"selected": info["selected"], "strategy": info["strategy"]}
+
+
+def stage_domains(work: Path, n: int, dim: int, k: int) -> dict:
+    from iprox_ray.stages.report import pool_domain_counts
+
+    counts = pool_domain_counts(SplitStore.open(context(work, k, "topk").layout.store, POOL))
+    return {"domains": len(counts), "rows": sum(counts.values())}
+
+
+def stage_midppl(work: Path, n: int, dim: int, k: int) -> dict:
+    """MidPplScorer.build(keep=k), then .block per shard into a streaming top-k."""
+    from iprox_ray.influence.topk import StreamingTopK
+    from iprox_ray.stages.mid_ppl import MidPplScorer
+
+    pool = SplitStore.open(context(work, k, "topk").layout.store, POOL)
+    scorer = MidPplScorer.build(pool, 0.5, keep=k)
+    top = StreamingTopK(k)
+    for shard_id in range(pool.n_shards):
+        top.push(scorer.block(shard_id)[:, 0], shard_id * pool.rows_per_shard)
+    rows, _ = top.result()
+    return {"selected": int(len(rows)), "exact_band_rows": scorer.info["exact_band_rows"]}
+
+
+def stage_subset(work: Path, n: int, dim: int, k: int) -> dict:
+    """write_subset of the top-k selection over the Parquet inputs."""
+    from iprox_ray.stages.subset import write_subset
+
+    ctx = context(work, k, "topk")
+    selection = pq.read_table(ctx.layout.selection(TARGET + "-topk"))
+    out = write_subset(selection, load_manifest(ctx), ctx.layout.root / "subset")
+    written = pq.ParquetFile(out).metadata.num_rows
+    first = pq.read_table(out, columns=["id"]).column("id")[0].as_py()
+    if written != selection.num_rows or first != selection.column("sample_id")[0].as_py():
+        raise AssertionError(f"subset has {written} rows (first {first!r}); selection {selection.num_rows}")
+    return {"rows": written}
+
+
+STAGES = {name[len("stage_"):]: fn for name, fn in globals().items() if name.startswith("stage_")}
+
+
+def main(argv: list[str]) -> None:
+    stage, work, n, dim, k = argv[0], Path(argv[1]), int(float(argv[2])), int(argv[3]), int(argv[4])
+    start = time.perf_counter()
+    info = STAGES[stage](work, n, dim, k)
+    print(json.dumps({"stage": stage, "seconds": time.perf_counter() - start, **info}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
