@@ -34,7 +34,9 @@ CANDIDATE = (OK, NONFINITE, DUPLICATE, NOT_SKETCHED)  # rows that carry a parsed
 RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])
 # Deduplicating one partition holds its records, a sort order and sorted copies: ~48 bytes a row.
 BYTES_PER_ROW = 48
-DEFAULT_MEMORY_BYTES = 1 << 30
+# 256 MiB: from ~5e6 rows on, every pool is partitioned, so the peak no longer grows with N
+# (bench/scale_driver.py); below that the whole pool fits in one partition anyway.
+DEFAULT_MEMORY_BYTES = 256 << 20
 RECORD_BATCH = 1 << 20  # quarantine rows per parquet record batch
 
 
