@@ -135,6 +135,22 @@ def test_auto_size_is_recorded_and_reused_on_resume(tmp_path):
     assert _freeze(tmp_path, "auto", estimator).rows_per_shard == 1024 and calls == [GRANULARITY]
 
 
+def test_the_auto_probe_never_has_more_shards_than_the_cap(tmp_path, monkeypatch):
+    # Its per-shard columns must not grow with the pool (GRANULARITY-row probe shards: 1.6M at 1e8 rows).
+    from iprox_ray.corpus import manifest as manifest_module
+
+    monkeypatch.setattr(manifest_module, "MAX_SHARDS", 4)
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"i": i}) + "\n" for i in range(1000)))
+    probes = []
+    chosen = build_manifest(discover(["a.jsonl"], "auto", tmp_path), "auto",
+                            tokens_per_row=lambda probe: probes.append(probe) or 10.0)
+    (probe,) = probes
+    assert probe.n_shards <= 4 and probe.rows_per_shard % GRANULARITY == 0 and probe.n_rows == 1000
+    want = _reference_offsets(tmp_path / "a.jsonl")  # probe shards start on the right bytes
+    assert [s.byte_start for s in probe.shards] == want[::probe.rows_per_shard]
+    assert chosen.rows_per_shard == auto_rows_per_shard(1000, 10.0, 1000)
+
+
 def test_auto_needs_an_estimator(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"i": 1}\n')
     with pytest.raises(ValueError, match="estimator"):

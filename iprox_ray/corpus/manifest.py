@@ -241,7 +241,7 @@ def scan_inputs(files: list[InputFile], stride: int) -> tuple[list[FileInfo], li
 def build_manifest(files: list[InputFile], rows_per_shard: int | str,
                    tokens_per_row: Callable[[Manifest], float] | None = None) -> Manifest:
     """Scan the inputs and cut them into shards. rows_per_shard = "auto" sizes shards by tokens:
-    tokens_per_row(probe) estimates the mean from a probe manifest of GRANULARITY-row shards."""
+    tokens_per_row(probe) estimates the mean from a probe manifest (at most MAX_SHARDS shards)."""
     check_inputs_agree(files)
     auto = rows_per_shard == AUTO
     if auto and tokens_per_row is None:
@@ -252,7 +252,10 @@ def build_manifest(files: list[InputFile], rows_per_shard: int | str,
         raise CorpusError("the inputs hold no rows: " + ", ".join(str(f.path) for f in files))
     if not auto:
         return manifest_from_files(infos, stride, offsets, stride)
-    probe = manifest_from_files(infos, GRANULARITY, offsets, stride)
+    # The estimator samples a few rows of a few shards: probe shards as coarse as MAX_SHARDS allows,
+    # so the probe's per-shard columns stay small at 1e8+ rows (GRANULARITY-row shards: 1.6M at 1e8).
+    total = sum(f.n_rows for f in infos)
+    probe = manifest_from_files(infos, GRANULARITY * max(1, -(-total // (MAX_SHARDS * GRANULARITY))), offsets, stride)
     per_row = float(tokens_per_row(probe))
     chosen = auto_rows_per_shard(probe.n_rows, per_row, max(f.n_rows for f in infos))
     manifest = manifest_from_files(infos, chosen, offsets, stride)
