@@ -67,6 +67,25 @@ def test_tiny_budget_spreads_over_many_partitions(tmp_path, monkeypatch):
     assert max(n for _, n, _ in used) < candidates / 3  # the records really are spread
 
 
+def test_ids_are_read_back_once_per_budget_not_once_per_partition(tmp_path, monkeypatch):
+    store, ids, written = _store(tmp_path, seed=3)
+    reads = []
+    original = dedup.read_rows_at
+
+    def counting(store, name, rows):
+        reads.append(len(rows))
+        return original(store, name, rows)
+
+    monkeypatch.setattr(dedup, "read_rows_at", counting)
+    dup, kept = dedup.find_duplicates(store, partitions=7)  # the default budget holds every shared row
+    assert (dup.tolist(), kept.tolist()) == _reference(ids, written)
+    assert len(reads) == 1
+    reads.clear()
+    dup, kept = dedup.find_duplicates(store, partitions=7, memory_bytes=1)  # each partition its own read
+    assert (dup.tolist(), kept.tolist()) == _reference(ids, written)
+    assert 1 < len(reads) <= 7
+
+
 def test_hash_collisions_never_quarantine_a_distinct_id(tmp_path, monkeypatch):
     store, ids, written = _store(tmp_path, seed=5)
     # Every id gets one of two hashes: runs mix many distinct ids, as a collision would.

@@ -6,7 +6,7 @@ Memory stays flat in the pool size (hash-partitioned, external):
    hash, and a fixed-width (hash, row) record goes to one of P partition files chosen by the hash.
 2. One partition at a time (about N/P rows) is sorted by (hash, row); rows sharing a hash are
    checked as strings (a hash collision must never quarantine a distinct id), read back in
-   batches of whole shards.
+   batches of whole shards, once for as many partitions' such rows as fit `memory_bytes`.
 P is chosen from the pool size so that one partition fits `memory_bytes`; with P = 1 the records
 never leave memory.
 """
@@ -106,17 +106,22 @@ class _Partitions:
         return np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
 
 
-def _duplicates_in(store: SplitStore, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(duplicate rows, first row of the same id) within one partition's records."""
+def _shared_hash_rows(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, row) of the rows whose hash another row also has, sorted by (hash, row)."""
     order = np.lexsort((records["row"], records["hash"]))
     h, r = records["hash"][order], records["row"][order]
     same = h[1:] == h[:-1]
-    if not same.any():
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    shared = np.zeros(len(h), bool)  # rows whose hash another row also has
+    shared = np.zeros(len(h), bool)
     shared[1:] |= same
     shared[:-1] |= same
-    h, r = h[shared], r[shared]
+    return h[shared], r[shared]
+
+
+def _duplicates_in(store: SplitStore, h: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate rows, first row of the same id) among rows grouped in runs of one hash, sorted by
+    (hash, row); their ids are read back (one batched read) so that a collision keeps distinct ids."""
+    if not len(h):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     run_start = np.r_[True, h[1:] != h[:-1]]
     run_first = np.maximum.accumulate(np.where(run_start, np.arange(len(h)), 0))
     by_row = np.argsort(r, kind="stable")
@@ -146,6 +151,21 @@ def _runs(run_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.r_[starts[1:], len(run_start)]
 
 
+def _shared_groups(parts: _Partitions, memory_bytes: int):
+    """The partitions' shared-hash rows, gathered over as many partitions as memory_bytes allows:
+    each group's ids are read back once, not once per partition (P full re-reads at 1e8 rows).
+    Partitions hold disjoint hashes, so concatenating them keeps every hash's run whole."""
+    hs, rs, pending = [], [], 0
+    for p in range(parts.count):
+        h, r = _shared_hash_rows(parts.load(p))
+        hs.append(h)
+        rs.append(r)
+        pending += len(h)
+        if pending * BYTES_PER_ROW >= memory_bytes or p == parts.count - 1:
+            yield np.concatenate(hs), np.concatenate(rs)
+            hs, rs, pending = [], [], 0
+
+
 def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                     spill_dir: Path | None = None, partitions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(duplicate store rows, the first row holding the same id), ordered by store row.
@@ -161,7 +181,7 @@ def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
             if len(local):
                 ids = read_span(store.group, "sample_id", span)[local]
                 parts.add(id_hashes(ids), span.start + local)
-        found = [_duplicates_in(store, parts.load(p)) for p in range(count)]
+        found = [_duplicates_in(store, h, r) for h, r in _shared_groups(parts, memory_bytes)]
     dup_rows = np.concatenate([d for d, _ in found]) if found else np.empty(0, np.int64)
     first_rows = np.concatenate([f for _, f in found]) if found else np.empty(0, np.int64)
     by_row = np.argsort(dup_rows, kind="stable")
