@@ -117,10 +117,6 @@ class Manifest:
         """The split's one input format (build_manifest refuses mixed formats)."""
         return self.files[0].format
 
-    def shard_of_rows(self) -> list[tuple[int, int]]:
-        """(shard_id, n_rows) pairs; store row of (shard, local) is shard*rows_per_shard + local."""
-        return list(enumerate(self.shard_n_rows.tolist()))
-
     def file_shards(self, file_index: int) -> slice:
         """The shard ids of one file (shards are laid out file by file)."""
         lo, hi = np.searchsorted(self.file_index, [file_index, file_index + 1])

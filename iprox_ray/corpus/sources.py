@@ -17,9 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMATS = ("parquet", "jsonl", "hf_disk")
-
-
 class CorpusError(RuntimeError):
     """An input that cannot be read at all: the run stops and names the file."""
 
