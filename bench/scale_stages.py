@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.spec import JobSpec
 from iprox_ray.stages.context import RunContext
-from iprox_ray.store.layout import POOL, RunLayout, target_split
+from iprox_ray.store.layout import POOL, RunLayout, score_array, target_split
 from iprox_ray.store.sketch_store import OK, SplitStore
 
 # Each stage imports the product modules it calls inside its function, so a stage's peak RSS
@@ -36,7 +36,6 @@ DUP_EVERY = 1000  # every 1000th row repeats the previous row's id (0.1 % duplic
 DOMAINS = np.array(["math", "code", "chat", "science", "law", "medicine", "news", ""])
 TARGET = "t"
 TARGET_EXAMPLES = 64
-DEDUP_MEMORY = 256 << 20  # find_duplicates' budget: P = ceil(N * 48 B / budget) partitions
 RR_MEMORY_GIB = 8.0
 
 
@@ -128,13 +127,14 @@ def stage_store(work: Path, n: int, dim: int, k: int) -> dict:
 
 
 def stage_dedup(work: Path, n: int, dim: int, k: int) -> dict:
-    """find_duplicates (explicit memory budget), mark_duplicates, and the quarantine records."""
+    """What run_dedup does: find_duplicates (its default budget, as a run), mark_duplicates, the
+    quarantine records."""
     from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
     from iprox_ray.stages.dedup import find_duplicates, mark_duplicates, quarantine_batches
 
     ctx = context(work, k, "topk")
     store = SplitStore.open(ctx.layout.store, POOL)
-    dup_rows, first_rows = find_duplicates(store, memory_bytes=DEDUP_MEMORY, spill_dir=ctx.layout.root)
+    dup_rows, first_rows = find_duplicates(store, spill_dir=ctx.layout.root)
     mark_duplicates(store, dup_rows)
     out = ctx.layout.root / "duplicates.parquet"
     with pq.ParquetWriter(out, QUARANTINE_SCHEMA) as writer:
@@ -159,7 +159,7 @@ def stage_topk(work: Path, n: int, dim: int, k: int) -> dict:
     from iprox_ray.stages.select import run_select
 
     ctx = context(work, k, "topk")
-    info = run_select(ctx, f"scores/{TARGET}", load_manifest(ctx), TARGET + "-topk")
+    info = run_select(ctx, score_array(TARGET), load_manifest(ctx), TARGET + "-topk")
     return {"selected": info["selected"], "cutoff": info["cutoff"]}
 
 
@@ -170,7 +170,7 @@ def stage_roundrobin(work: Path, n: int, dim: int, k: int) -> dict:
 
     ctx = context(work, k, "round-robin")
     check_round_robin_budget(TARGET_EXAMPLES, k, RR_MEMORY_GIB)
-    info = run_select(ctx, f"scores/{TARGET}", load_manifest(ctx), TARGET)
+    info = run_select(ctx, score_array(TARGET), load_manifest(ctx), TARGET)
     return {"selected": info["selected"], "strategy": info["strategy"]}
 
 
