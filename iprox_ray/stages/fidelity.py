@@ -86,12 +86,12 @@ def report_key(ctx: RunContext, proxy: ModelRef) -> str:
 def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     """The report, computed once per settings: a resumed run (or a second `iprox-ray fidelity`)
     reads the one written before instead of sketching the probe rows with both models again."""
-    out_dir = ctx.layout.fidelity_dir
+    report_path, scatter_path = ctx.layout.fidelity_report, ctx.layout.fidelity_scatter
     key = report_key(ctx, proxy)
-    if (out_dir / "report.json").exists() and (out_dir / "scatter.png").exists():
-        earlier = read_json(out_dir / "report.json")
+    if report_path.exists() and scatter_path.exists():
+        earlier = read_json(report_path)
         if earlier.get("key") == key:
-            return {**earlier, "plot": str(out_dir / "scatter.png"), "reused": True}
+            return {**earlier, "plot": str(scatter_path), "reused": True}
     spec = ctx.job.fidelity
     pool, target, pad_id = probe_data(ctx)
     full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
@@ -117,9 +117,9 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "key": key,
     }
     report["verdict"] = verdict(report)
-    _scatter(a, b, report, out_dir / "scatter.png")
-    atomic_write_json(out_dir / "report.json", report)  # last: its key marks the report complete
-    report["plot"] = str(out_dir / "scatter.png")
+    _scatter(a, b, report, scatter_path)
+    atomic_write_json(report_path, report)  # last: its key marks the report complete
+    report["plot"] = str(scatter_path)
     return report
 
 

@@ -103,6 +103,14 @@ class RunLayout:
         return self.root / "fidelity"
 
     @property
+    def fidelity_report(self) -> Path:
+        return self.fidelity_dir / "report.json"
+
+    @property
+    def fidelity_scatter(self) -> Path:
+        return self.fidelity_dir / "scatter.png"
+
+    @property
     def landmark_fidelity(self) -> Path:
         return self.fidelity_dir / "landmarks.json"
 
