@@ -201,7 +201,7 @@ def stage_subset(work: Path, n: int, dim: int, k: int) -> dict:
 
     ctx = context(work, k, "topk")
     selection = pq.read_table(ctx.layout.selection(TARGET + "-topk"))
-    out = write_subset(selection, load_manifest(ctx), ctx.layout.root / "subset")
+    out = write_subset(selection, load_manifest(ctx), ctx.layout.subset(TARGET + "-topk"))
     written = pq.ParquetFile(out).metadata.num_rows
     first = pq.read_table(out, columns=["id"]).column("id")[0].as_py()
     if written != selection.num_rows or first != selection.column("sample_id")[0].as_py():

@@ -127,10 +127,9 @@ class Run:
         with ctx.timed("select"):
             info = run_select(ctx, scores_name, manifests[POOL], name)
         with ctx.timed("outputs"):
-            out_dir = ctx.layout.selection_dir(name)
             selection = pq.read_table(info["selection"])
             if ctx.job.output.subset:
-                write_subset(selection, manifests[POOL], out_dir)
+                write_subset(selection, manifests[POOL], ctx.layout.subset(name))
             if ctx.job.output.plot:
                 score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=selection)
         extra = self.method.summary_extra(ctx, split, scores_name)

@@ -29,7 +29,7 @@ def test_jsonl_subset_keeps_the_original_lines(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines))  # no trailing newline on the last line
     manifest = _manifest(tmp_path, "in.jsonl")
-    out = write_subset(_selection([("r9", path, 9), ("r10", path, 10), ("r2", path, 2)]), manifest, tmp_path / "o")
+    out = write_subset(_selection([("r9", path, 9), ("r10", path, 10), ("r2", path, 2)]), manifest, tmp_path / "o" / "selected")
     assert out.read_text().splitlines() == [lines[9], lines[10], lines[2]]
 
 
@@ -38,7 +38,7 @@ def test_parquet_subset_across_files_in_rank_order(tmp_path):
     a = write_parquet(rows[:10], tmp_path / "a.parquet")
     b = write_parquet(rows[10:], tmp_path / "b.parquet")
     manifest = _manifest(tmp_path, "*.parquet")
-    out = write_subset(_selection([("x", b, 3), ("y", a, 0), ("z", b, 0)]), manifest, tmp_path / "o")
+    out = write_subset(_selection([("x", b, 3), ("y", a, 0), ("z", b, 0)]), manifest, tmp_path / "o" / "selected")
     assert pq.read_table(out).column("id").to_pylist() == [rows[13]["id"], rows[0]["id"], rows[10]["id"]]
 
 
@@ -48,7 +48,7 @@ def test_save_to_disk_subset_loads_with_datasets(tmp_path):
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
     manifest = _manifest(tmp_path, "hf")
     arrow = manifest.files[0].file
-    out = write_subset(_selection([("a", arrow, 7), ("b", arrow, 1)]), manifest, tmp_path / "o")
+    out = write_subset(_selection([("a", arrow, 7), ("b", arrow, 1)]), manifest, tmp_path / "o" / "selected")
     loaded = datasets.load_from_disk(str(out))
     assert loaded["id"] == [rows[7]["id"], rows[1]["id"]]
     assert loaded.features == datasets.load_from_disk(str(tmp_path / "hf")).features
@@ -72,7 +72,7 @@ def test_parquet_subset_matches_a_whole_file_reference(tmp_path, memory_bytes, m
     original = pq.ParquetFile.read_row_groups
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
                         lambda self, groups, **kw: read.append(list(groups)) or original(self, groups, **kw))
-    out = write_subset(_selection(picks), manifest, tmp_path / "o", memory_bytes=memory_bytes)
+    out = write_subset(_selection(picks), manifest, tmp_path / "o" / "selected", memory_bytes=memory_bytes)
     whole = {str(a): pq.read_table(a), str(b): pq.read_table(b)}
     want = pa.concat_tables([whole[str(f)].slice(r, 1) for _, f, r in picks])
     got = pq.read_table(out)
@@ -94,7 +94,7 @@ def test_jsonl_subset_across_shards_keeps_bytes(tmp_path, memory_bytes):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     manifest = _manifest(tmp_path, "*.jsonl", rows_per_shard=7)
     picks = _random_picks([(a, 120), (b, 80)], 60, seed=3) + [("last", b, 79)]
-    out = write_subset(_selection(picks), manifest, tmp_path / "o", memory_bytes=memory_bytes)
+    out = write_subset(_selection(picks), manifest, tmp_path / "o" / "selected", memory_bytes=memory_bytes)
     source = {a: (lines[:120], ends[:120]), b: (lines[120:], ends[120:-1] + [b"\n"])}
     assert out.read_bytes() == b"".join(source[f][0][r] + source[f][1][r] for _, f, r in picks)
 
@@ -104,7 +104,7 @@ def test_compatible_schemas_are_unified_in_the_output(tmp_path):
     pq.write_table(pa.table({"id": ["b0", "b1"], "score": [1.5, 2.5], "extra": [1, 2]}), tmp_path / "b.parquet")
     manifest = _manifest(tmp_path, "*.parquet")
     out = write_subset(_selection([("x", tmp_path / "b.parquet", 1), ("y", tmp_path / "a.parquet", 0)]),
-                       manifest, tmp_path / "o")
+                       manifest, tmp_path / "o" / "selected")
     assert pq.read_table(out).to_pylist() == [{"id": "b1", "score": 2.5, "extra": 2},
                                               {"id": "a0", "score": None, "extra": None}]
 
@@ -113,13 +113,13 @@ def test_a_selection_that_does_not_fit_the_manifest_is_refused(tmp_path):
     path = write_parquet(make_pool(10), tmp_path / "a.parquet")
     manifest = _manifest(tmp_path, "a.parquet")
     with pytest.raises(CorpusError, match=r"asks for row 10 of .*a.parquet, which has 10 rows"):
-        write_subset(_selection([("x", path, 10)]), manifest, tmp_path / "o")
+        write_subset(_selection([("x", path, 10)]), manifest, tmp_path / "o" / "selected")
     with pytest.raises(CorpusError, match="other.parquet, which is not an input"):
-        write_subset(_selection([("x", tmp_path / "other.parquet", 0)]), manifest, tmp_path / "o")
+        write_subset(_selection([("x", tmp_path / "other.parquet", 0)]), manifest, tmp_path / "o" / "selected")
 
 
 def test_an_empty_selection_writes_an_empty_file_with_the_columns(tmp_path):
     path = write_parquet(make_pool(10), tmp_path / "a.parquet")
-    out = write_subset(_selection([]), _manifest(tmp_path, "a.parquet"), tmp_path / "o")
+    out = write_subset(_selection([]), _manifest(tmp_path, "a.parquet"), tmp_path / "o" / "selected")
     table = pq.read_table(out)
     assert table.num_rows == 0 and table.schema.names == pq.read_schema(path).names

@@ -29,16 +29,17 @@ LINE_SCHEMA = pa.schema([("line", pa.binary())])  # JSONL rows are copied byte f
 DEFAULT_MEMORY_BYTES = 256 << 20
 
 
-def write_subset(selection: pa.Table, manifest: Manifest, out_dir: Path,
+def write_subset(selection: pa.Table, manifest: Manifest, out: Path,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> Path:
-    """Selected rows, best first (selection order), in the split's one input format."""
+    """Selected rows, best first (selection order), in the split's one input format, at `out` plus
+    that format's suffix (a saved dataset: the folder `out`); returns the path written."""
     fmt = manifest.format
     if any(f.format != fmt for f in manifest.files):
         raise CorpusError(f"cannot write one subset from inputs of several formats ({manifest.files[0].file} is "
                           f"{fmt}); inputs of one split must share one format")
     schema = LINE_SCHEMA if fmt == "jsonl" else unified_schema(manifest)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out_dir, prefix=".subset-"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=".subset-"))
     try:
         runs = _Runs(scratch, schema, memory_bytes)
         for file_index, rows, positions in selected_rows(selection, manifest):
@@ -46,10 +47,10 @@ def write_subset(selection: pa.Table, manifest: Manifest, out_dir: Path,
                 runs.add(table, at)
         windows = runs.windows(selection.num_rows)
         if fmt == "jsonl":
-            return _write_jsonl(windows, out_dir / "selected.jsonl")
+            return _write_jsonl(windows, out.with_name(out.name + ".jsonl"))
         if fmt == "parquet":
-            return _write_parquet(windows, schema, out_dir / "selected.parquet")
-        return _write_save_to_disk(windows, schema, Path(manifest.files[0].file).parent, out_dir / "selected")
+            return _write_parquet(windows, schema, out.with_name(out.name + ".parquet"))
+        return _write_save_to_disk(windows, schema, Path(manifest.files[0].file).parent, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

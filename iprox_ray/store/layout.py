@@ -167,6 +167,11 @@ class RunLayout:
     def selection(self, name: str) -> Path:
         return self.selection_dir(name) / "selection.parquet"
 
+    def subset(self, name: str) -> Path:
+        """The selected rows themselves; the subset writer adds the inputs' format suffix
+        (.parquet, .jsonl) or writes a saved-dataset folder of this name."""
+        return self.selection_dir(name) / "selected"
+
     def score_plot(self, name: str) -> Path:
         return self.selection_dir(name) / "scores.png"
 
