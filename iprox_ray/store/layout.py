@@ -31,6 +31,11 @@ def shard_file(folder: Path, shard_id: int, suffix: str = ".parquet") -> Path:
     return folder / f"{shard_id:06d}{suffix}"
 
 
+def shard_files(folder: Path, suffix: str = ".parquet") -> list[Path]:
+    """Every shard's file in such a folder, in shard order (other files there are not shards)."""
+    return sorted(folder.glob(f"[0-9]*{suffix}")) if folder.exists() else []
+
+
 @dataclass(frozen=True)
 class RunLayout:
     root: Path

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.store.layout import shard_file, shard_files
 
 
 class ShardMarkers:
@@ -23,56 +24,52 @@ class ShardMarkers:
         self.inflight_dir = inflight_dir
 
     def _done_path(self, shard_id: int) -> Path:
-        return self.done_dir / f"{shard_id:06d}.json"
+        return shard_file(self.done_dir, shard_id, ".json")
 
     def is_done(self, shard_id: int) -> bool:
         return self._done_path(shard_id).exists()
 
     def done_ids(self) -> set[int]:
-        if not self.done_dir.exists():
-            return set()
-        return {int(p.stem) for p in self.done_dir.glob("[0-9]*.json")}
+        return {int(p.stem) for p in shard_files(self.done_dir, ".json")}
 
     def mark_done(self, shard_id: int, info: dict[str, Any]) -> None:
         atomic_write_json(self._done_path(shard_id), {**info, "shard": shard_id, "finished_at": time.time()})
-        (self.failure_dir / f"{shard_id:06d}.json").unlink(missing_ok=True)
+        (shard_file(self.failure_dir, shard_id, ".json")).unlink(missing_ok=True)
 
     def record_failure(self, shard_id: int, error: str, attempt: int, final: bool) -> None:
         atomic_write_json(
-            self.failure_dir / f"{shard_id:06d}.json",
+            shard_file(self.failure_dir, shard_id, ".json"),
             {"shard": shard_id, "error": error, "attempt": attempt, "final": final, "at": time.time()},
         )
 
     def mark_started(self, shard_id: int, info: dict[str, Any]) -> None:
         if self.inflight_dir is not None:
-            atomic_write_json(self.inflight_dir / f"{shard_id:06d}.json",
+            atomic_write_json(shard_file(self.inflight_dir, shard_id, ".json"),
                               {**info, "shard": shard_id, "started_at": time.time()})
 
     def clear_started(self, shard_id: int) -> None:
         if self.inflight_dir is not None:
-            (self.inflight_dir / f"{shard_id:06d}.json").unlink(missing_ok=True)
+            (shard_file(self.inflight_dir, shard_id, ".json")).unlink(missing_ok=True)
 
     def clear_all_started(self) -> None:
         """At the start of a driver: records left by a dead driver describe nothing running."""
-        if self.inflight_dir is not None and self.inflight_dir.exists():
-            for path in self.inflight_dir.glob("[0-9]*.json"):
+        if self.inflight_dir is not None:
+            for path in shard_files(self.inflight_dir, ".json"):
                 path.unlink(missing_ok=True)
 
     def read_inflight(self) -> list[dict[str, Any]]:
         return _read_all(self.inflight_dir) if self.inflight_dir is not None else []
 
     def read_done(self) -> list[dict[str, Any]]:
-        return [read_json(p) for p in sorted(self.done_dir.glob("[0-9]*.json"))] if self.done_dir.exists() else []
+        return [read_json(p) for p in shard_files(self.done_dir, ".json")]
 
     def read_failures(self) -> list[dict[str, Any]]:
         return _read_all(self.failure_dir)
 
 
 def _read_all(folder: Path) -> list[dict[str, Any]]:
-    if not folder.exists():
-        return []
     out = []
-    for path in sorted(folder.glob("[0-9]*.json")):
+    for path in shard_files(folder, ".json"):
         try:
             out.append(read_json(path))
         except (OSError, json.JSONDecodeError):

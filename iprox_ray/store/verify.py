@@ -12,7 +12,7 @@ import zarr
 from iprox_ray.store.atomic import read_json, remove_tree_inside
 from iprox_ray.store.digest import StoreDamagedError
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.layout import DOWNSTREAM_STAGES, RunLayout
+from iprox_ray.store.layout import DOWNSTREAM_STAGES, RunLayout, shard_files
 from iprox_ray.store.sketch_store import SCHEMA_VERSION, SplitStore
 
 # Driver stages that read the shard stores: their results go stale when a shard is redone.
@@ -116,7 +116,7 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
     groups: dict = {}
     completions = layout.completions_root
     for stage_dir in sorted(completions.iterdir()) if completions.exists() else []:
-        for marker in sorted(stage_dir.glob("[0-9]*.json")):
+        for marker in shard_files(stage_dir, ".json"):
             damage = _check(layout.store, stage_dir.name, marker, groups, report)
             if damage:
                 report.damaged.append(damage)
@@ -129,7 +129,7 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
             report.removed_groups.append(path)
             for d in report.damaged:  # every marker of a removed group goes too
                 if d.group == path:
-                    for marker in (completions / d.stage).glob("[0-9]*.json"):
+                    for marker in shard_files(completions / d.stage, ".json"):
                         if (read_json(marker).get("group") or path) == path:
                             marker.unlink(missing_ok=True)
         for pattern in DOWNSTREAM_STAGES:
