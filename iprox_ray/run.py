@@ -25,7 +25,7 @@ from iprox_ray.stages.embed import run_embed
 from iprox_ray.stages.inputs import manifest_for
 from iprox_ray.stages.landmarks import run_landmarks
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.preflight import check_inputs, check_sketched
+from iprox_ray.stages.preflight import check_inputs, check_round_robin_early, check_sketched
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.select import run_select
@@ -91,6 +91,8 @@ class Run:
     def preflight(self, splits: list[str]) -> None:
         with self.ctx.timed("preflight"):  # a split with no usable row stops here, not in a later stage
             check_inputs(self.ctx, splits)
+            if self.ctx.job.selection.strategy == "round-robin" and not self.method.single_score:
+                check_round_robin_early(self.ctx, splits)
 
     def sketch(self, ref: ModelRef, plan: WorkerPlan, splits: list[str]) -> StageReport:
         """Embeddings, then landmarks (when the pool is among `splits`), then the gradient sketches

@@ -122,10 +122,12 @@ def test_round_robin_selection_equals_brute_force_over_target_examples(subtask_j
     assert all(r["picked_by"] in ids for r in selection)
 
 
-def test_round_robin_over_budget_is_refused_before_scoring(subtask_job):
+def test_round_robin_over_budget_is_refused_before_sketching(subtask_job):
     from iprox_ray.spec import SpecError
 
-    with pytest.raises(SpecError, match=r"8 × 9 × 48 B .* over selection.round_robin_memory_gib = 1e-07"):
+    # "estimated": the preflight's check, before the warm-up and the sketch stage spend anything
+    with pytest.raises(SpecError, match=r"k=9 pool rows \(estimated from the inputs' usable rows before sketching\): "
+                                        r"8 × 9 × 48 B .* over selection.round_robin_memory_gib = 1e-07"):
         subtask_job('selection.strategy="round-robin"', "selection.round_robin_memory_gib=1e-7")
 
 

@@ -21,8 +21,9 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, source_for
+from iprox_ray.stages.rr_candidates import check_round_robin_budget
 from iprox_ray.store.atomic import atomic_write_parquet
-from iprox_ray.store.layout import preflight_stage
+from iprox_ray.store.layout import preflight_stage, shard_files
 
 POOL_SAMPLE_ROWS = 256
 POOL_SAMPLE_SHARDS = 16
@@ -82,12 +83,25 @@ def check_inputs(ctx: RunContext, splits: list[str]) -> None:
         ctx.mark_stage_done(preflight_stage(split), {"checked": seen, "usable": kept})
 
 
+def check_round_robin_early(ctx: RunContext, splits: list[str]) -> None:
+    """Round-robin's C × k candidates from the checked rows: a job over budget stops before any
+    sketching (the pool's usable share comes from its checked sample)."""
+    pool = ctx.stage_done(preflight_stage(POOL)) or {}
+    share = pool.get("usable", 1) / max(1, pool.get("checked", 1))
+    k = ctx.job.selection.size_for(max(1, round(manifest_for(ctx, POOL).n_rows * share)))
+    for split in splits:
+        if split != POOL:
+            usable = (ctx.stage_done(preflight_stage(split)) or {}).get("usable") or manifest_for(ctx, split).n_rows
+            if usable > 1:
+                check_round_robin_budget(usable, k, ctx.job.selection.round_robin_memory_gib, estimated=True)
+
+
 def check_sketched(ctx: RunContext, manifests: dict[str, Manifest]) -> None:
     """After the sketch stage: a split whose every row has a quarantine record has nothing to score."""
     for split, manifest in manifests.items():
         folder = ctx.layout.quarantine_dir(split)
         # Shard files only (NNNNNN.parquet): dedup's duplicates.parquet comes later and is no reason.
-        parts = [pq.read_table(p) for p in sorted(folder.glob("[0-9]*.parquet"))] if folder.exists() else []
+        parts = [pq.read_table(p) for p in shard_files(folder)]
         records = pa.concat_tables(parts).to_pylist() if parts else []
         if manifest.n_rows and len(records) >= manifest.n_rows:
             raise NoUsableRowsError(no_usable_rows_message(split, records, manifest.n_rows, folder))

@@ -16,12 +16,14 @@ from iprox_ray.spec import SpecError
 WRITE_BYTES = 64 << 20  # columns written per batch: at most this much of the [C, k] matrices
 
 
-def check_round_robin_budget(n_columns: int, k: int, memory_gib: float) -> None:
-    """Refuse, before any scoring, a round-robin whose C × k candidates would not fit."""
+def check_round_robin_budget(n_columns: int, k: int, memory_gib: float, estimated: bool = False) -> None:
+    """Refuse a round-robin whose C × k candidates would not fit: at preflight from the checked
+    rows (`estimated`, before any sketching), and again before scoring with the exact counts."""
     need = candidate_bytes(n_columns, k)
     if need > memory_gib * (1 << 30):
+        basis = " (estimated from the inputs' usable rows before sketching)" if estimated else ""
         raise SpecError(
-            f"round-robin over {n_columns} target examples keeps each one's best k={k} pool rows: "
+            f"round-robin over {n_columns} target examples keeps each one's best k={k} pool rows{basis}: "
             f"{n_columns} × {k} × {BYTES_PER_CANDIDATE} B = {need / (1 << 30):.1f} GiB, over "
             f"selection.round_robin_memory_gib = {memory_gib:g}. Lower selection.k or selection.fraction, "
             f"use fewer target examples, use selection.strategy = 'topk' (one aggregated score), or raise "
