@@ -15,6 +15,8 @@ from iprox_ray.cost.plan import plan_job
 from iprox_ray.cost.workers import list_schedule
 from iprox_ray.pipeline import run_job
 from iprox_ray.spec import load_job
+from iprox_ray.stages.inputs import encoder_for
+from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import OK, SplitStore
 
 REQUIRED = ("rows", "tokens", "shards", "store_bytes", "sketch_seconds", "worker_peak_bytes", "driver_peak_bytes",
@@ -92,7 +94,7 @@ def test_bad_inputs_give_clear_errors(make_job, tmp_path, capsys):
 
 def test_store_bytes_formula_and_scheduling(make_job):
     job = load_job(make_job(n_pool=40, rows_per_shard=16))
-    manifest = manifest_of(job.data.pool, job.base_dir)
+    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job))
     assert sketch_array_bytes(manifest, 64, 0.0) == 0
     full = sketch_array_bytes(manifest, 64, 1.0)
     assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
@@ -108,3 +110,71 @@ def test_threads_beyond_this_machine_are_capped_and_said(make_job):
     assert plan.sketch_timing.threads == min(4096, os.cpu_count())
     assert plan.per_worker.threads_per_worker == 4096
     assert any("timed with" in n for n in plan.notes)
+
+
+def test_a_nodes_cpu_workers_are_timed_together(make_job):
+    """Two 1-thread CPU actors share a node: the timed worker runs beside a sibling process doing
+    the same batches, and the plan says so (the run's workers compete for the same cores)."""
+    import os
+
+    job = load_job(make_job(n_pool=16), ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no"])
+    plan = plan_job(job, sample_rows=8, batches=1)
+    together = min(2, os.cpu_count())
+    assert plan.sketch_timing.concurrent_workers == together
+    assert plan.sketch_timing.alone_seconds_per_padded_token > 0
+    assert ("beside 1 other worker" in plan.timed) == (together == 2)
+    alone = plan_job(load_job(make_job(n_pool=16)), sample_rows=8, batches=1)  # inline: one worker
+    assert alone.sketch_timing.concurrent_workers == 1 and "beside" not in alone.timed
+
+
+def test_a_sibling_that_fails_is_a_clear_error():
+    import functools
+
+    import pytest
+
+    from iprox_ray.cost.contention import busy_siblings
+
+    with pytest.raises(RuntimeError, match="exited with code 1 before it was ready"):
+        with busy_siblings(1, functools.partial(int, "not a loader"), [], 1):
+            pass
+
+
+def test_auto_shards_and_round_robin_candidates(make_job):
+    """rows_per_shard = "auto" is sized from the sample, and the driver's round-robin memory is the
+    C × k candidates (not a rows × C matrix)."""
+    from iprox_ray.cost.workers import driver_peak
+    from iprox_ray.influence.column_topk import candidate_bytes
+
+    job = load_job(make_job(n_pool=40), ["data.pool.rows_per_shard='auto'", "selection.strategy='round-robin'",
+                                         "selection.round_robin_memory_gib=1e-7"])
+    plan = plan_job(job, sample_rows=8, batches=1)
+    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job))
+    assert manifest.rows_per_shard % 64 == 0 and plan.shards == manifest.n_shards and plan.driver_peak_bytes > 0
+    assert any(n.startswith("the run would stop at preflight: round-robin over") for n in plan.notes)
+    topk = load_job(make_job(n_pool=40))
+    args = (0, 0, False, 0.0, 10**8, 4096, 1000, 64, 1)
+    rr = topk.model_copy(update={"selection": topk.selection.model_copy(update={"strategy": "round-robin"})})
+    extra = driver_peak(rr, *args)[0] - driver_peak(topk, *args)[0]
+    assert extra == candidate_bytes(1000, topk.selection.size_for(10**8))
+
+
+def test_warmup_step_is_measured_in_a_fresh_process(make_job):
+    """The driver's warm-up peak is one real AdamW step: at least weights, gradients and both
+    moments resident; a model that cannot load is a clear error, not a silent zero."""
+    import functools
+
+    import pytest
+
+    from iprox_ray.cost.counts import sample_split
+    from iprox_ray.cost.driver_steps import warmup_step_bytes
+    from iprox_ray.cost.plan import target_loader
+    from iprox_ray.cost.workers import parameter_bytes
+
+    job = load_job(make_job(n_pool=24))
+    encoder = encoder_for(job)
+    sample = sample_split(POOL, manifest_of(job, POOL, job.data.pool, encoder), job.data.pool, encoder, 24, 0)
+    pad = encoder.tokenizer.pad_token_id
+    grown = warmup_step_bytes(job, target_loader(job), sample.encoded, pad)
+    assert grown >= 4 * parameter_bytes(target_loader(job)())
+    with pytest.raises(RuntimeError, match="warm-up step measurement failed: FileNotFoundError"):
+        warmup_step_bytes(job, functools.partial(open, "/nowhere/model"), sample.encoded, pad)

@@ -19,7 +19,8 @@ from iprox_ray.corpus.manifest import Manifest, build_manifest
 from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.corpus.sources import discover
-from iprox_ray.spec import SourceSpec
+from iprox_ray.spec import JobSpec, SourceSpec
+from iprox_ray.stages.inputs import token_probe
 from iprox_ray.store.sketch_store import SKETCH_DTYPE, sketch_chunk_rows
 
 # Zarr v3 sharding: each shard file ends with an index of (offset, nbytes) uint64 pairs per inner
@@ -29,9 +30,11 @@ CRC_BYTES = 4
 SYNTHETIC_SHARDS = 8  # length draws per shard size when the sample is not the whole split
 
 
-def manifest_of(source: SourceSpec, base_dir) -> Manifest:
-    """The manifest a run would freeze for this source (nothing written)."""
-    return build_manifest(discover(source.paths, source.format, base_dir), source.rows_per_shard)
+def manifest_of(job: JobSpec, split: str, source: SourceSpec, encoder: ChatEncoder) -> Manifest:
+    """The manifest a run would freeze for this source (nothing written; "auto" shard sizes from
+    the run's own token probe)."""
+    return build_manifest(discover(source.paths, source.format, job.base_dir), source.rows_per_shard,
+                          token_probe(job, split, source, lambda: encoder))
 
 
 @dataclass

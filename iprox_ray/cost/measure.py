@@ -50,13 +50,15 @@ def rss() -> int:
     return psutil.Process(os.getpid()).memory_info().rss
 
 
-def worker_start_seconds(modules: tuple[str, ...]) -> float:
-    """Wall seconds a fresh interpreter takes to import a worker's modules: what each Ray actor
-    pays before its setup (torch, transformers, the store), at the machine's present load."""
-    code = "import " + ", ".join(modules)
+def fresh_worker(modules: tuple[str, ...]) -> tuple[float, int]:
+    """(wall seconds, resident bytes) of a fresh interpreter importing a worker's modules: what
+    each Ray actor pays before its setup (torch, transformers, the store), at the machine's load."""
+    # Resident now, not ru_maxrss: Linux carries the parent's high-water mark over fork + exec.
+    code = f"import psutil, {', '.join(modules)}; print(psutil.Process().memory_info().rss)"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    return time.perf_counter() - start
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return time.perf_counter() - start, int(out.stdout.split()[-1])
 
 
 def pick_spread(n: int, count: int) -> list[int]:

@@ -2,13 +2,16 @@
 
 Counts come from the inputs' metadata and a seeded, tokenised sample; seconds and memory from a
 few batches run on this machine through the workers' own code (the sketcher of sketch.factory,
-the embedder of embed_task, the batches of corpus.batching), scaled to every shard and spread over
-the cluster profile's workers as the actor pool spreads them.
+the embedder of embed_task, the batches of corpus.batching), timed beside the node's other CPU
+workers (cost/contention.py), scaled to every shard and spread over the cluster profile's workers
+as the actor pool spreads them; the driver's warm-up step is measured in a fresh process
+(cost/driver_steps.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +19,22 @@ from typing import Callable
 
 import torch
 
-from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.cost.counts import (
     SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens, sketch_array_bytes,
 )
-from iprox_ray.cost.measure import PassMeasure, rss, time_pass, worker_start_seconds
+from iprox_ray.cost.contention import busy_siblings
+from iprox_ray.cost.driver_steps import warmup_step_bytes
+from iprox_ray.cost.measure import PassMeasure, fresh_worker, rss, time_pass
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes, worker_layout
 from iprox_ray.methods.registry import method_for
-from iprox_ray.models.loading import load_config, load_pretrained, load_tokenizer, random_init
+from iprox_ray.models.loading import load_config, load_pretrained, random_init
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules, vectors_record
-from iprox_ray.spec import JobSpec
+from iprox_ray.spec import JobSpec, SpecError
 from iprox_ray.stages.embed_task import make_embedder
+from iprox_ray.stages.inputs import encoder_for
+from iprox_ray.stages.rr_candidates import check_round_robin_budget
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.layout import POOL, target_split
 
@@ -47,14 +53,18 @@ class TimedModel:
     proxy_built_here: bool = False  # the driver builds a proxy (memory) when the run does
 
 
+def _load_target(path: Path, init: str, seed: int, dtype: str, attn: str) -> torch.nn.Module:
+    if init == "random":
+        return random_init(load_config(path), seed, dtype, attn)
+    return load_pretrained(path, dtype, attn)
+
+
 def target_loader(job: JobSpec, attn: str | None = None) -> Callable[[], torch.nn.Module]:
-    """The job's model as the warm-up starts from it (same shapes as the warmed model)."""
+    """The job's model as the warm-up starts from it (same shapes as the warmed model). A partial,
+    not a closure: sibling timing processes receive it pickled."""
     spec = job.model
-    path = job.resolve_path(spec.path)
-    attn = attn or spec.attn_implementation
-    if spec.init == "random":
-        return lambda: random_init(load_config(path), job.run.seed, spec.dtype, attn)
-    return lambda: load_pretrained(path, spec.dtype, attn)
+    return functools.partial(_load_target, job.resolve_path(spec.path), spec.init, job.run.seed, spec.dtype,
+                             attn or spec.attn_implementation)
 
 
 def choose_model(job: JobSpec, run_dir: Path | None, notes: list[str]) -> TimedModel:
@@ -103,7 +113,7 @@ def _to_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
     return model.to("cuda") if device == "cuda" else model
 
 
-def sketch_step(job: JobSpec, timed: TimedModel, device: str, holder: dict, notes: list[str]):
+def sketch_step(job: JobSpec, timed: TimedModel, device: str, notes: list[str], holder: dict):
     """A loader for time_pass: the worker's setup (SketchShardTask.setup) and one batch of its
     process loop (sketch, then the sketch, loss and finite flags brought to the host)."""
     spec = job.sketch
@@ -148,13 +158,48 @@ def embed_step(kind: str, job: JobSpec, timed: TimedModel, device: str, holder: 
     return load
 
 
-def _timing(what: str, device: str, threads: int, m: PassMeasure, sample: SplitSample, budget: int,
-            model_bytes: int, base: int, start: float) -> PassTiming:
+def _close(holder: dict) -> None:
+    for key in ("sketcher", "embedder"):
+        if key in holder:
+            holder[key].close()
+    holder.clear()
+
+
+def siblings_to_run(layout, device: str, used: int, notes: list[str]) -> int:
+    """How many other workers run beside the timed one: a node's CPU workers share its cores
+    (GPU workers each own a device), as many as fit on this machine's cores."""
+    if device == "cuda" or layout.uses_gpu or layout.per_node <= 1:
+        return 0
+    together = min(layout.per_node, max(1, (os.cpu_count() or 1) // used))
+    if together < layout.per_node:
+        notes.append(f"the profile runs {layout.per_node} workers per node; {together} fit on this machine's cores "
+                     f"at {used} thread(s) each and were timed together")
+    return together - 1
+
+
+def time_beside_siblings(make_load: Callable[[dict], Callable], batches: list, count: int, device: str,
+                         threads: int, siblings: int) -> PassMeasure | None:
+    """The pass timed again while `siblings` processes run the same batches (None without any);
+    `make_load(holder)` is a picklable partial. Memory comes from the timing alone: a second load
+    in this process reuses freed memory."""
+    if not siblings:
+        return None
+    with busy_siblings(siblings, functools.partial(make_load, {}), batches, threads):
+        holder: dict = {}
+        measure = time_pass(make_load(holder), batches, count, device, threads)
+        _close(holder)
+    return measure
+
+
+def _timing(what: str, device: str, threads: int, m: PassMeasure, busy: PassMeasure | None, sample: SplitSample,
+            budget: int, model_bytes: int, base: int, start: float, together: int) -> PassTiming:
+    rate = busy or m
     scale = max(1.0, budget / max(1, m.largest_timed_batch))  # activations grow with the batch's tokens
     peak = (0 if device == "cuda" else base) + model_bytes + int(m.activation_bytes * scale)
-    return PassTiming(what, device, threads, start, m.setup_seconds, m.timed_batches, m.timed_padded_tokens,
-                      m.seconds_per_padded_token, round(m.cpu_share, 3), sample.read_seconds_per_row, sample.encode_seconds_per_row,
-                      model_bytes, m.activation_bytes, m.largest_timed_batch, peak)
+    return PassTiming(what, device, threads, start, m.setup_seconds, rate.timed_batches, rate.timed_padded_tokens,
+                      rate.seconds_per_padded_token, round(rate.cpu_share, 3), sample.read_seconds_per_row,
+                      sample.encode_seconds_per_row, model_bytes, m.activation_bytes, m.largest_timed_batch, peak,
+                      together, m.seconds_per_padded_token)
 
 
 def _shard_costs(sample: SplitSample, padded: dict[int, float], share: float, per_token: float) -> list[float]:
@@ -177,10 +222,10 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     if not layout.uses_gpu and torch.cuda.is_available():
         notes.append("the profile's workers use CPUs: timed on the CPU, not this machine's GPU")
     method, needs = job.scoring.method, scoring.needs
-    tokenizer = load_tokenizer(job.resolve_path(job.model.tokenizer or job.model.path))
-    encoder = ChatEncoder(tokenizer, job.data.max_length, job.data.truncation)
+    encoder = encoder_for(job)
+    tokenizer = encoder.tokenizer
     seed = job.run.seed + 1009  # a sample of its own, not the warm-up's
-    samples = {split: sample_split(split, manifest_of(source, job.base_dir), source, encoder, sample_rows, seed)
+    samples = {split: sample_split(split, manifest_of(job, split, source, encoder), source, encoder, sample_rows, seed)
                for split, source in ((MAIN_TARGET, job.data.target), (POOL, job.data.pool))}
     pool = samples[POOL]
     usable_pool = max(1, int(round(pool.manifest.n_rows * pool.usable_share)))
@@ -198,37 +243,40 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
                      f"{layout.threads} threads")
     threads = torch.get_num_threads()
     torch.set_num_threads(used)
+    siblings = siblings_to_run(layout, device, used, notes)
     holder: dict = {}
     try:
-        sk = time_pass(sketch_step(job, timed, device, holder, notes),
-                       sample_batches(pool, job.sketch.token_budget, job.sketch.max_batch_rows, tokenizer.pad_token_id),
-                       batches, device, used)
+        make_sketch = functools.partial(sketch_step, job, timed, device, notes)
+        sk_batches = sample_batches(pool, job.sketch.token_budget, job.sketch.max_batch_rows, tokenizer.pad_token_id)
+        sk = time_pass(make_sketch(holder), sk_batches, batches, device, used)
         model = holder["model"]
         weights = parameter_bytes(model)
         dim = sketch_dim(job.sketch, len(sketched_modules(model, job.sketch)), vectors_record(model, job.sketch))
-        holder["sketcher"].close()
-        holder.clear()
+        _close(holder)
         del model
-        em = None
+        sk_busy = time_beside_siblings(make_sketch, sk_batches, batches, device, used, siblings)
+        em = em_busy = None
         if needs.embeddings:
-            kind = needs.embeddings[0]
-            em = time_pass(embed_step(kind, job, timed, device, holder),
-                           sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
-                                          tokenizer.pad_token_id), batches, device, used)
-            holder["embedder"].close()
-            holder.clear()
+            make_embed = functools.partial(embed_step, needs.embeddings[0], job, timed, device)
+            em_batches = sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
+                                        tokenizer.pad_token_id)
+            em = time_pass(make_embed(holder), em_batches, batches, device, used)
+            _close(holder)
+            em_busy = time_beside_siblings(make_embed, em_batches, batches, device, used, siblings)
     finally:
         torch.set_num_threads(threads)
+    # Seconds from the timing beside the node's other workers; memory from the timing alone.
+    sk_rate, em_rate = sk_busy or sk, em_busy or em
 
     # The model's resident growth on CPU also counts the allocator's and loader's overhead; never
     # less than the weights themselves.
     model_bytes = max(sk.model_bytes, weights) * n_ckpt
     kind = job.sketch.kind + (f" {job.sketch.proj_in}x{job.sketch.proj_out}" if job.sketch.kind == "kronecker" else
                               f" dim {job.sketch.dim}")
-    # Ray actors are fresh processes; the inline executor runs in the driver, already started.
-    start = 0.0 if job.cluster.executor == "inline" else worker_start_seconds(WORKER_MODULES)
-    sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, used, sk, pool,
-                        job.sketch.token_budget, model_bytes, base, start)
+    # Ray actors are fresh processes (their imports are their base memory); inline runs in the driver.
+    start, worker_base = (0.0, base) if job.cluster.executor == "inline" else fresh_worker(WORKER_MODULES)
+    sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, used, sk, sk_busy, pool,
+                        job.sketch.token_budget, model_bytes, worker_base, start, siblings + 1)
     split_costs, sketch_costs = [], []
     for split, sample in samples.items():
         padded = shard_padded_tokens(sample, job.sketch.token_budget, job.sketch.max_batch_rows, seed)
@@ -238,7 +286,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
             round(sample.mean_tokens, 2), sample.tokens, int(round(sum(padded.values()))),
             int(round(m.n_rows * sample.usable_share * share[split])),
             sketch_array_bytes(m, dim, share[split]) * n_ckpt))
-        sketch_costs += _shard_costs(sample, padded, share[split], sk.seconds_per_padded_token * n_ckpt)
+        sketch_costs += _shard_costs(sample, padded, share[split], sk_rate.seconds_per_padded_token * n_ckpt)
     busiest, max_shards = list_schedule(sketch_costs, layout.workers)
     # One actor pool serves every stage: when an embedding pass runs first, it pays the start.
     sketch_start = 0.0 if em is not None else start
@@ -246,33 +294,47 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
 
     em_timing, embed_wall, embed_total = None, 0.0, 0.0
     if em is not None:
-        em_timing = _timing(f"{needs.embeddings[0]} embedding of {timed.what}", device, used, em, pool,
-                            job.scoring.embed.token_budget, max(em.model_bytes, weights), base, start)
+        em_timing = _timing(f"{needs.embeddings[0]} embedding of {timed.what}", device, used, em, em_busy, pool,
+                            job.scoring.embed.token_budget, max(em.model_bytes, weights), worker_base, start,
+                            siblings + 1)
         costs = []
         for _, split in scoring.embed_jobs([POOL, MAIN_TARGET]):
             sample = samples[split]
             padded = shard_padded_tokens(sample, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows, seed)
-            costs += _shard_costs(sample, padded, 1.0, em.seconds_per_padded_token)
+            costs += _shard_costs(sample, padded, 1.0, em_rate.seconds_per_padded_token)
         embed_busiest, _ = list_schedule(costs, layout.workers)
         embed_wall, embed_total = start + em.setup_seconds + embed_busiest, sum(costs)
 
     per_token = sk.activation_bytes / max(1, sk.largest_timed_batch)
+    warmup = None
+    if job.warmup.enabled and not job.warmup.checkpoint:  # the job's own first step, as a fresh run takes it
+        warmup = warmup_step_bytes(job, target_loader(job), pool.encoded, tokenizer.pad_token_id)
     driver, driver_stage = driver_peak(job, base, weights, timed.proxy_built_here, per_token, pool.manifest.n_rows,
-                                       samples[MAIN_TARGET].manifest.n_rows, dim, n_ckpt)
+                                       pool.manifest.rows_per_shard, samples[MAIN_TARGET].manifest.n_rows, dim, n_ckpt,
+                                       warmup)
     if n_ckpt > 1:
         notes.append(f"{n_ckpt} checkpoints: the first was timed; seconds and model memory scaled by {n_ckpt}")
+    if job.selection.strategy == "round-robin" and not scoring.single_score:
+        target = samples[MAIN_TARGET]
+        try:  # the preflight's own check, from the sample's usable shares
+            check_round_robin_budget(max(1, round(target.manifest.n_rows * target.usable_share)),
+                                     job.selection.size_for(usable_pool), job.selection.round_robin_memory_gib,
+                                     estimated=True)
+        except SpecError as exc:
+            notes.append(f"the run would stop at preflight: {exc}")
     worker_peak = max(sk_timing.peak_bytes, em_timing.peak_bytes if em_timing else 0)
     return CostPlan(
         job=job.run.name, profile=profile or (job.cluster.profile or job.cluster.kind), method=method,
         rows=pool.manifest.n_rows, tokens=pool.tokens, shards=pool.manifest.n_shards,
         store_bytes=sum(s.sketch_bytes for s in split_costs),
-        sketch_seconds=round(sketch_wall, 2), sketch_seconds_idle=round(sketch_wall * sk.cpu_share, 2),
-        sketch_cpu_seconds=round(sum(sketch_costs) * sk.cpu_share * used, 2),
+        sketch_seconds=round(sketch_wall, 2), sketch_seconds_idle=round(sketch_wall * sk_rate.cpu_share, 2),
+        sketch_cpu_seconds=round(sum(sketch_costs) * sk_rate.cpu_share * used, 2),
         sketch_worker_seconds=round(sketch_start + sk.setup_seconds * n_ckpt + sum(sketch_costs), 2),
         embed_seconds=round(embed_wall, 2),
         embed_worker_seconds=round((em.setup_seconds if em else 0.0) + embed_total, 2),
         worker_peak_bytes=int(worker_peak), driver_peak_bytes=driver, driver_peak_stage=driver_stage,
-        timed=f"{sk_timing.what} on {device} ({used} thread(s))",
+        timed=f"{sk_timing.what} on {device} ({used} thread(s))"
+              + (f", beside {siblings} other worker(s) running the same batches" if siblings else ""),
         per_worker=WorkerCost(layout.workers, layout.nodes, "cuda" if layout.uses_gpu else "cpu", layout.threads,
                               max_shards, round(sketch_wall, 2), round(embed_wall, 2)),
         splits=split_costs, sketch_timing=sk_timing, embed_timing=em_timing, notes=notes,

@@ -43,6 +43,8 @@ class PassTiming:
     activation_bytes: int  # growth above the loaded model during the timed batches
     largest_timed_batch: int  # padded tokens of the largest timed batch
     peak_bytes: int  # one worker at token_budget (activation_bytes scaled to the budget)
+    concurrent_workers: int = 1  # workers running the same batches at once while timed (a node's CPU workers)
+    alone_seconds_per_padded_token: float = 0.0  # the same pass timed with no sibling running
 
 
 @dataclass

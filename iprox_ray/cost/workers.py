@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from iprox_ray.execution.planning import plan_workers
+from iprox_ray.influence.column_topk import candidate_bytes
 from iprox_ray.spec import JobSpec, SpecError
 
 
@@ -18,6 +19,7 @@ class Layout:
     nodes: int
     threads: int
     uses_gpu: bool
+    per_node: int  # workers sharing one node's cores (what a timing on this machine competes with)
 
 
 def worker_layout(job: JobSpec) -> Layout:
@@ -38,8 +40,10 @@ def worker_layout(job: JobSpec) -> Layout:
         plan = plan_workers(c.executor, c.use_gpus, c.actors, c.threads_per_actor, cpus, gpus)
     except RuntimeError as exc:
         raise SpecError(str(exc)) from exc
-    workers = plan.num_workers * (nodes if c.kind == "slurm" and c.slurm.mode == "array" else 1)
-    return Layout(workers, nodes, plan.resources.threads, bool(plan.resources.gpus))
+    array = c.kind == "slurm" and c.slurm.mode == "array"
+    workers = plan.num_workers * (nodes if array else 1)
+    per_node = plan.num_workers if array else -(-plan.num_workers // nodes)
+    return Layout(workers, nodes, plan.resources.threads, bool(plan.resources.gpus), per_node)
 
 
 def list_schedule(costs: list[float], workers: int) -> tuple[float, int]:
@@ -58,22 +62,25 @@ def parameter_bytes(model: torch.nn.Module) -> int:
 
 
 def driver_peak(job: JobSpec, base_bytes: int, target_bytes: int, proxy_built_here: bool,
-                activation_per_token: float, pool_rows: int, target_rows: int, sketch_dim: int,
-                checkpoints: int) -> tuple[int, str]:
+                activation_per_token: float, pool_rows: int, shard_rows: int, target_rows: int,
+                sketch_dim: int, checkpoints: int, warmup_bytes: int | None = None) -> tuple[int, str]:
     """(bytes, step) of the driver's largest step above `base_bytes` (its interpreter and imports).
 
-    warm-up: the model, its gradients and two Adam moments (4x the weights) plus one batch of
-    activations at batch_size x max_length; proxy/fidelity: target and proxy side by side plus a
-    batch at the token budget; scoring: the target's fp32 sketches, one pool shard in fp32 and the
-    per-row score arrays (one column per target example with round-robin)."""
+    warm-up: `warmup_bytes` as measured (cost.driver_steps), else the model, its gradients and two
+    Adam moments (4x the weights) plus one batch of activations at batch_size x max_length;
+    proxy/fidelity: target and proxy side by side plus a batch at the token budget; scoring: the target's fp32 sketches, one pool shard in fp32 and the
+    per-row score arrays (and round-robin's per-example candidates)."""
     steps = {}
     if job.warmup.enabled and not job.warmup.checkpoint:
-        steps["warm-up"] = 4 * target_bytes + activation_per_token * job.warmup.batch_size * job.data.max_length
+        steps["warm-up"] = warmup_bytes if warmup_bytes is not None else \
+            4 * target_bytes + activation_per_token * job.warmup.batch_size * job.data.max_length
     if proxy_built_here:
         steps["proxy construction"] = 2 * target_bytes + activation_per_token * job.sketch.token_budget
-    columns = target_rows if job.selection.strategy == "round-robin" else 1
+    # Round-robin keeps each target example's best k rows (C x k candidates), not a rows x C matrix.
+    candidates = candidate_bytes(target_rows, job.selection.size_for(pool_rows)) \
+        if job.selection.strategy == "round-robin" else 0
     steps["scoring"] = (target_rows * sketch_dim * 4 * checkpoints
-                        + job.data.pool.rows_per_shard * sketch_dim * 4
-                        + pool_rows * 4 * (2 + columns))
+                        + shard_rows * sketch_dim * 4
+                        + pool_rows * 4 * 3 + candidates)
     name = max(steps, key=steps.get)
     return int(base_bytes + steps[name]), name

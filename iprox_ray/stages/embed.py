@@ -65,7 +65,7 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         splits=inputs,
         embed=job.scoring.embed,
         model=ref,
-        tokenizer_dir=tokenizer_path(ctx),
+        tokenizer_dir=tokenizer_path(ctx.job),
         max_length=job.data.max_length,
         truncation=job.data.truncation,
         store_path=ctx.layout.store,

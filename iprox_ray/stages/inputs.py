@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -10,7 +12,7 @@ from iprox_ray.corpus.encode import ChatEncoder, Encoded
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
 from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
 from iprox_ray.models.loading import load_tokenizer
-from iprox_ray.spec import SourceSpec
+from iprox_ray.spec import JobSpec, SourceSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.store.layout import POOL, target_split
 
@@ -19,12 +21,16 @@ def source_for(ctx: RunContext, split: str) -> SourceSpec:
     return ctx.job.data.pool if split == POOL else ctx.job.data.target
 
 
+def token_probe(job: JobSpec, split: str, source: SourceSpec,
+                encoder: Callable[[], ChatEncoder]) -> Callable[[Manifest], float]:
+    """What sizes `rows_per_shard = "auto"`: mean tokens per row of a seeded sample of a probe
+    manifest (called, and the encoder built, only when an auto size is first chosen)."""
+    return lambda probe: estimate_tokens_per_row(probe, split, source, encoder(), job.run.seed + 11)
+
+
 def manifest_for(ctx: RunContext, split: str) -> Manifest:
     source = source_for(ctx, split)
-
-    def tokens_per_row(probe: Manifest) -> float:  # only called when an auto size is first chosen
-        return estimate_tokens_per_row(probe, split, source, make_encoder(ctx), ctx.job.run.seed + 11)
-
+    tokens_per_row = token_probe(ctx.job, split, source, lambda: make_encoder(ctx))
     return freeze_manifest(
         source.paths,
         source.format,
@@ -37,13 +43,17 @@ def manifest_for(ctx: RunContext, split: str) -> Manifest:
     )
 
 
-def tokenizer_path(ctx: RunContext):
-    model = ctx.job.model
-    return ctx.job.resolve_path(model.tokenizer or model.path)
+def tokenizer_path(job: JobSpec):
+    return job.resolve_path(job.model.tokenizer or job.model.path)
+
+
+def encoder_for(job: JobSpec) -> ChatEncoder:
+    """The workers' encoder: the job's tokenizer, max_length and truncation."""
+    return ChatEncoder(load_tokenizer(tokenizer_path(job)), job.data.max_length, job.data.truncation)
 
 
 def make_encoder(ctx: RunContext) -> ChatEncoder:
-    return ChatEncoder(load_tokenizer(tokenizer_path(ctx)), ctx.job.data.max_length, ctx.job.data.truncation)
+    return encoder_for(ctx.job)
 
 
 def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 1) -> dict[int, list[int]]:

@@ -55,7 +55,7 @@ def off_the_shelf(ctx: RunContext) -> ModelRef:
     """A smaller pretrained model as the proxy; it must read the target's tokens."""
     path = ctx.job.resolve_path(ctx.job.proxy.model_path)
     vocab = load_config(path).vocab_size
-    tokens = len(load_tokenizer(tokenizer_path(ctx)))
+    tokens = len(load_tokenizer(tokenizer_path(ctx.job)))
     if vocab < tokens:
         raise ValueError(f"proxy model {path} has vocab {vocab} < the tokenizer's {tokens} tokens")
     return ModelRef("hf", path, ctx.job.model.dtype, ctx.job.model.attn_implementation)

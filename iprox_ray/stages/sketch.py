@@ -149,7 +149,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         sketch=job.sketch,
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
-        tokenizer_dir=tokenizer_path(ctx),
+        tokenizer_dir=tokenizer_path(ctx.job),
         max_length=job.data.max_length,
         truncation=job.data.truncation,
         store_path=ctx.layout.store,
