@@ -117,10 +117,11 @@ def test_a_nodes_cpu_workers_are_timed_together(make_job):
     the same batches, and the plan says so (the run's workers compete for the same cores)."""
     import os
 
-    job = load_job(make_job(n_pool=16), ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no"])
+    job = load_job(make_job(n_pool=16, extra="[scoring]\nmethod = 'rds+'\n"),
+                   ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no"])
     plan = plan_job(job, sample_rows=8, batches=1)
     together = min(2, os.cpu_count())
-    assert plan.sketch_timing.concurrent_workers == together
+    assert plan.sketch_timing.concurrent_workers == together == plan.embed_timing.concurrent_workers
     assert plan.sketch_timing.alone_seconds_per_padded_token > 0
     assert ("beside 1 other worker" in plan.timed) == (together == 2)
     alone = plan_job(load_job(make_job(n_pool=16)), sample_rows=8, batches=1)  # inline: one worker
