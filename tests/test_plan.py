@@ -168,7 +168,7 @@ def test_warmup_step_is_measured_in_a_fresh_process(make_job):
 
     from iprox_ray.cost.counts import sample_split
     from iprox_ray.cost.driver_steps import warmup_step_bytes
-    from iprox_ray.cost.plan import target_loader
+    from iprox_ray.cost.target_model import target_bytes, target_loader
     from iprox_ray.cost.workers import parameter_bytes
 
     job = load_job(make_job(n_pool=24))
@@ -176,6 +176,18 @@ def test_warmup_step_is_measured_in_a_fresh_process(make_job):
     sample = sample_split(POOL, manifest_of(job, POOL, job.data.pool, encoder), job.data.pool, encoder, 24, 0)
     pad = encoder.tokenizer.pad_token_id
     grown = warmup_step_bytes(job, target_loader(job), sample.encoded, pad)
-    assert grown >= 4 * parameter_bytes(target_loader(job)())
+    assert grown >= 4 * parameter_bytes(target_loader(job)()) == 4 * target_bytes(job)
     with pytest.raises(RuntimeError, match="warm-up step measurement failed: FileNotFoundError"):
         warmup_step_bytes(job, functools.partial(open, "/nowhere/model"), sample.encoded, pad)
+
+
+def test_a_warmup_too_big_for_this_machine_is_modelled_and_said(make_job, monkeypatch):
+    from iprox_ray.cost import driver_steps
+
+    class Tiny:
+        available = 1024
+
+    monkeypatch.setattr(driver_steps.psutil, "virtual_memory", lambda: Tiny())
+    plan = plan_job(load_job(make_job(n_pool=16)), sample_rows=8, batches=1)
+    assert any("warm-up step was modelled, not measured" in n for n in plan.notes)
+    assert plan.driver_peak_bytes > 0

@@ -7,12 +7,15 @@ from __future__ import annotations
 import multiprocessing as mp
 from typing import Callable
 
+import psutil
 import torch
 
 from iprox_ray.corpus.encode import Encoded
+from iprox_ray.cost.counts import SplitSample
 from iprox_ray.cost.measure import PeakRss, rss
 from iprox_ray.models.finetune import finetune
 from iprox_ray.spec import JobSpec
+from iprox_ray.cost.target_model import target_loader
 from iprox_ray.stages.inputs import fixed_batches
 
 STEP_TIMEOUT_S = 1800.0
@@ -59,3 +62,21 @@ def warmup_step_bytes(job: JobSpec, load: Callable[[], torch.nn.Module], encoded
     if status != "ok":
         raise RuntimeError(f"the warm-up step measurement failed: {value}")
     return int(value)
+
+
+def measure_warmup(job: JobSpec, target: int, pool: SplitSample, pad_id: int, notes: list[str]) -> int | None:
+    """The driver's warm-up step measured (None: no warm-up here, or modelled instead, said in notes).
+    Not tried where its weights, gradients and Adam moments alone would not fit in this machine's
+    free memory: the run's driver may be a larger node than the one planning."""
+    if not job.warmup.enabled or job.warmup.checkpoint:
+        return None
+    free = psutil.virtual_memory().available
+    if 4 * target > 0.7 * free:
+        notes.append(f"the warm-up step was modelled, not measured: its model, gradients and Adam moments "
+                     f"({4 * target / 2**30:.1f} GiB) would not fit in this machine's free memory")
+        return None
+    try:
+        return warmup_step_bytes(job, target_loader(job), pool.encoded, pad_id)
+    except (RuntimeError, ValueError) as exc:
+        notes.append(f"the warm-up step was modelled, not measured: {exc}")
+        return None

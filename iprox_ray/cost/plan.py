@@ -23,12 +23,12 @@ from iprox_ray.cost.counts import (
     SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens, sketch_array_bytes,
 )
 from iprox_ray.cost.contention import busy_siblings
-from iprox_ray.cost.driver_steps import warmup_step_bytes
+from iprox_ray.cost.driver_steps import measure_warmup
+from iprox_ray.cost.target_model import target_bytes, target_loader
 from iprox_ray.cost.measure import PassMeasure, fresh_worker, rss, time_pass
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes, worker_layout
 from iprox_ray.methods.registry import method_for
-from iprox_ray.models.loading import load_config, load_pretrained, random_init
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules, vectors_record
 from iprox_ray.spec import JobSpec, SpecError
@@ -51,20 +51,6 @@ class TimedModel:
     adam_state: Path | None = None
     ref: ModelRef | None = None  # None: the target built from the job's model section
     proxy_built_here: bool = False  # the driver builds a proxy (memory) when the run does
-
-
-def _load_target(path: Path, init: str, seed: int, dtype: str, attn: str) -> torch.nn.Module:
-    if init == "random":
-        return random_init(load_config(path), seed, dtype, attn)
-    return load_pretrained(path, dtype, attn)
-
-
-def target_loader(job: JobSpec, attn: str | None = None) -> Callable[[], torch.nn.Module]:
-    """The job's model as the warm-up starts from it (same shapes as the warmed model). A partial,
-    not a closure: sibling timing processes receive it pickled."""
-    spec = job.model
-    return functools.partial(_load_target, job.resolve_path(spec.path), spec.init, job.run.seed, spec.dtype,
-                             attn or spec.attn_implementation)
 
 
 def choose_model(job: JobSpec, run_dir: Path | None, notes: list[str]) -> TimedModel:
@@ -306,10 +292,9 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         embed_wall, embed_total = start + em.setup_seconds + embed_busiest, sum(costs)
 
     per_token = sk.activation_bytes / max(1, sk.largest_timed_batch)
-    warmup = None
-    if job.warmup.enabled and not job.warmup.checkpoint:  # the job's own first step, as a fresh run takes it
-        warmup = warmup_step_bytes(job, target_loader(job), pool.encoded, tokenizer.pad_token_id)
-    driver, driver_stage = driver_peak(job, base, weights, timed.proxy_built_here, per_token, pool.manifest.n_rows,
+    target = target_bytes(job)
+    warmup = measure_warmup(job, target, pool, tokenizer.pad_token_id, notes)
+    driver, driver_stage = driver_peak(job, base, target, timed.proxy_built_here, per_token, pool.manifest.n_rows,
                                        pool.manifest.rows_per_shard, samples[MAIN_TARGET].manifest.n_rows, dim, n_ckpt,
                                        warmup)
     if n_ckpt > 1:
