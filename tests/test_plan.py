@@ -191,3 +191,33 @@ def test_a_warmup_too_big_for_this_machine_is_modelled_and_said(make_job, monkey
     plan = plan_job(load_job(make_job(n_pool=16)), sample_rows=8, batches=1)
     assert any("warm-up step was modelled, not measured" in n for n in plan.notes)
     assert plan.driver_peak_bytes > 0
+
+
+def test_siblings_that_do_not_fit_or_fail_leave_the_timing_alone_and_say_so(make_job, monkeypatch):
+    import contextlib
+    import os
+
+    from iprox_ray.cost import contention
+
+    if os.cpu_count() < 2:
+        return  # one core: no sibling is ever started
+    job = load_job(make_job(n_pool=16), ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no"])
+
+    class Tiny:
+        available = 1024
+
+    with monkeypatch.context() as m:
+        m.setattr(contention.psutil, "virtual_memory", lambda: Tiny())
+        plan = plan_job(job, sample_rows=8, batches=1)
+    assert plan.sketch_timing.concurrent_workers == 1
+    assert any("0 of 1 sibling worker(s) fit" in n for n in plan.notes)
+
+    @contextlib.contextmanager
+    def failing(*args):
+        raise RuntimeError("a sibling timing process exited with code 1 before it was ready")
+        yield
+
+    monkeypatch.setattr(contention, "busy_siblings", failing)
+    plan = plan_job(job, sample_rows=8, batches=1)
+    assert plan.sketch_timing.concurrent_workers == 1 and "beside" not in plan.timed
+    assert any(n.startswith("timed alone: a sibling timing process exited") for n in plan.notes)

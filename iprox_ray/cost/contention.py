@@ -6,13 +6,17 @@ fully subscribed node reads fast)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
+import os
 import time
 from typing import Callable, Iterator
 
+import psutil
 import torch
 
 from iprox_ray.corpus.batching import Batch
+from iprox_ray.cost.measure import PassMeasure, close_held, rss, time_pass
 
 READY_TIMEOUT_S = 900.0
 
@@ -65,3 +69,40 @@ def busy_siblings(count: int, make_load: Callable, batches: list[Batch], threads
             if p.is_alive():
                 p.terminate()
                 p.join()
+
+
+def siblings_to_run(layout, device: str, used: int, notes: list[str]) -> int:
+    """How many other workers run beside the timed one: a node's CPU workers share its cores
+    (GPU workers each own a device), as many as fit on this machine's cores."""
+    if device == "cuda" or layout.uses_gpu or layout.per_node <= 1:
+        return 0
+    together = min(layout.per_node, max(1, (os.cpu_count() or 1) // used))
+    if together < layout.per_node:
+        notes.append(f"the profile runs {layout.per_node} workers per node; {together} fit on this machine's cores "
+                     f"at {used} thread(s) each and were timed together")
+    return together - 1
+
+
+def time_beside_siblings(make_load: Callable[[dict], Callable], batches: list[Batch], count: int, device: str,
+                         threads: int, siblings: int, alone: PassMeasure,
+                         notes: list[str]) -> tuple[PassMeasure | None, int]:
+    """(the pass timed again while siblings run the same batches, workers timed together); None
+    and 1 without any. As many siblings as this machine's free memory holds at what one worker
+    took alone; a sibling that fails leaves the timing alone, said in `notes`. `make_load(holder)`
+    is a picklable partial. Memory figures come from the timing alone: a second load in this
+    process reuses freed memory."""
+    each = rss() + alone.model_bytes + alone.activation_bytes  # a worker: imports, model, batch
+    fit = min(siblings, int(0.8 * psutil.virtual_memory().available // max(1, each)))
+    if fit < siblings:
+        notes.append(f"{fit} of {siblings} sibling worker(s) fit in this machine's free memory: timed with {fit}")
+    if fit <= 0:
+        return None, 1
+    try:
+        with busy_siblings(fit, functools.partial(make_load, {}), batches, threads):
+            holder: dict = {}
+            measure = time_pass(make_load(holder), batches, count, device, threads)
+            close_held(holder)
+    except RuntimeError as exc:
+        notes.append(f"timed alone: {exc}")
+        return None, 1
+    return measure, fit + 1

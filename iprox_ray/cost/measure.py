@@ -123,3 +123,11 @@ def time_pass(load: Callable[[], Callable[[Batch], object]], batches: list[Batch
     share = 1.0 if cuda else min(1.0, cpu / max(seconds * threads, 1e-9))
     return PassMeasure(setup, len(chosen), tokens, seconds / tokens, share, max(0, loaded - before),
                        max(0, activation), max(padded(b) for b in chosen))
+
+
+def close_held(holder: dict) -> None:
+    """Release what a pass's loader left in `holder` (its sketcher's or embedder's hooks)."""
+    for key in ("sketcher", "embedder"):
+        if key in holder:
+            holder[key].close()
+    holder.clear()

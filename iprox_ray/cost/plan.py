@@ -19,14 +19,14 @@ from typing import Callable
 
 import torch
 
+from iprox_ray.cost.contention import siblings_to_run, time_beside_siblings
 from iprox_ray.cost.counts import (
     SplitSample, manifest_of, sample_batches, sample_split, shard_padded_tokens, sketch_array_bytes,
 )
-from iprox_ray.cost.contention import busy_siblings
 from iprox_ray.cost.driver_steps import measure_warmup
-from iprox_ray.cost.target_model import target_bytes, target_loader
-from iprox_ray.cost.measure import PassMeasure, fresh_worker, rss, time_pass
+from iprox_ray.cost.measure import PassMeasure, close_held, fresh_worker, rss, time_pass
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
+from iprox_ray.cost.target_model import target_bytes, target_loader
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes, worker_layout
 from iprox_ray.methods.registry import method_for
 from iprox_ray.models.optimizer_state import load_adam_state
@@ -34,8 +34,8 @@ from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules
 from iprox_ray.spec import JobSpec, SpecError
 from iprox_ray.stages.embed_task import make_embedder
 from iprox_ray.stages.inputs import encoder_for
-from iprox_ray.stages.rr_candidates import check_round_robin_budget
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.rr_candidates import check_round_robin_budget
 from iprox_ray.store.layout import POOL, target_split
 
 MAIN_TARGET = target_split("main")
@@ -144,39 +144,6 @@ def embed_step(kind: str, job: JobSpec, timed: TimedModel, device: str, holder: 
     return load
 
 
-def _close(holder: dict) -> None:
-    for key in ("sketcher", "embedder"):
-        if key in holder:
-            holder[key].close()
-    holder.clear()
-
-
-def siblings_to_run(layout, device: str, used: int, notes: list[str]) -> int:
-    """How many other workers run beside the timed one: a node's CPU workers share its cores
-    (GPU workers each own a device), as many as fit on this machine's cores."""
-    if device == "cuda" or layout.uses_gpu or layout.per_node <= 1:
-        return 0
-    together = min(layout.per_node, max(1, (os.cpu_count() or 1) // used))
-    if together < layout.per_node:
-        notes.append(f"the profile runs {layout.per_node} workers per node; {together} fit on this machine's cores "
-                     f"at {used} thread(s) each and were timed together")
-    return together - 1
-
-
-def time_beside_siblings(make_load: Callable[[dict], Callable], batches: list, count: int, device: str,
-                         threads: int, siblings: int) -> PassMeasure | None:
-    """The pass timed again while `siblings` processes run the same batches (None without any);
-    `make_load(holder)` is a picklable partial. Memory comes from the timing alone: a second load
-    in this process reuses freed memory."""
-    if not siblings:
-        return None
-    with busy_siblings(siblings, functools.partial(make_load, {}), batches, threads):
-        holder: dict = {}
-        measure = time_pass(make_load(holder), batches, count, device, threads)
-        _close(holder)
-    return measure
-
-
 def _timing(what: str, device: str, threads: int, m: PassMeasure, busy: PassMeasure | None, sample: SplitSample,
             budget: int, model_bytes: int, base: int, start: float, together: int) -> PassTiming:
     rate = busy or m
@@ -238,17 +205,17 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         model = holder["model"]
         weights = parameter_bytes(model)
         dim = sketch_dim(job.sketch, len(sketched_modules(model, job.sketch)), vectors_record(model, job.sketch))
-        _close(holder)
+        close_held(holder)
         del model
-        sk_busy = time_beside_siblings(make_sketch, sk_batches, batches, device, used, siblings)
+        sk_busy, together = time_beside_siblings(make_sketch, sk_batches, batches, device, used, siblings, sk, notes)
         em = em_busy = None
         if needs.embeddings:
             make_embed = functools.partial(embed_step, needs.embeddings[0], job, timed, device)
             em_batches = sample_batches(pool, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
                                         tokenizer.pad_token_id)
             em = time_pass(make_embed(holder), em_batches, batches, device, used)
-            _close(holder)
-            em_busy = time_beside_siblings(make_embed, em_batches, batches, device, used, siblings)
+            close_held(holder)
+            em_busy, _ = time_beside_siblings(make_embed, em_batches, batches, device, used, together - 1, em, notes)
     finally:
         torch.set_num_threads(threads)
     # Seconds from the timing beside the node's other workers; memory from the timing alone.
@@ -262,7 +229,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     # Ray actors are fresh processes (their imports are their base memory); inline runs in the driver.
     start, worker_base = (0.0, base) if job.cluster.executor == "inline" else fresh_worker(WORKER_MODULES)
     sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, used, sk, sk_busy, pool,
-                        job.sketch.token_budget, model_bytes, worker_base, start, siblings + 1)
+                        job.sketch.token_budget, model_bytes, worker_base, start, together)
     split_costs, sketch_costs = [], []
     for split, sample in samples.items():
         padded = shard_padded_tokens(sample, job.sketch.token_budget, job.sketch.max_batch_rows, seed)
@@ -282,7 +249,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     if em is not None:
         em_timing = _timing(f"{needs.embeddings[0]} embedding of {timed.what}", device, used, em, em_busy, pool,
                             job.scoring.embed.token_budget, max(em.model_bytes, weights), worker_base, start,
-                            siblings + 1)
+                            together)
         costs = []
         for _, split in scoring.embed_jobs([POOL, MAIN_TARGET]):
             sample = samples[split]
@@ -319,7 +286,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
         embed_worker_seconds=round((em.setup_seconds if em else 0.0) + embed_total, 2),
         worker_peak_bytes=int(worker_peak), driver_peak_bytes=driver, driver_peak_stage=driver_stage,
         timed=f"{sk_timing.what} on {device} ({used} thread(s))"
-              + (f", beside {siblings} other worker(s) running the same batches" if siblings else ""),
+              + (f", beside {together - 1} other worker(s) running the same batches" if together > 1 else ""),
         per_worker=WorkerCost(layout.workers, layout.nodes, "cuda" if layout.uses_gpu else "cpu", layout.threads,
                               max_shards, round(sketch_wall, 2), round(embed_wall, 2)),
         splits=split_costs, sketch_timing=sk_timing, embed_timing=em_timing, notes=notes,
