@@ -20,7 +20,7 @@ from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.corpus.sources import discover
 from iprox_ray.spec import JobSpec, SourceSpec
-from iprox_ray.stages.inputs import token_probe
+from iprox_ray.stages.inputs import sample_count, token_probe
 from iprox_ray.store.sketch_store import SKETCH_DTYPE, sketch_chunk_rows
 
 # Zarr v3 sharding: each shard file ends with an index of (offset, nbytes) uint64 pairs per inner
@@ -68,20 +68,14 @@ class SplitSample:
 def sample_split(split: str, manifest: Manifest, source: SourceSpec, encoder: ChatEncoder, count: int,
                  seed: int) -> SplitSample:
     """Encode a seeded uniform sample of `count` rows (all rows when the split is smaller)."""
-    total = manifest.n_rows
-    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(total, count), replace=False))
-    starts = np.cumsum([0] + [s.n_rows for s in manifest.shards])
-    chosen: dict[int, set[int]] = {}
-    for row in picks.tolist():
-        shard = int(np.searchsorted(starts, row, side="right") - 1)
-        chosen.setdefault(shard, set()).add(int(row - starts[shard]))
-    out = SplitSample(split, manifest, len(picks), [])
+    chosen = sample_count(manifest, count, seed)
+    out = SplitSample(split, manifest, sum(len(local) for local in chosen.values()), [])
     read_s = encode_s = 0.0
     read_rows = 0
     for shard_id, local in sorted(chosen.items()):
         shard = manifest.shards[shard_id]
         t0 = time.perf_counter()
-        rows = read_shard(split, shard, source, None, only=local)  # parse only: encoding is timed below
+        rows = read_shard(split, shard, source, None, only=set(local))  # parse only: encoding is timed below
         read_s += time.perf_counter() - t0
         read_rows += shard.n_rows  # the reader walks the whole shard
         lengths = out.lengths_by_shard.setdefault(shard_id, [])

@@ -57,10 +57,14 @@ def make_encoder(ctx: RunContext) -> ChatEncoder:
 
 
 def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 1) -> dict[int, list[int]]:
-    """A seeded uniform sample of pool rows: {shard_id: sorted local rows}."""
+    """A seeded uniform sample of a `fraction` of the rows (at least min_rows): {shard_id: sorted local rows}."""
+    return sample_count(manifest, max(min_rows, round(fraction * manifest.n_rows)), seed)
+
+
+def sample_count(manifest: Manifest, count: int, seed: int) -> dict[int, list[int]]:
+    """A seeded uniform sample of `count` rows (all when fewer): {shard_id: sorted local rows}."""
     total = manifest.n_rows
-    count = min(total, max(min_rows, round(fraction * total)))
-    picks = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(total, count), replace=False))
     starts = np.concatenate([[0], np.cumsum(manifest.shard_n_rows)])
     shards = np.searchsorted(starts, picks, side="right") - 1  # one vectorised lookup, not one per row
     local = (picks - starts[shards]).tolist()
