@@ -201,19 +201,16 @@ def mark_duplicates(store: SplitStore, dup_rows: np.ndarray) -> None:
 def quarantine_batches(store: SplitStore, manifest: Manifest, split: str, dup_rows: np.ndarray,
                        first_rows: np.ndarray):
     """Quarantine records of the duplicates as Arrow record batches (bounded size each)."""
-    S = store.rows_per_shard
-    shard_ids = np.array([s.shard_id for s in manifest.shards], np.int64)
-    files = np.array([s.file for s in manifest.shards], dtype=object)
-    row_start = np.array([s.row_start for s in manifest.shards], np.int64)
+    files = np.array([f.file for f in manifest.files], dtype=object)
     for lo in range(0, len(dup_rows), RECORD_BATCH):
         dup, first = dup_rows[lo : lo + RECORD_BATCH], first_rows[lo : lo + RECORD_BATCH]
-        shard, first_shard = dup // S, first // S
-        detail = [f"same id as row {r} of {f}" for r, f in zip((row_start[first_shard] + first % S).tolist(),
-                                                               files[first_shard].tolist())]
+        dup_file, dup_row = manifest.locate(dup)
+        first_file, first_row = manifest.locate(first)
+        detail = [f"same id as row {r} of {f}" for r, f in zip(first_row.tolist(), files[first_file].tolist())]
         yield pa.RecordBatch.from_arrays([
             pa.array(np.full(len(dup), split, dtype=object), pa.string()),
-            pa.array(shard_ids[shard]), pa.array(files[shard], pa.string()),
-            pa.array(row_start[shard] + dup % S),
+            pa.array(dup // manifest.rows_per_shard), pa.array(files[dup_file], pa.string()),
+            pa.array(dup_row),
             pa.array(read_rows_at(store, "sample_id", dup).astype(object), pa.string()),
             pa.array(np.full(len(dup), "duplicate-id", dtype=object), pa.string()),
             pa.array(detail, pa.string()),
