@@ -33,3 +33,10 @@ def read_rows_at(store: SplitStore, name: str, rows: np.ndarray, read_rows: int 
             last = (int(rows[hi - 1]) // S + 1) * S
             parts.append(read_span(store.group, name, slice(first, last))[rows[lo:hi] - first])
     return np.concatenate(parts) if parts else read_span(store.group, name, slice(0, 0))
+
+
+def rows_with_status(store: SplitStore, statuses) -> int:
+    """Rows whose `written` code is `statuses` (one code or several), counted a batch of whole
+    shards at a time."""
+    codes = np.atleast_1d(statuses)
+    return sum(int(np.isin(read_span(store.group, "written", span), codes).sum()) for span in shard_batches(store))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
-from iprox_ray.stages.batched_reads import shard_batches
+from iprox_ray.stages.batched_reads import rows_with_status, shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
@@ -47,11 +47,6 @@ def pool_domain_counts(pool: SplitStore) -> Counter:
             for label, count in zip(labels.tolist(), n.tolist()):
                 counts[str(label) or "(none)"] += count
     return counts
-
-
-def rows_with_status(store: SplitStore, status: int) -> int:
-    """Rows whose `written` code is `status`, counted a batch of whole shards at a time."""
-    return sum(int((read_span(store.group, "written", span) == status).sum()) for span in shard_batches(store))
 
 
 def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out: Path, bins: int = 80,

@@ -98,9 +98,9 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     if candidates is not None:
         write_candidates(root, cand_name, *candidates.result(), candidates.k, list(columns.labels))
     if second_order:
-        k = ctx.job.selection.size_for(count_valid(pool))
+        valid = count_valid(pool)
         attrs.update(apply_second_order(ctx, ref, name, target_name, target_split, t_rows, read_landmarks(ctx),
-                                        scorer.embeddings, k, count_valid(pool)))
+                                        scorer.embeddings, ctx.job.selection.size_for(valid), valid))
         scores.attrs.update(attrs)
     extra = col_name if col_arr is not None else cand_name if candidates is not None else None
     ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None,

@@ -16,7 +16,7 @@ from iprox_ray.influence import krr
 from iprox_ray.influence.columns import Columns
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.spec.selection import LandmarkSpec, ScoringSpec
-from iprox_ray.stages.batched_reads import shard_batches
+from iprox_ray.stages.batched_reads import rows_with_status
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array
@@ -119,7 +119,7 @@ class EmbeddingScorer(Scorer):
 
 def count_valid(pool: SplitStore) -> int:
     """Pool rows a selection may choose (sketched or not); read in batches of whole shards."""
-    return int(sum(np.isin(pool.read("written", span), CANDIDATES).sum() for span in shard_batches(pool)))
+    return rows_with_status(pool, CANDIDATES)
 
 
 def usable_landmarks(pool: SplitStore, embeddings: EmbeddingStore, landmark_rows: np.ndarray) -> np.ndarray:
