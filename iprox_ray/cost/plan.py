@@ -35,7 +35,7 @@ from iprox_ray.spec import JobSpec, SpecError
 from iprox_ray.stages.embed_task import make_embedder
 from iprox_ray.stages.inputs import encoder_for
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.rr_candidates import check_round_robin_budget
+from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.layout import POOL, target_split
 
 MAIN_TARGET = target_split("main")
@@ -267,11 +267,10 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     if n_ckpt > 1:
         notes.append(f"{n_ckpt} checkpoints: the first was timed; seconds and model memory scaled by {n_ckpt}")
     if job.selection.strategy == "round-robin" and not scoring.single_score:
-        target = samples[MAIN_TARGET]
-        try:  # the preflight's own check, from the sample's usable shares
-            check_round_robin_budget(max(1, round(target.manifest.n_rows * target.usable_share)),
-                                     job.selection.size_for(usable_pool), job.selection.round_robin_memory_gib,
-                                     estimated=True)
+        t_sample = samples[MAIN_TARGET]
+        try:  # the preflight's own check, from the samples' usable shares
+            check_round_robin_estimate(job.selection, max(1, round(t_sample.manifest.n_rows * t_sample.usable_share)),
+                                       pool.manifest.n_rows, pool.usable_share)
         except SpecError as exc:
             notes.append(f"the run would stop at preflight: {exc}")
     worker_peak = max(sk_timing.peak_bytes, em_timing.peak_bytes if em_timing else 0)

@@ -21,7 +21,7 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, source_for
-from iprox_ray.stages.rr_candidates import check_round_robin_budget
+from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import preflight_stage, shard_files
 
@@ -88,12 +88,11 @@ def check_round_robin_early(ctx: RunContext, splits: list[str]) -> None:
     sketching (the pool's usable share comes from its checked sample)."""
     pool = ctx.stage_done(preflight_stage(POOL)) or {}
     share = pool.get("usable", 1) / max(1, pool.get("checked", 1))
-    k = ctx.job.selection.size_for(max(1, round(manifest_for(ctx, POOL).n_rows * share)))
+    pool_rows = manifest_for(ctx, POOL).n_rows
     for split in splits:
         if split != POOL:
             usable = (ctx.stage_done(preflight_stage(split)) or {}).get("usable") or manifest_for(ctx, split).n_rows
-            if usable > 1:
-                check_round_robin_budget(usable, k, ctx.job.selection.round_robin_memory_gib, estimated=True)
+            check_round_robin_estimate(ctx.job.selection, usable, pool_rows, share)
 
 
 def check_sketched(ctx: RunContext, manifests: dict[str, Manifest]) -> None:

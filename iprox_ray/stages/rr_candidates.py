@@ -12,6 +12,7 @@ import numpy as np
 
 from iprox_ray.influence.column_topk import BYTES_PER_CANDIDATE, candidate_bytes
 from iprox_ray.spec import SpecError
+from iprox_ray.spec.selection import SelectionSpec
 
 WRITE_BYTES = 64 << 20  # columns written per batch: at most this much of the [C, k] matrices
 
@@ -28,6 +29,14 @@ def check_round_robin_budget(n_columns: int, k: int, memory_gib: float, estimate
             f"selection.round_robin_memory_gib = {memory_gib:g}. Lower selection.k or selection.fraction, "
             f"use fewer target examples, use selection.strategy = 'topk' (one aggregated score), or raise "
             f"selection.round_robin_memory_gib to at least {need / (1 << 30):.1f} if the driver has that memory")
+
+
+def check_round_robin_estimate(selection: SelectionSpec, target_rows: int, pool_rows: int, pool_share: float) -> None:
+    """The check before any sketching (preflight, `iprox-ray plan`): C from the target rows that
+    parse, k from the pool's rows times the share of its checked rows that parse."""
+    if target_rows > 1:
+        k = selection.size_for(max(1, round(pool_rows * pool_share)))
+        check_round_robin_budget(target_rows, k, selection.round_robin_memory_gib, estimated=True)
 
 
 def write_candidates(root, path: str, rows: list[np.ndarray], scores: list[np.ndarray], k: int,
