@@ -2,9 +2,8 @@
 
 Round-robin picks at most k rows in all, so a column never needs more than its best k rows (see
 influence/roundrobin.py): the candidates are C lists of k, whatever the pool size. Each entry is
-one uint64 key whose ascending order is the selection order: the float32 score's order-preserving
-bits, inverted, in the high half (higher score first; −0.0 and 0.0 equal) and the global row in
-the low half (ties: lower row first), exactly the tie rule of influence/topk.py. A column's buffer
+one uint64 key whose ascending order is the selection order (topk.order_key: higher score
+first, −0.0 and 0.0 equal, ties to the lower row), the tie rule of influence/topk.py. A column's buffer
 takes keys below its threshold (its current k-th best) until it holds 2k, then is sorted and cut
 back to k (amortised O(log k) per accepted entry); columns run in parallel (prange).
 """
@@ -13,6 +12,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from iprox_ray.influence.topk import decode_keys, order_key
 
 NEVER = np.uint64(0xFFFFFFFFFFFFFFFF)  # the key of a non-finite score: never a candidate
 MAX_ROWS = 1 << 32  # rows must fit the key's low half
@@ -26,13 +27,6 @@ def candidate_bytes(n_columns: int, k: int) -> int:
     return int(n_columns) * int(k) * BYTES_PER_CANDIDATE
 
 
-@numba.njit(cache=True, inline="always")
-def _key(bits, row):
-    b = np.uint64(bits)
-    up = (~b & np.uint64(0xFFFFFFFF)) if b >> np.uint64(31) else (b | np.uint64(1 << 31))
-    return ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(row)
-
-
 @numba.njit(parallel=True, cache=True)
 def _push(bits, finite, offset, k, buf, size, threshold):
     """Merge block rows (float32 bits [S, C], finite mask) at global row offset into the buffers."""
@@ -41,7 +35,7 @@ def _push(bits, finite, offset, k, buf, size, threshold):
         for i in range(n_rows):
             if not finite[i, j]:
                 continue
-            key = _key(bits[i, j], offset + i)
+            key = order_key(bits[i, j], offset + i)
             if key >= threshold[j]:
                 continue
             buf[j, size[j]] = key
@@ -50,15 +44,6 @@ def _push(bits, finite, offset, k, buf, size, threshold):
                 buf[j, :] = np.sort(buf[j, :])
                 size[j] = k
                 threshold[j] = buf[j, k - 1]
-
-
-def decode(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, float32 scores) of keys."""
-    keys = np.asarray(keys, np.uint64)
-    rows = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    up = np.uint64(0xFFFFFFFF) - (keys >> np.uint64(32))
-    bits = np.where(up >> np.uint64(31), up & np.uint64(0x7FFFFFFF), ~up & np.uint64(0xFFFFFFFF))
-    return rows, bits.astype(np.uint32).view(np.float32)
 
 
 class ColumnTopK:
@@ -85,7 +70,7 @@ class ColumnTopK:
         rows, scores = [], []
         for j in range(self.buf.shape[0]):
             best = np.sort(self.buf[j, : self.size[j]])[: self.k]
-            r, s = decode(best)
+            r, bits = decode_keys(best)
             rows.append(r)
-            scores.append(s)
+            scores.append(bits.view(np.float32))
         return rows, scores

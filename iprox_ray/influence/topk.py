@@ -124,21 +124,26 @@ def _compact_above(vals, idx, m, kth, ties):
     return count, n_ties
 
 
+@numba.njit(cache=True, inline="always")
+def order_key(bits, row):
+    """One uint64 whose ascending order is score descending, then row ascending: the float32
+    score's bits made order-preserving and inverted in the high half, the row below."""
+    b = np.uint64(bits)
+    up = (~b & np.uint64(0xFFFFFFFF)) if b >> np.uint64(31) else (b | np.uint64(1 << 31))
+    return ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(row)
+
+
 @numba.njit(cache=True)
 def _order_keys(bits, idx):
-    """One uint64 per entry whose ascending order is score descending, then row ascending: the
-    float32 score's bits made order-preserving and inverted in the high half, the row below."""
     keys = np.empty(bits.size, dtype=np.uint64)
     for i in range(bits.size):
-        b = np.uint64(bits[i])
-        up = (~b & np.uint64(0xFFFFFFFF)) if b >> np.uint64(31) else (b | np.uint64(1 << 31))
-        keys[i] = ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(idx[i])
+        keys[i] = order_key(bits[i], idx[i])
     return keys
 
 
 @numba.njit(cache=True)
-def _decode_keys(keys):
-    """Inverse of _order_keys: (rows, float32 score bits)."""
+def decode_keys(keys):
+    """Inverse of order_key: (rows, float32 score bits)."""
     rows = np.empty(keys.size, dtype=np.int64)
     bits = np.empty(keys.size, dtype=np.uint32)
     for i in range(keys.size):
@@ -167,7 +172,7 @@ def sort_best_first(vals: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.n
     as32 = vals.astype(np.float32) + np.float32(0.0)  # -0.0 -> +0.0: they tie, as everywhere else
     if len(vals) > 4096 and np.array_equal(as32, vals) and idx.min() >= 0 and idx.max() < 1 << 32:
         # Sorting one 64-bit key is much faster than a two-key lexsort.
-        rows, bits = _decode_keys(np.sort(_order_keys(as32.view(np.uint32), idx)))
+        rows, bits = decode_keys(np.sort(_order_keys(as32.view(np.uint32), idx)))
         return rows, bits.view(np.float32).astype(np.float64)
     order = np.lexsort((idx, -vals))
     return idx[order].astype(np.int64), vals[order].astype(np.float64)
