@@ -41,18 +41,30 @@ class ProxySpec(Section):
     ridge: float = Field(1e-3, ge=0)
     relative_ridge: bool = Field(True, description="ridge as a share of each side's mean eigenvalue (the paper's "
                                                    "absolute 1e-3 swamps C_δ on real models)")
-    # stage 2: gradient (and logit) alignment of the low-rank factors
+    # stage 2: gradient (and logit) alignment of the low-rank factors (proxy/stage2.py)
     align_epochs: int = Field(
-        0, ge=0, description="0 (default) skips stage 2: on the real-model benchmark it never raised agreement "
-                             "with exact influence (bench/RESULTS.md)")
+        0, ge=0, description="passes over the alignment rows; 0 skips stage 2")
     align_objective: Literal["factors", "product", "kl"] = Field(
-        "factors", description="factors: the paper's factor-gradient cosine; product: cosine of the product's "
-                               "gradient A·B to the target's weight gradient (what the sketch measures); "
-                               "kl: logit distillation only (lambda_kl weight ignored)")
+        "kl", description="factors: the paper's factor-gradient cosine L_GA (+ lambda_kl·KL); product: cosine of "
+                          "the product's gradient A·B to the target's weight gradient (what the sketch measures) "
+                          "(+ lambda_kl·KL); kl: logit distillation only")
     align_lr: float = Field(1e-4, gt=0)
+    align_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="learning-rate decay after the warm-up")
+    align_warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps ramping the learning rate up")
     align_weight_decay: float = Field(0.01, ge=0)
     align_batch_size: int = Field(4, ge=1)
-    lambda_kl: float = Field(0.0, ge=0, description="weight of the logit KL term (paper: unpublished)")
+    align_rows: int = Field(0, ge=0, description="alignment rows used (0: every construction row that is not a "
+                                                 "probe); the held-out share is taken from them")
+    align_row_choice: Literal["random", "most-trainable"] = Field(
+        "random", description="which construction rows align when align_rows caps them: a seeded random draw, "
+                              "or the rows with the most trainable (assistant) tokens, which carry the loss")
+    align_holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the alignment rows held out: stage 2 stops when their objective "
+                                     "stops falling and keeps the best factors (never worse than stage 1)")
+    align_eval_every: int = Field(8, ge=1, description="steps between held-out checks")
+    align_patience: int = Field(3, ge=1, description="held-out checks without improvement before stopping")
+    lambda_kl: float = Field(1.0, ge=0, description="weight of the logit KL term beside L_GA (paper: unpublished)")
     temperature: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")

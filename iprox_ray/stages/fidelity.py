@@ -20,6 +20,7 @@ from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
 from iprox_ray.proxy.artifact import read_manifest
+from iprox_ray.proxy.build import stage2_summary
 from iprox_ray.proxy.fidelity import forward_flops_per_token
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
@@ -181,11 +182,8 @@ def _stage2_line(r: dict) -> str:
     if r["proxy"]["method"] not in LOW_RANK_METHODS:
         return ""
     if s is None:
-        return ("  stage 2 alignment: off (proxy.align_epochs = 0, the default: on the real-model benchmark it "
-                "never raised agreement with exact influence; bench/RESULTS.md)")
-    first, last = s.get("first", {}), s.get("last", {})
-    return (f"  stage 2 alignment: {s['steps']} steps in {s['seconds']:.1f}s, "
-            f"L_GA {first.get('ga', float('nan')):.3f} -> {last.get('ga', float('nan')):.3f}")
+        return "  stage 2 alignment: off (proxy.align_epochs = 0)"
+    return f"  {stage2_summary(s)}"
 
 
 def _scatter(a: np.ndarray, b: np.ndarray, report: dict, path: Path) -> None:

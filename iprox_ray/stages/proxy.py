@@ -13,7 +13,7 @@ from iprox_ray.models.loading import (
     load_tokenizer,
 )
 from iprox_ray.proxy.artifact import save_proxy
-from iprox_ray.proxy.build import device_for_build, make_proxy
+from iprox_ray.proxy.build import alignment_split, device_for_build, make_proxy, stage2_summary
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
     POOL,
@@ -88,10 +88,12 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     if not probes:
         raise ValueError("proxy: no construction row has finite logits under the model; is the model damaged?")
     probe_batches = fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id)
-    epochs = None
+    epochs, heldout, train = None, [], []
     if spec.is_low_rank and spec.align_epochs and align_rows:
-        epochs = shuffled_epochs(align_rows, spec.align_batch_size, pad_id, seed + 7, spec.align_epochs)
-    built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed)
+        train, held = alignment_split(align_rows, spec, seed + 9)
+        epochs = shuffled_epochs(train, spec.align_batch_size, pad_id, seed + 7, spec.align_epochs)
+        heldout = fixed_batches(held, list(range(len(held))), spec.align_batch_size, pad_id)
+    built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed, heldout)
     proxy, report, plans, kept = built.model, built.stage2, built.plans, built.kept_layers
     info = {
         "method": spec.method,
@@ -106,9 +108,8 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
         "nonfinite_construction_rows": bad_probes + bad_align,
         "stage1_seconds": round(built.stage1_seconds, 3),
         "stage2": None if report is None else {
-            "epochs": spec.align_epochs, "lr": spec.align_lr, "weight_decay": spec.align_weight_decay,
-            "batch_size": spec.align_batch_size, "lambda_kl": spec.lambda_kl, "temperature": spec.temperature,
-            "rows": len(align_rows), **report.summary(),
+            "epochs": spec.align_epochs, "batch_size": spec.align_batch_size, "rows": len(train),
+            "heldout_rows": sum(int(b[0].shape[0]) for b in heldout), **report.summary(),
         },
     }
     save_proxy(proxy.to("cpu"), out_dir, plans, info)
@@ -126,7 +127,7 @@ def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
         return ref
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
-    aligned = f"; stage 2: L_GA {stage2['first']['ga']:.3f} -> {stage2['last']['ga']:.3f} in {stage2['seconds']:.1f}s" if stage2 else ""
+    aligned = f"; {stage2_summary(stage2)}" if stage2 else ""
     ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
             f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
     ctx.mark_stage_done(STAGE, info, outputs=(ref.path,))
