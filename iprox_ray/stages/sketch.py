@@ -89,7 +89,7 @@ def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
 
 def sketch_fingerprint(ctx: RunContext, split: str) -> str:
     data = "data.pool" if split == POOL else "data.target"
-    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch",
+    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch", "store",
                                      "data.max_length", "data.truncation", data)
 
 
@@ -114,6 +114,7 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
             "projection": projection_record(job.sketch),
+            "sketch_dtype": job.store.sketch_dtype,
             "features": features_record(job.sketch, split == POOL),
             "checkpoints": checkpoints.record(),
             "modules": modules,

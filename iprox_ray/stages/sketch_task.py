@@ -104,7 +104,7 @@ class SketchShardTask:
         role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
         sketchers = [pair[role] for pair in st["sketchers"]]
         dim = sketchers[0].dim
-        sketches = [np.zeros((n, dim), dtype=np.float16) for _ in sketchers]
+        sketches = [np.zeros((n, dim), dtype=np.float32) for _ in sketchers]  # the store picks the disk dtype
         columns = {
             "sample_id": np.full(n, "", dtype=object),
             "domain": np.full(n, "", dtype=object),
@@ -143,8 +143,9 @@ class SketchShardTask:
                 norms = np.linalg.norm(values, axis=1)
                 finite = out.finite.cpu().numpy()
                 safe = np.where(finite & (norms > 0), norms, 1.0)
-                # Unit rows in fp16 keep full relative precision; the norm is kept apart in fp32.
-                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0).astype(np.float16)
+                # Unit rows (the store quantises them: fp16 or int8) keep full relative precision; the
+                # norm is kept apart in fp32.
+                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0)
                 columns[checkpoint_array("sketch_norm", c)][target] = np.where(finite, norms, 0)
                 columns[checkpoint_array("loss", c)][target] = out.loss.cpu().numpy()
                 ok &= finite
