@@ -20,6 +20,7 @@ from chat_families import family_tokenizer
 from conftest import TOKENIZER, make_pool, write_parquet
 
 from iprox_ray.cli.main import main
+from iprox_ray.cost.plan import plan_job
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.pipeline import open_run, run_job
 from iprox_ray.run import Run
@@ -129,6 +130,10 @@ def test_a_text_pool_cut_into_windows_beside_a_chat_target(make_job, tmp_path):
     assert (target["written"] == OK).sum() == 12
     selected = pq.read_table(run_dir / "selections/main/selected.parquet").to_pylist()
     assert len(selected) == 6 and all("#" in r["id"] and r["text"] and r["source_row"] >= 0 for r in selected)
+    # the plan samples documents and counts every window of each (here every document is sampled)
+    plan = plan_job(job, sample_rows=64, batches=1)
+    assert plan.tokens == int(got["n_tokens"][got["written"] == OK].sum())
+    assert any("window rows" in note for note in plan.notes)
 
 
 def test_a_tokenizer_without_a_chat_template_is_one_line_naming_the_formats(make_job, tmp_path, capsys):
