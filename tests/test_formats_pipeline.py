@@ -143,6 +143,8 @@ def test_a_tokenizer_without_a_chat_template_is_one_line_naming_the_formats(make
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: data.format: the tokenizer") and '"tulu"' in err and '"text"' in err
+    assert main(["plan", str(path), "--set", f'model.tokenizer="{tokenizer}"']) == 2  # the plan says the same
+    assert capsys.readouterr().err == err
 
 
 SYSTEM_ROWS = [{"id": f"s{i}", "domain": "d", "messages": [{"role": "system", "content": "Be brief."},
@@ -198,29 +200,52 @@ DATED = ("{{ '<|system|>\\nToday is ' + strftime_now('%A %d %B %Y') + '.<|end|>\
          "{%- if add_generation_prompt %}{{ '<|assistant|>\\n' }}{%- endif %}")
 
 
-def test_the_render_date_is_frozen_at_the_first_run_for_every_later_encode(make_job, tmp_path, monkeypatch):
-    """A template that writes the date: the first run records its instant, and `iprox-ray score`
-    a week later encodes the new target with that date, not the day's (same tokens as the main
-    target, which holds the same rows)."""
+MONDAY, WEDNESDAY = datetime.datetime(2024, 1, 1, 9, 0), datetime.datetime(2028, 9, 27, 9, 0)
+
+
+@pytest.fixture
+def dated_job(make_job, tmp_path, monkeypatch):
+    """A job whose template writes the day; transformers' clock and the run's first encode both
+    read _Clock, which starts on MONDAY (raising=False: these tests also run against code that
+    records no instant, where they must fail)."""
     from transformers.utils import chat_template_utils
 
+    monkeypatch.setattr(_Clock, "day", MONDAY)
     monkeypatch.setattr(chat_template_utils, "datetime", _Clock)
+    monkeypatch.setattr("iprox_ray.stages.inputs.datetime", _Clock, raising=False)
     tok = load_tokenizer(TOKENIZER)
     tok.chat_template = DATED
     tok.save_pretrained(tmp_path / "dated")
     monday = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True)["input_ids"]
-    path = make_job(n_pool=24, k=3)
-    job = load_job(path, [*FAST, f'model.tokenizer="{tmp_path / "dated"}"'])
-    run_dir = tmp_path / "run"
-    # the run's first encode is on Monday (raising=False: the test also runs against code without it)
-    monkeypatch.setattr("iprox_ray.stages.inputs.datetime", _Clock, raising=False)
-    run_job(job, run_dir, quiet=True)
-    first = _store(run_dir, target_split("main"))
-    _Clock.day = datetime.datetime(2028, 9, 27, 9, 0)  # a Wednesday, years later
+    monkeypatch.setattr(_Clock, "day", WEDNESDAY)
     assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True)["input_ids"] != monday
+    monkeypatch.setattr(_Clock, "day", MONDAY)
+    return load_job(make_job(n_pool=24, k=3), [*FAST, f'model.tokenizer="{tmp_path / "dated"}"'])
+
+
+def test_the_render_date_is_frozen_at_the_first_run_for_a_later_score(dated_job, tmp_path, monkeypatch):
+    """`iprox-ray score` years later encodes the new target with the run's date, not the day's
+    (same tokens and losses as the main target, which holds the same rows)."""
+    run_dir = tmp_path / "run"
+    run_job(dated_job, run_dir, quiet=True)
+    first = _store(run_dir, target_split("main"))
+    monkeypatch.setattr(_Clock, "day", WEDNESDAY)
     target = tmp_path / "data" / "target.jsonl"
     assert main(["score", str(run_dir), "--target", str(target), "--name", "later", "-q"]) == 0
     later = _store(run_dir, target_split("later"))
     np.testing.assert_array_equal(later["n_tokens"], first["n_tokens"])
     np.testing.assert_array_equal(later["loss"], first["loss"])
     assert json.loads((run_dir / "render.json").read_text())["now"] == "2024-01-01T09:00:00"
+
+
+def test_the_render_date_is_frozen_across_a_resume_on_another_day(dated_job, tmp_path, monkeypatch):
+    """A run stopped after its pre-flight on Monday and resumed on Wednesday sketches the pool as
+    an uninterrupted Monday run does."""
+    run_job(dated_job, tmp_path / "whole", quiet=True)
+    with open_run(dated_job, tmp_path / "resumed", quiet=True) as ctx:  # the first encode: Monday
+        Run(ctx).preflight([POOL, target_split("main")])
+    monkeypatch.setattr(_Clock, "day", WEDNESDAY)
+    run_job(dated_job, tmp_path / "resumed", quiet=True)
+    whole, resumed = _store(tmp_path / "whole"), _store(tmp_path / "resumed")
+    np.testing.assert_array_equal(resumed["n_tokens"], whole["n_tokens"])
+    np.testing.assert_array_equal(resumed["loss"], whole["loss"])
