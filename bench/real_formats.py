@@ -16,7 +16,9 @@ so that the shared 2-core VM holds one model copy):
   manuals, licences), cut into windows of `--text-length` tokens (data.text_windows = "all"),
   beside the real chat target in the tokenizer's own template (data.format = {pool = "text",
   target = "chat"}). Reference: BOS + the document's tokens, windows overlapping by one token,
-  loss on every token after each window's first.
+  loss on every token after each window's first. The same run's target rows check "chat": the
+  ChatML rendering written out (its default system message), content + <|im_end|> trained,
+  truncated to the run's max_length.
 
 Each reference row runs alone through the model (bs = 1, fp32). Output: one JSON object per
 format (rows compared, max and median relative error of the loss, run seconds) on stdout and in
@@ -93,12 +95,14 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run(job: Path, run_dir: Path) -> float:
+def run(job: Path, run_dir: Path, reuse: bool = False) -> float | None:
+    if reuse and (run_dir / "summary.json").exists():
+        return None
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "iprox_ray.cli.main", "run", str(job), "--run-dir", str(run_dir), "-q"],
                    check=True, cwd=REPO)
-    return time.perf_counter() - start
+    return round(time.perf_counter() - start, 1)
 
 
 def stored(run_dir: Path, split: str = "pool") -> dict[str, tuple[float, int]]:
@@ -141,6 +145,28 @@ def less_row(tok, messages: list[dict], max_length: int) -> tuple[list[int], np.
     return ids, labels
 
 
+def chatml_row(tok, messages: list[dict], max_length: int) -> tuple[list[int], np.ndarray]:
+    """SmolLM2's own ChatML, written out: its default system message when the row has none; each
+    assistant content and its <|im_end|> trained, not the newline after it."""
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    if messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system}] + messages
+    pieces = []
+    for m in messages:
+        if m["role"] == "assistant":
+            pieces += [("<|im_start|>assistant\n", False), (m["content"] + "<|im_end|>", True), ("\n", False)]
+        else:
+            pieces.append((f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n", False))
+    ids, trained = [], []
+    for text, train in pieces:
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        trained += [train] * len(piece)
+    assert ids == tok("".join(t for t, _ in pieces), add_special_tokens=False)["input_ids"]  # pieces tokenise apart
+    trained[0] = False
+    return ids[:max_length], np.asarray(trained[:max_length])  # truncation "right"
+
+
 def text_windows(tok, doc_id: str, text: str, length: int) -> dict[str, list[int]]:
     ids = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False)["input_ids"]
     out, start, k = {}, 0, 0
@@ -171,6 +197,7 @@ def main() -> None:
     parser.add_argument("--target-rows", type=int, default=8)
     parser.add_argument("--text-length", type=int, default=96, help="max_length of the text windows")
     parser.add_argument("--formats", nargs="+", default=["tulu", "text"], choices=["tulu", "text"])
+    parser.add_argument("--reuse", action="store_true", help="compare a finished run again without rerunning it")
     args = parser.parse_args()
     from iprox_ray.models.loading import load_pretrained, load_tokenizer
 
@@ -190,10 +217,10 @@ def main() -> None:
         job = OUT / "tulu.toml"
         job.write_text(job_toml("formats-tulu", model_dir, tok_dir, pool, target_path,
                                 'format = "tulu"\nmax_length = 512'))
-        seconds = run(job, OUT / "runs" / "tulu")
+        seconds = run(job, OUT / "runs" / "tulu", args.reuse)
         model = load_pretrained(model_dir).eval()
         expected = {r["id"]: less_row(tok, r["messages"], 512) for r in rows}
-        results["tulu"] = {**compare(model, stored(OUT / "runs" / "tulu"), expected), "run_seconds": round(seconds, 1),
+        results["tulu"] = {**compare(model, stored(OUT / "runs" / "tulu"), expected), "run_seconds": seconds,
                            "job": str(job)}
         print(json.dumps({"tulu": results["tulu"]}), flush=True)
     if "text" in args.formats:
@@ -204,7 +231,7 @@ def main() -> None:
         job.write_text(job_toml("formats-text", model_dir, model_dir, pool, target_path,
                                 'format = {pool = "text", target = "chat"}\ntext_windows = "all"\n'
                                 f"max_length = {args.text_length}"))
-        seconds = run(job, OUT / "runs" / "text")
+        seconds = run(job, OUT / "runs" / "text", args.reuse)
         model = load_pretrained(model_dir).eval()
         expected = {}
         for d in docs:
@@ -213,11 +240,18 @@ def main() -> None:
                 trained[0] = False
                 expected[key] = (ids, trained)
         results["text"] = {**compare(model, stored(OUT / "runs" / "text"), expected), "documents": len(docs),
-                           "run_seconds": round(seconds, 1), "job": str(job)}
+                           "run_seconds": seconds, "job": str(job)}
         print(json.dumps({"text": results["text"]}), flush=True)
+        # the same run's target: "chat", the tokenizer's own template
+        chat = {r["id"]: chatml_row(tok, r["messages"], args.text_length) for r in target[: args.target_rows]}
+        results["chat"] = {**compare(model, stored(OUT / "runs" / "text", "targets/main"), chat),
+                           "run": "the text run's target split", "job": str(job)}
+        print(json.dumps({"chat": results["chat"]}), flush=True)
     saved = OUT / "results.json"  # one format per call keeps the other's figures
     previous = json.loads(saved.read_text()) if saved.exists() else {}
-    saved.write_text(json.dumps({**previous, **results}, indent=2))
+    for name, figures in results.items():  # a --reuse comparison keeps the run's own seconds
+        previous[name] = {**previous.get(name, {}), **{k: v for k, v in figures.items() if v is not None}}
+    saved.write_text(json.dumps(previous, indent=2))
 
 
 if __name__ == "__main__":

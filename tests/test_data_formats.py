@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from chat_families import CONVERSATIONS, FAMILIES, TEMPLATES, expected_mask, family_tokenizer
+from chat_families import CONVERSATIONS, FAMILIES, TEMPLATES, chatml, expected_mask, family_tokenizer
 
 from iprox_ray.corpus.encode import ChatEncoder, DataFormatError
 from iprox_ray.corpus.formats import EncodingSettings, build_encoder
@@ -35,6 +35,19 @@ def test_template_file_encodes_as_the_tokenizer_would_with_it(family, conversati
     messages = CONVERSATIONS[conversation]
     _, ids, mask = expected_mask(base, FAMILIES[family].expected(messages))
     enc = encoder.encode_row(encoder.parse({"messages": messages}, _source()))
+    np.testing.assert_array_equal(enc.input_ids, ids)
+    np.testing.assert_array_equal(enc.trainable, mask)
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_template_file_with_generation_markers_uses_the_native_mask(conversation):
+    template = (TEMPLATES / "chatml-generation.jinja").read_text()
+    base = family_tokenizer("smollm2-instruct", chat_template=False)
+    encoder = build_encoder(EncodingSettings("template", 4096, template=template), base)
+    assert encoder.native_mask
+    messages = CONVERSATIONS[conversation]
+    _, ids, mask = expected_mask(base, chatml(messages))
+    enc = encoder.encode(messages)
     np.testing.assert_array_equal(enc.input_ids, ids)
     np.testing.assert_array_equal(enc.trainable, mask)
 
