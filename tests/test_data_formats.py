@@ -199,3 +199,20 @@ def test_a_new_target_may_change_its_own_format_only(tmp_path):
     assert (job.data.format_of(True), job.data.format_of(False)) == ("tulu", "text")
     with pytest.raises(RescoreError, match="data.format.pool"):
         load_target_job(layout, [str(tmp_path / "new.jsonl")], ['data.format.pool="text"'])
+
+
+def test_a_template_file_changed_since_the_run_started_is_refused(tmp_path):
+    from iprox_ray.stages.context import RunContext
+    from iprox_ray.stages.inputs import encoding_for
+    from iprox_ray.store.layout import RunLayout
+
+    (tmp_path / "chat.jinja").write_text((TEMPLATES / "smollm2-instruct.jinja").read_text())
+    job = _job(tmp_path, 'format = "template"\ntemplate_file = "chat.jinja"')
+    ctx = RunContext(job, RunLayout(tmp_path / "run"), quiet=True)
+    (tmp_path / "run").mkdir()
+    first = encoding_for(ctx, "pool")
+    assert first.template == (tmp_path / "chat.jinja").read_text() and first.now
+    assert encoding_for(ctx, "targets/main").now == first.now  # one instant for the run
+    (tmp_path / "chat.jinja").write_text("{{ messages }}")
+    with pytest.raises(DataFormatError, match="data.template_file chat.jinja changed since run directory"):
+        encoding_for(ctx, "pool")
