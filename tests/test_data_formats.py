@@ -3,11 +3,15 @@ tokenizer dressed as each family: its special tokens, BOS, EOS).
 
 "chat" is tests/test_chat_templates.py. Here: "template" (the same template given as a file to a
 tokenizer without one), "tulu" (the open-instruct / LESS text, written out by hand, and checked
-a second way the way LESS itself masks: by the token counts of prefix renders) and "text"
+a second way, the way LESS itself masks: by the token counts of prefix renders) and "text"
 (every token after the first, BOS in front when the family has one), each for every family.
+The LESS-way masks come from bench/real_formats.py, whose real-model check uses the same code.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,9 @@ from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.text import TextEncoder
 from iprox_ray.corpus.tulu import TuluEncoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from real_formats import less_row  # noqa: E402  (the real-model check's reference, reused)
 
 NO_SYSTEM = ("gemma-2-2b-it", "mistral-7b-instruct-v0.3")  # their templates cannot take one under "keep"
 TEXT = ("Plain text is trained on every token.\n\nA second paragraph, with numbers 12 345 and "
@@ -63,31 +70,6 @@ def tulu_pieces(messages, eos: str, bos: str | None):
     return pieces
 
 
-def less_labels(tok, messages, eos: str, bos: list[int]) -> tuple[list[int], np.ndarray]:
-    """LESS's own way (get_training_dataset.encode_with_messages_format, reimplemented from its
-    description): label positions cut by the token counts of prefix renders, every non-assistant
-    message masked from its start to the next assistant's content, and here also the newline
-    after each EOS (which LESS trains and this product does not)."""
-    def concat(msgs):
-        return "".join(f"<|{m['role']}|>\n{m['content'].strip()}" + (eos if m["role"] == "assistant" else "") + "\n"
-                       for m in msgs)
-
-    def n_ids(text):
-        return len(bos) + len(tok(text, add_special_tokens=False)["input_ids"])
-
-    ids = bos + tok(concat(messages), add_special_tokens=False)["input_ids"]
-    labels = np.ones(len(ids), dtype=bool)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            start = 0 if i == 0 else n_ids(concat(messages[:i]))
-            follows = i + 1 < len(messages) and messages[i + 1]["role"] == "assistant"
-            labels[start: n_ids(concat(messages[: i + 1]) + ("<|assistant|>\n" if follows else ""))] = False
-        else:
-            labels[n_ids(concat(messages[: i + 1])[:-1]): n_ids(concat(messages[: i + 1]))] = False
-    labels[0] = False  # predicted from nothing
-    return ids, labels
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("conversation", CONVERSATIONS)
 def test_tulu_trains_assistant_content_and_eos_only(family, conversation):
@@ -99,7 +81,7 @@ def test_tulu_trains_assistant_content_and_eos_only(family, conversation):
     _, ids, mask = expected_mask(tok, tulu_pieces(messages, spec.eos, spec.bos))
     np.testing.assert_array_equal(enc.input_ids, ids)
     np.testing.assert_array_equal(enc.trainable, mask)
-    less_ids, labels = less_labels(tok, messages, spec.eos, [tok.bos_token_id] if spec.bos else [])
+    less_ids, labels = less_row(tok, messages, 4096)
     np.testing.assert_array_equal(enc.input_ids, less_ids)
     np.testing.assert_array_equal(enc.trainable, labels)
     trained = tok.decode(enc.input_ids[enc.trainable])
