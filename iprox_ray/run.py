@@ -69,6 +69,7 @@ def forget_target(layout: RunLayout, name: str) -> None:
     for path in (layout.manifest(split), layout.manifest_info(split)):
         path.unlink(missing_ok=True)
     remove_tree_inside(layout.root, layout.quarantine_dir(split))
+    remove_tree_inside(layout.root, layout.windows_dir(split))
     remove_tree_inside(layout.root, layout.selection_dir(name))
     root = open_root(layout.store)
     for group in (split, *(embedding_group(kind, split) for kind in kinds), *target_arrays(name)):

@@ -33,6 +33,7 @@ from iprox_ray.stages.inputs import (
     make_encoder,
     manifest_for,
     sample_rows,
+    source_for,
     target_split,
 )
 from iprox_ray.stages.model_ref import ModelRef
@@ -57,14 +58,15 @@ def sketch_rows(model: torch.nn.Module, encoded, s: SketchSpec, pad_id: int) -> 
 
 def probe_data(ctx: RunContext):
     spec = ctx.job.fidelity
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, POOL)
     pool_manifest = manifest_for(ctx, POOL)
     fraction = min(1.0, spec.pool_rows / pool_manifest.n_rows)
     pool = encode_sample(ctx, pool_manifest, sample_rows(pool_manifest, fraction, seed=ctx.job.run.seed + 8), encoder)
-    target_manifest = manifest_for(ctx, target_split("main"))
+    split = target_split("main")
+    target_manifest, target_encoder = manifest_for(ctx, split), make_encoder(ctx, split)
     target = []
     for shard in target_manifest.shards:
-        target += read_shard("target", shard, ctx.job.data.target, encoder).encoded
+        target += read_shard(split, shard, source_for(ctx, split), target_encoder).encoded
         if len(target) >= spec.target_rows:
             break
     return pool, target[: spec.target_rows], encoder.tokenizer.pad_token_id

@@ -11,6 +11,7 @@ from iprox_ray.models.fingerprint import (
     folder_fingerprint,
 )
 from iprox_ray.spec import JobSpec
+from iprox_ray.stages.inputs import check_data_formats
 
 
 def model_folders(job: JobSpec) -> dict[str, tuple[Path, bool]]:
@@ -29,9 +30,11 @@ def tokenizer_folder(job: JobSpec) -> Path:
 
 
 def check_model_files(job: JobSpec) -> None:
+    """Before anything starts: the model folders, and each split's data.format with this tokenizer."""
     for name, (folder, weights) in model_folders(job).items():
         check_model_folder(folder, name, weights)
     check_tokenizer_folder(tokenizer_folder(job))
+    check_data_formats(job)
 
 
 def input_fingerprints(job: JobSpec) -> dict:

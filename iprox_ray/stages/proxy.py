@@ -39,7 +39,7 @@ def construction_rows(ctx: RunContext):
     flat = [(shard, row) for shard, rows in sorted(chosen.items()) for row in rows]
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(job.run.seed + 6)).tolist()
     n_probe = min(len(flat), max(spec.min_probe_rows, round(spec.probe_fraction * len(flat))))
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, POOL)
 
     def encode(picks):
         grouped: dict[int, list[int]] = {}

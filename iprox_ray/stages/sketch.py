@@ -18,9 +18,9 @@ from iprox_ray.models.selection import linear_dims
 from iprox_ray.sketch.factory import (
     features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
 )
-from iprox_ray.spec import SketchSpec
+from iprox_ray.spec import DataSpec, SketchSpec
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
@@ -88,9 +88,8 @@ def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
 
 
 def sketch_fingerprint(ctx: RunContext, split: str) -> str:
-    data = "data.pool" if split == POOL else "data.target"
     return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch", "store",
-                                     "data.max_length", "data.truncation", data)
+                                     *DataSpec.encoding_keys(split == POOL))
 
 
 def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
@@ -132,7 +131,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
     checkpoints = plan_checkpoints(ctx, ref)
     modules = sketch_modules(checkpoints.models[0], job.sketch)
     subsets = subsets or {}
-    work, inputs, only_rows = [], {}, {}
+    work, inputs, only_rows, encodings = [], {}, {}, {}
     for split in splits:
         subset = subsets.get(split)
         store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all")
@@ -140,6 +139,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         if subset is not None:
             only_rows[stage] = subset.by_shard(store.rows_per_shard)
         work.append(StageWork(stage, store.n_shards, markers_for(ctx, split)))
+        encodings[stage] = encoding_for(ctx, split)
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)),
                                     ctx.layout.quarantine_dir(split))
@@ -151,8 +151,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx.job),
-        max_length=job.data.max_length,
-        truncation=job.data.truncation,
+        encodings=encodings,
         store_path=ctx.layout.store,
         only_rows=only_rows or None,
     )

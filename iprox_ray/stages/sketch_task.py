@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
@@ -55,8 +55,7 @@ class SketchShardTask:
     models: list[ModelRef]  # one per checkpoint
     adam_states: list[Path | None]  # per checkpoint; used for pool rows when sketch.optimizer != none
     tokenizer_dir: Path
-    max_length: int
-    truncation: str
+    encodings: dict[str, EncodingSettings]  # by stage: how its rows become tokens (data.format)
     store_path: Path
     # Optional row subset per stage: {stage: {shard: local rows}}; a stage absent here sketches
     # every row. Valid rows outside the subset get metadata only (written = NOT_SKETCHED).
@@ -80,7 +79,7 @@ class SketchShardTask:
             adam = plain if state is None else make_sketcher(model, self.sketch, state)
             sketchers.append({"plain": plain, "adam": adam})
         self._state = {
-            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "sketchers": sketchers,
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
@@ -99,7 +98,7 @@ class SketchShardTask:
         inputs = self.splits[ref.stage]
         shard_id = ref.shard
         shard = st["manifests"][ref.stage].shards[shard_id]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
         n = shard.n_rows
         role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
         sketchers = [pair[role] for pair in st["sketchers"]]

@@ -73,6 +73,21 @@ class RunLayout:
         folder = self.manifest_dir
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
 
+    def windows_dir(self, split: str) -> Path:
+        """data.text_windows = "all": the split's documents cut into window rows (NNNNNN.parquet,
+        one per document shard) and the documents' own manifest."""
+        return self.root / "windows" / _flat(split)
+
+    def window_documents(self, split: str) -> tuple[Path, Path]:
+        """The manifest (table, info) of the documents the windows were cut from."""
+        folder = self.windows_dir(split)
+        return folder / "documents.parquet", folder / "documents.json"
+
+    @property
+    def render_record(self) -> Path:
+        """What a chat template reads besides the row, fixed at the run's first encode (the clock)."""
+        return self.root / "render.json"
+
     @property
     def quarantine_root(self) -> Path:
         return self.root / "quarantine"
@@ -205,6 +220,10 @@ def preflight_stage(split: str) -> str:
     return f"preflight-{_flat(split)}"
 
 
+def windows_stage(split: str) -> str:
+    return f"windows-{_flat(split)}"
+
+
 def score_stage(target_name: str) -> str:
     return f"score-{target_name}"
 
@@ -259,7 +278,7 @@ def target_stages(target_name: str) -> tuple[str, ...]:
 def split_stages(split: str, embed_kinds: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The stage markers a split's own passes write."""
     return (sketch_stage(split), *(embed_stage(kind, split) for kind in embed_kinds), dedup_stage(split),
-            preflight_stage(split))
+            preflight_stage(split), windows_stage(split))
 
 
 # Run-level (unsharded) stages.
