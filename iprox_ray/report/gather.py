@@ -25,7 +25,7 @@ class ExampleRow:
     rank: int | None
     source_file: str
     source_row: int
-    text: str | None = None
+    text: list[tuple[str, str]] | None = None  # (role, text) of the first characters
     note: str = ""
 
 

@@ -95,6 +95,7 @@ table.rows thead th:nth-child(1) { width:60px; } table.rows thead th:nth-child(2
 table.rows thead th:nth-child(3) { width:170px; } table.rows thead th:nth-child(4) { width:110px; }
 table.rows thead th:nth-child(5) { width:150px; }
 .text { white-space:pre-wrap; word-break:break-word; font:12px/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; color:#2b2f33; max-height:9.5em; overflow:auto; }
+.text .role { font-weight:700; color:#17324d; text-transform:uppercase; font-size:10.5px; letter-spacing:.04em; }
 .unavailable { color:var(--muted); font-style:italic; }
 code, .mono { font-family:ui-monospace, "SFMono-Regular", Menlo, monospace; font-size:12.5px; }
 pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; padding:10px 12px; overflow:auto; font-size:12.5px; line-height:1.4; }
@@ -113,7 +114,7 @@ pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; paddi
 .multiples { display:flex; flex-wrap:wrap; gap:6px 14px; }
 .multiples figure { margin:0; } .multiples figcaption { font-size:12px; color:var(--muted); }
 svg.chart { max-width:100%; height:auto; display:block; }
-button.copy { float:right; font-size:12px; padding:3px 10px; border:1px solid var(--line); border-radius:5px; background:#fff; cursor:pointer; }
+button.copy { float:right; margin:-4px 0 4px 8px; font-size:12px; padding:3px 10px; border:1px solid var(--line); border-radius:5px; background:#fff; cursor:pointer; }
 details summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 .side { display:grid; grid-template-columns:repeat(auto-fit, minmax(330px, 1fr)); gap:14px; }
 """

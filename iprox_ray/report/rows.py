@@ -51,9 +51,16 @@ def read_quarantine(layout: RunLayout, per_reason: int = EXAMPLES_PER_REASON) ->
     return Quarantine(counts, examples)
 
 
-def conversation_text(messages: list[dict], limit: int = TEXT_CHARS) -> str:
-    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def excerpt(messages: list[dict], limit: int = TEXT_CHARS) -> list[tuple[str, str]]:
+    """(role, text) of the conversation's first `limit` characters of message text, "…" where cut."""
+    out, left = [], limit
+    for m in messages:
+        if left <= 0:
+            break
+        text = m["content"]
+        out.append((m["role"], text if len(text) <= left else text[: max(0, left - 1)] + "…"))
+        left -= len(text)
+    return out
 
 
 def _changed(manifest: Manifest, file: str) -> str | None:
@@ -69,10 +76,11 @@ def _changed(manifest: Manifest, file: str) -> str | None:
 
 
 def row_texts(manifest: Manifest, spec: SourceSpec | None, store_rows: list[int],
-              limit: int = TEXT_CHARS) -> dict[int, tuple[str | None, str]]:
-    """store row -> (its conversation's first `limit` characters, or None; a note when None),
+              limit: int = TEXT_CHARS) -> dict[int, tuple[list | None, str]]:
+    """store row -> (its conversation's first `limit` characters as (role, text), or None; a note
+    when None),
     reading each touched shard once."""
-    out: dict[int, tuple[str | None, str]] = {}
+    out: dict[int, tuple[list | None, str]] = {}
     if spec is None:
         return {r: (None, "the job's pool settings could not be read") for r in store_rows}
     S = manifest.rows_per_shard
@@ -94,7 +102,7 @@ def row_texts(manifest: Manifest, spec: SourceSpec | None, store_rows: list[int]
             out.update({shard_id * S + r: (None, why) for r in local})
             continue
         for r, conv in zip(rows.local_rows, rows.conversations):
-            out[shard_id * S + r] = (conversation_text(conv.messages, limit), "")
+            out[shard_id * S + r] = (excerpt(conv.messages, limit), "")
         for r in local - set(rows.local_rows):
             out[shard_id * S + r] = (None, "the row no longer parses")
     return out

@@ -99,8 +99,6 @@ def _targets(layout: RunLayout, root: zarr.Group | None, summary: dict | None) -
         scores = array if root is not None and array in root else None
         selection = layout.selection(name)
         own = summary if name == MAIN else _json(layout.target_summary(name))
-        if name != MAIN and scores is None and not selection.exists():
-            continue
         out.append(TargetFiles(name, scores, selection if selection.exists() else None,
                                _json(layout.stage_done(select_stage(name))), own,
                                dict(root[array].attrs) if scores else {}))

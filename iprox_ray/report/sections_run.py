@@ -12,7 +12,7 @@ from iprox_ray.report.rundir import split_label
 from iprox_ray.report.svg import timeline
 from iprox_ray.report.text import settings_line, summary_text
 from iprox_ray.store.layout import POOL, PROXY_STAGE, WARMUP_STAGE
-from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, QUARANTINED
+from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK
 
 # The pipeline's order (summary.json sorts its keys); a stage not listed here goes last.
 STAGE_ORDER = ["manifest", "preflight", "warmup", "proxy", "fidelity", "embed", "landmarks", "sketch", "dedup",
@@ -46,6 +46,14 @@ def summary_section(data: ReportData) -> str:
     return section("summary", "Summary", body, "Plain text: paste it into a ticket.")
 
 
+def _file_digests(files) -> str:
+    """A fingerprinted folder's files as `name sha256-prefix`, one per line."""
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return f"<code>{esc(json.dumps(files, default=str))}</code>"
+    return "<br>".join(f"{esc(name)} <code>{esc(str(info.get('sha256', '?'))[:16])}</code> ({num(info.get('size'))} B"
+                       + (", sampled" if info.get("sampled") else "") + ")" for name, info in sorted(files.items()))
+
+
 def _model_rows(run) -> list[tuple[str, str]]:
     spec, stages = run.spec, run.stages
     model = spec.get("model", {})
@@ -53,7 +61,7 @@ def _model_rows(run) -> list[tuple[str, str]]:
             ("config fingerprint", f"<code>{esc(run.config.get('fingerprint'))}</code>"),
             ("model", f"<code>{esc(model.get('path'))}</code> ({esc(model.get('init'))}, {esc(model.get('dtype', ''))})")]
     for key, value in sorted((run.config.get("inputs") or {}).items()):
-        rows.append((f"fingerprint: {key}", f"<code>{esc(value)}</code>"))
+        rows.append((f"{key} files", _file_digests(value)))
     warm = stages.get(WARMUP_STAGE)
     if warm:
         rows.append(("warm-up", f"{num(warm.get('rows'))} rows, {num(warm.get('steps'))} steps, loss "
@@ -129,10 +137,9 @@ def rows_section(data: ReportData) -> str:
                       f'<span data-key="quarantined.{esc(split)}">{num(q.total(split))}</span>', count(DUPLICATE),
                       count(NONFINITE), count(NOT_SKETCHED)])
     body = [table(head, lines, attrs='id="rows-table"'),
-            '<p class="note">Counts from the frozen manifests (rows read), the store\'s row status (usable, duplicate, '
-            "non-finite, not sketched: valid rows a method needs no sketch of) and the quarantine records "
-            f"(quarantined: every reason, duplicates included; the store marks {num(int(sum(s[QUARANTINED] for s in data.split_status.values())))} "
-            "rows quarantined before dedup).</p>"]
+            '<p class="note">Rows read: the frozen manifests. Usable, duplicate ids, non-finite, not sketched (valid '
+            "rows the method needs no sketch of): the store's row status. Quarantined: the quarantine records, every "
+            "reason (duplicate ids included).</p>"]
     if q.counts:
         reasons = []
         for (split, reason), n in sorted(q.counts.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -22,9 +22,10 @@ def anchor(name: str) -> str:
 def _rows_table(rows: list[ExampleRow], cls: str) -> str:
     body = []
     for r in rows:
-        text = (f'<div class="text">{esc(r.text)}</div>' if r.text is not None
+        text = ('<div class="text">' + "\n".join(f'<span class="role">{esc(role)}</span> {esc(content)}'
+                                                 for role, content in r.text) + "</div>" if r.text is not None
                 else f'<span class="unavailable">text unavailable: {esc(r.note)}</span>')
-        where = f'<span title="{esc(r.source_file)}">{esc(short_path(r.source_file))}</span>:{num(r.source_row)}'
+        where = f'<span title="{esc(r.source_file)}">{esc(short_path(r.source_file))}</span><br>row {num(r.source_row)}'
         body.append([num(r.rank) if r.rank is not None else "–", f'<span class="mono">{r.score:.5g}</span>',
                      f'<code data-sample-id="{esc(r.sample_id)}">{esc(r.sample_id)}</code>', esc(r.domain or "(none)"),
                      where, text])
@@ -50,13 +51,13 @@ def _histograms(data: ReportData, t: TargetFiles, view: TargetView) -> str:
     layers = _layers(score, data.pool.domains)
     outline = (f"selected ({num(view.selection.rows)})", score.selected) if view.selection is not None else None
     xlabel = f"score ({t.score_attrs.get('method', '')}, {t.score_attrs.get('aggregate', '')})"
-    out = [histogram(score.edges, layers, outline=outline, cutoff=cutoff, xlabel=xlabel)]
+    out = [histogram(score.edges, layers, outline=outline, cutoff=cutoff, xlabel=xlabel, width=960, height=280)]
     small = []
     for label, counts, fill in layers:
         index = data.pool.domains.index(label) if label in data.pool.domains else None
         chosen = view.selection.domains.get(label, 0) if view.selection is not None and index is not None else None
         caption = f"{esc(label)}: {num(int(counts.sum()))} rows" + (f", {num(chosen)} selected" if chosen is not None else "")
-        small.append(f"<figure>{histogram(score.edges, [(label, counts, fill)], cutoff=cutoff, width=290, height=150, xlabel='score', ylabel='rows', show_legend=False)}"
+        small.append(f"<figure>{histogram(score.edges, [(label, counts, fill)], cutoff=cutoff, width=300, height=150, xlabel='score', ylabel='rows', show_legend=False)}"
                      f"<figcaption>{caption}</figcaption></figure>")
     out.append('<h3>Per domain</h3><div class="multiples">' + "".join(small) + "</div>")
     return "".join(out)
@@ -72,7 +73,7 @@ def _shares(data: ReportData, view: TargetView) -> str:
     rows = [(d, pool.get(d, 0.0), chosen.get(d, 0.0)) for d in labels]
     listing = table(["domain", "pool", "selection"],
                     [[esc(d), f'<span class="n">{pct(a)}</span>', f'<span class="n">{pct(b)}</span>'] for d, a, b in rows],
-                    attrs=f'data-target="{esc(view.name)}" class="shares"')
+                    "shares", attrs=f'data-target="{esc(view.name)}"')
     return f'<h3>Domain share, pool vs selection</h3><div class="grid">{share_bars(rows)}{listing}</div>'
 
 
@@ -91,6 +92,10 @@ def target_section(data: ReportData, t: TargetFiles) -> str:
         for k, v, key in cards) + "</div>"]
     if t.selection is not None:
         body.append(f'<p class="note">Selection: <code>{esc(t.selection)}</code></p>')
+    seconds = (t.summary or {}).get("stage_seconds") if t.name != "main" else None
+    if seconds:  # a target added by `iprox-ray score`: its own pass
+        body.append('<p class="note">Added by <code>iprox-ray score</code>: ' + esc(", ".join(
+            f"{k} {v:.1f}s" for k, v in seconds.items())) + "</p>")
     body.append(_histograms(data, t, view))
     body.append(_shares(data, view))
     if view.selection is None:

@@ -8,7 +8,7 @@ import numpy as np
 from iprox_ray.report.gather import ReportData
 from iprox_ray.report.html import esc, kv_table, missing, num, png_data_uri, section, table
 from iprox_ray.report.rundir import split_label
-from iprox_ray.report.svg import scatter
+from iprox_ray.report.svg import PALETTE, scatter
 from iprox_ray.stages.fidelity_landmarks import format_landmark_section
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.sketch_store import NONFINITE
@@ -16,6 +16,23 @@ from iprox_ray.store.sketch_store import NONFINITE
 
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}×" if a and b else "–"
+
+
+def _scatters(r: dict) -> str:
+    """Proxy vs target on every probe row; both sketches vs exact influence on the exact rows."""
+    points = r.get("points")
+    if not points:
+        return ""
+    as_array = lambda v: np.array([np.nan if x is None else x for x in v], dtype=np.float64)  # noqa: E731
+    target, proxy = as_array(points["target"]), as_array(points["proxy"])
+    out = scatter([("probe rows", target, proxy, PALETTE[0])], "influence on the target model (cosine)",
+                  "influence on the proxy (cosine)")
+    exact = as_array((r.get("exact") or {}).get("scores") or [])
+    if len(exact):
+        n = len(exact)
+        out += scatter([("target sketch", exact, target[:n], PALETTE[0]), ("proxy", exact, proxy[:n], PALETTE[1])],
+                       "exact influence (bs = 1, every trained parameter)", "sketched influence (cosine)")
+    return out
 
 
 def fidelity_block(data: ReportData) -> str:
@@ -45,17 +62,13 @@ def fidelity_block(data: ReportData) -> str:
               ("sketch throughput", f"{num(t.get('proxy'))} vs {num(t.get('target'))} tokens/s "
                                     f"({_ratio(t.get('proxy'), t.get('target'))})"),
               ("proxy build", f"{num(r.get('build_seconds'))} s" if r.get("build_seconds") is not None else "–")]
-    points = r.get("points")
-    if points:
-        chart = scatter(np.asarray(points["target"], float), np.asarray(points["proxy"], float),
-                        "influence on the target model (cosine)", "influence on the proxy (cosine)")
-    elif data.run.layout.fidelity_scatter.exists():
-        chart = f'<img alt="fidelity scatter" src="{png_data_uri(data.run.layout.fidelity_scatter.read_bytes())}" width="420">'
-    else:
-        chart = missing("no scatter plot")
+    charts = _scatters(r)
+    if not charts and data.run.layout.fidelity_scatter.exists():  # a report written before it kept its points
+        charts = f'<img alt="fidelity scatter" src="{png_data_uri(data.run.layout.fidelity_scatter.read_bytes())}" width="420">'
+    chart = charts or missing("no scatter plot")
     bad = "does not pay" in verdict
     return (f"<h3>Proxy fidelity</h3><div class=\"verdict{' bad' if bad else ''}\" id=\"verdict\">{esc(verdict)}</div>"
-            f'<div class="grid"><div>{kv_table(pairs, "fidelity.")}</div><div>{chart}</div></div>')
+            f'{kv_table(pairs, "fidelity.")}<div class="grid">{chart}</div>')
 
 
 def landmark_block(data: ReportData) -> str:

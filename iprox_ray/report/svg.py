@@ -177,14 +177,29 @@ def timeline(stages: list[tuple[str, float, float]], width: int = 760) -> str:
     return _svg(width, height, body, "stage timeline")
 
 
-def scatter(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, size: int = 360) -> str:
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if not len(x):
+def scatter(series: list[tuple[str, np.ndarray, np.ndarray, str]], xlabel: str, ylabel: str, size: int = 340) -> str:
+    """Points of one or more (label, x, y, colour) series on shared axes, with y = x dotted when
+    the ranges meet (agreement lies on it only when both sides share a scale)."""
+    kept = []
+    for label, x, y, fill in series:
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            kept.append((label, x[ok], y[ok], fill))
+    if not kept:
         return ""
+    xs, ys = np.concatenate([k[1] for k in kept]), np.concatenate([k[2] for k in kept])
     pad = lambda lo, hi: (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1))  # noqa: E731
-    f = Frame(size + 40, size, pad(float(x.min()), float(x.max())), pad(float(y.min()), float(y.max())), left=60)
+    f = Frame(size + 40, size, pad(float(xs.min()), float(xs.max())), pad(float(ys.min()), float(ys.max())), left=60,
+              top=26 if len(kept) > 1 else 12)
     body = f.axes(xlabel, ylabel)
-    body += [f'<circle cx="{f.px(a):.1f}" cy="{f.py(b):.1f}" r="2.4" fill="#0072B2" fill-opacity="0.55"/>'
-             for a, b in zip(x.tolist(), y.tolist())]
+    lo, hi = max(f.xlo, f.ylo), min(f.xhi, f.yhi)
+    if hi > lo:
+        body.append(f'<line x1="{f.px(lo):.1f}" y1="{f.py(lo):.1f}" x2="{f.px(hi):.1f}" y2="{f.py(hi):.1f}" '
+                    'stroke="#999" stroke-dasharray="2 3"/>')
+    for label, x, y, fill in kept:
+        body += [f'<circle cx="{f.px(a):.1f}" cy="{f.py(b):.1f}" r="2.4" fill="{fill}" fill-opacity="0.6"/>'
+                 for a, b in zip(x.tolist(), y.tolist())]
+    if len(kept) > 1:
+        body += legend([(label, fill) for label, _, _, fill in kept], f.x0, 14)
     return _svg(size + 40, size, body, f"{ylabel} against {xlabel}")
