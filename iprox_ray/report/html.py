@@ -88,12 +88,10 @@ td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; }
 table.kv th { color:var(--muted); font-weight:500; padding-right:18px; white-space:nowrap; }
 table.rows { width:100%; table-layout:fixed; }
 table.rows td { font-size:12.5px; }
-table.rows td:nth-child(1) { width:60px; } table.rows td:nth-child(2) { width:80px; }
-table.rows td:nth-child(3) { width:170px; word-break:break-all; } table.rows td:nth-child(4) { width:110px; }
-table.rows td:nth-child(5) { width:150px; word-break:break-all; }
-table.rows thead th:nth-child(1) { width:60px; } table.rows thead th:nth-child(2) { width:80px; }
-table.rows thead th:nth-child(3) { width:170px; } table.rows thead th:nth-child(4) { width:110px; }
-table.rows thead th:nth-child(5) { width:150px; }
+table.rows th:nth-child(1) { width:52px; } table.rows th:nth-child(2) { width:74px; }
+table.rows th:nth-child(3) { width:170px; } table.rows th:nth-child(4) { width:130px; }
+table.rows th:nth-child(5) { width:150px; }
+table.rows td:nth-child(3), table.rows td:nth-child(4), table.rows td:nth-child(5) { word-break:break-word; overflow-wrap:anywhere; }
 .text { white-space:pre-wrap; word-break:break-word; font:12px/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; color:#2b2f33; max-height:9.5em; overflow:auto; }
 .text .role { font-weight:700; color:#17324d; text-transform:uppercase; font-size:10.5px; letter-spacing:.04em; }
 .unavailable { color:var(--muted); font-style:italic; }

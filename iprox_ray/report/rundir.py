@@ -119,9 +119,10 @@ def _missing(run: RunFiles) -> list[str]:
     out = []
     if not layout.manifest(POOL).exists():
         out.append("the inputs have not been read yet (no manifest)")
-    for stage, what in ((WARMUP_STAGE, "the warm-up"), (PROXY_STAGE, "the proxy")):
-        if stage not in stages:
-            out.append(f"{what} has not finished")
+    if WARMUP_STAGE not in stages:
+        out.append("the warm-up has not finished")
+    if PROXY_STAGE not in stages and run.spec.get("proxy", {}).get("method", "none") != "none":  # "none": no stage
+        out.append("the proxy has not been built")
     want_report, want_landmarks = _fidelity_expected(run.spec)
     if want_report and run.fidelity is None:
         out.append("the fidelity report (fidelity.enabled) has not been written")

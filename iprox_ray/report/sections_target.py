@@ -125,6 +125,12 @@ def compare_section(data: ReportData) -> str:
                      num((t.select_info or {}).get("cutoff")), share])
     body = [table(head, rows)]
     chosen = [v for v in views if v.selection is not None]
+    if chosen and data.pool is not None:
+        total = max(1, int(data.pool.domain_rows.sum()))
+        shares = [[esc(d), f'<span class="n">{pct(int(n) / total)}</span>',
+                   *(f'<span class="n">{pct(v.selection.domains.get(d, 0) / max(1, v.selection.rows))}</span>' for v in chosen)]
+                  for d, n in zip(data.pool.domains, data.pool.domain_rows.tolist())]
+        body.append("<h3>Domain share of each selection</h3>" + table(["domain", "pool", *[v.name for v in chosen]], shares))
     if len(chosen) > 1:
         matrix = []
         for a in chosen:

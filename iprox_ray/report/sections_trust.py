@@ -88,8 +88,8 @@ def landmark_block(data: ReportData) -> str:
         lines.append(("fidelity probe rows", esc(format_landmark_section(section_).strip())))
     if not lines:
         method = data.run.spec.get("scoring", {}).get("method")
-        note = ("not computed yet" if method == "influence-distillation"
-                else f"only Influence Distillation propagates scores from landmarks (this run: {method})")
+        note = ("Not computed yet" if method == "influence-distillation"
+                else f"Not applicable: only Influence Distillation propagates scores from landmarks (this run: {method})")
         return f"<h3>Landmark hold-out</h3><p class=\"note\">{esc(note)}.</p>"
     return "<h3>Landmark hold-out (Influence Distillation)</h3>" + kv_table(lines, "landmarks.")
 
