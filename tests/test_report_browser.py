@@ -47,12 +47,11 @@ def _hostile_pool(folder: Path) -> Path:
     """The demo's first pool file with payloads in ids, one domain label and message text, two rows
     that are quarantined (empty answer, no messages) and one duplicate id."""
     rows = pq.read_table(ASSETS / "pool" / "part-0000.parquet").to_pylist()
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows):  # every row, so that every row the report shows carries them
         if row["domain"] == "dates":
             row["domain"] = HOSTILE_DOMAIN
-        if i % 5 == 0:
-            row["id"] += PAYLOADS[i % 2]
-            row["messages"][-1]["content"] = f"{PAYLOADS[0]} {row['messages'][-1]['content']} {PAYLOADS[1]}"
+        row["id"] += PAYLOADS[i % 2]
+        row["messages"][0]["content"] = f"{PAYLOADS[0]} {row['messages'][0]['content']} {PAYLOADS[1]}"
     rows.append({"id": "empty" + PAYLOADS[1], "domain": "arithmetic",
                  "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]})
     rows.append({"id": "nothing" + PAYLOADS[0], "domain": "code", "messages": None})
@@ -134,8 +133,10 @@ def test_injected_markup_did_not_run(opened):
     assert seen["dialogs"] == []
     assert page.locator("img").count() == 0 and page.locator("script").count() == 1
     assert all(url.startswith("file://") for url in seen["requests"]), seen["requests"]
-    text = page.locator("main").inner_text()
-    assert PAYLOADS[0] in text and 'onerror="window.__pwned' in text  # shown as text
+    first = page.locator("section#target-main table.top tbody tr").first  # the payloads shown as text
+    assert first.locator("div.text").text_content().startswith(f"user {PAYLOADS[0]}")
+    ids = page.locator("code[data-sample-id]").all_text_contents()
+    assert all(i.endswith(tuple(PAYLOADS)) for i in ids) and {i[-len(p):] for i in ids for p in PAYLOADS} >= set(PAYLOADS)
     assert page.locator("section#target-main svg text").filter(has_text=HOSTILE_DOMAIN).count() >= 1  # SVG labels too
 
 

@@ -46,7 +46,6 @@ class ReportData:
     split_status: dict[str, np.ndarray]
     targets: dict[str, TargetView]
     rows_read: dict[str, int]  # split -> rows in its frozen manifest
-    n_pool_rows: int = 0
 
 
 def _from_selection(record: dict) -> ExampleRow:
@@ -116,4 +115,4 @@ def gather(run: RunFiles, n_examples: int = EXAMPLES, read_rows: int | None = No
             view.below = _below_rows(pool, manifest, score.below_rows, score.below_scores,
                                      view.selection.rows + 1 if ranked else None)
     _add_texts(views, manifest, run.config)
-    return ReportData(run, quarantine, stats, statuses, views, rows_read, pool.n_rows if pool is not None else 0)
+    return ReportData(run, quarantine, stats, statuses, views, rows_read)
