@@ -161,3 +161,19 @@ def test_report_never_writes_into_the_run_besides_its_file(tmp_path):
     write_report(run.layout.root)
     after = {p: p.stat().st_mtime_ns for p in Path(run.layout.root).rglob("*") if p != run.layout.report}
     assert after == before
+
+
+def test_a_report_that_fails_warns_and_leaves_the_run_alone(tmp_path, capsys):
+    """At a run's end the selection is written: a report that cannot be written says so in one line."""
+    from conftest import REPO
+
+    from iprox_ray.run import write_run_report
+    from iprox_ray.spec import load_job
+    from iprox_ray.stages.context import RunContext
+    from iprox_ray.store.layout import RunLayout
+
+    ctx = RunContext(load_job(REPO / "jobs" / "demo.toml"), RunLayout(tmp_path / "not-a-run"), quiet=True)
+    write_run_report(ctx)  # no config.json there: the report cannot be read, the call returns
+    out = capsys.readouterr().out
+    assert out.startswith("warning: the HTML report could not be written (FileNotFoundError") and out.count("\n") == 1
+    assert "iprox-ray report" in out and not (tmp_path / "not-a-run" / "report.html").exists()
