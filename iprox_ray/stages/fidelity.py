@@ -117,6 +117,7 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
         **_build_info(proxy),
         "exact": exact,
+        "points": {"target": _finite_list(full_scores), "proxy": _finite_list(proxy_scores)},  # the HTML report's scatter
         "key": key,
     }
     report["verdict"] = verdict(report)
@@ -176,7 +177,13 @@ def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict 
         share, _, _ = top_overlap(exact[ok], scores[:n][ok], spec.top_fraction)
         return {"spearman": spearman(exact[ok], scores[:n][ok]), "top_overlap": share}
 
-    return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores)}
+    return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores),
+            "scores": _finite_list(exact)}  # the first n probe rows', as in points
+
+
+def _finite_list(values: np.ndarray) -> list[float | None]:
+    """JSON-safe scores (None where not finite)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def _stage2_line(r: dict) -> str:

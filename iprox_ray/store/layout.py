@@ -57,6 +57,11 @@ class RunLayout:
     def store(self) -> Path:
         return self.root / "store.zarr"
 
+    @property
+    def report(self) -> Path:
+        """The self-contained HTML report (`iprox-ray report`, also written at the end of a run)."""
+        return self.root / "report.html"
+
     # inputs
     @property
     def manifest_dir(self) -> Path:
@@ -183,6 +188,11 @@ class RunLayout:
     # outputs
     def selection_dir(self, name: str) -> Path:
         return self.root / "selections" / name
+
+    def selection_names(self) -> list[str]:
+        """The targets with a selections/<name>/ folder."""
+        folder = self.root / "selections"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
     def selection(self, name: str) -> Path:
         return self.selection_dir(name) / "selection.parquet"
