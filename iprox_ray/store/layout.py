@@ -294,4 +294,5 @@ def split_stages(split: str, embed_kinds: tuple[str, ...] = ()) -> tuple[str, ..
 # Run-level (unsharded) stages.
 WARMUP_STAGE = "warmup"
 PROXY_STAGE = "proxy"
+PROXY_CHOICE_STAGE = "proxy-choice"  # proxy.method = 'auto': the fidelity verdict and the model chosen
 LANDMARKS_STAGE = "landmarks"
