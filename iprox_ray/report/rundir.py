@@ -108,9 +108,17 @@ def _targets(layout: RunLayout, root: zarr.Group | None, summary: dict | None) -
 def _fidelity_expected(spec: dict) -> tuple[bool, bool]:
     """(a proxy-vs-target report, a landmark section) the job's settings ask for before sketching."""
     enabled = bool(spec.get("fidelity", {}).get("enabled"))
-    proxy = spec.get("proxy", {}).get("method", "none") != "none"
+    method = spec.get("proxy", {}).get("method", "none")
     landmarks = spec.get("scoring", {}).get("method") == "influence-distillation"
-    return enabled and proxy, enabled and landmarks
+    # 'auto' always checks its candidate: that report is what chose the model
+    return (enabled and method != "none") or (method == "auto" and _builds_proxy(spec)), enabled and landmarks
+
+
+def _builds_proxy(spec: dict) -> bool:
+    """Whether the run builds a proxy artifact (a proxy stage record is expected)."""
+    method = spec.get("proxy", {}).get("method", "none")
+    checkpoints = spec.get("sketch", {}).get("checkpoints") or []
+    return method not in ("none", "model") and not (method == "auto" and checkpoints)
 
 
 def _missing(run: RunFiles) -> list[str]:
@@ -121,7 +129,7 @@ def _missing(run: RunFiles) -> list[str]:
         out.append("the inputs have not been read yet (no manifest)")
     if WARMUP_STAGE not in stages:
         out.append("the warm-up has not finished")
-    if PROXY_STAGE not in stages and run.spec.get("proxy", {}).get("method", "none") != "none":  # "none": no stage
+    if PROXY_STAGE not in stages and _builds_proxy(run.spec):
         out.append("the proxy has not been built")
     want_report, want_landmarks = _fidelity_expected(run.spec)
     if want_report and run.fidelity is None:

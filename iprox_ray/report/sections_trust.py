@@ -66,6 +66,14 @@ def fidelity_block(data: ReportData) -> str:
     if not charts and data.run.layout.fidelity_scatter.exists():  # a report written before it kept its points
         charts = f'<img alt="fidelity scatter" src="{png_data_uri(data.run.layout.fidelity_scatter.read_bytes())}" width="420">'
     chart = charts or missing("no scatter plot")
+    if r.get("flop_bound_speedup"):
+        measured = (t.get("proxy") or 0) / max(t.get("target") or 0, 1e-9)
+        pairs.append(("FLOP-bound sketch speed-up", f"{num(r['flop_bound_speedup'], 2)}x (measured {num(measured, 2)}x, "
+                                                    f"{measured / r['flop_bound_speedup']:.0%} of it)"))
+    choice = (data.run.summary or {}).get("proxy_choice")
+    if choice:
+        used = "the proxy" if choice.get("uses_proxy") else "the target model itself"
+        pairs.insert(0, ("proxy.method = auto", f"sketched with {used}"))
     bad = "does not pay" in verdict
     return (f"<h3>Proxy fidelity</h3><div class=\"verdict{' bad' if bad else ''}\" id=\"verdict\">{esc(verdict)}</div>"
             f'{kv_table(pairs, "fidelity.")}<div class="grid">{chart}</div>')
