@@ -78,7 +78,7 @@ def test_a_run_with_int8_sketches_scores_like_float16(make_job, tmp_path, method
     from iprox_ray.spec import load_job
 
     path = make_job(k=10)
-    text = path.read_text().replace("[proxy]\n", "[proxy]\nmethod = \"none\"\n") + f'[scoring]\nmethod = "{method}"\n'
+    text = path.read_text().replace('method = "ipsvd"', 'method = "none"') + f'[scoring]\nmethod = "{method}"\n'
     scores = {}
     for dtype in ("float16", "int8"):
         job_path = tmp_path / f"job-{dtype}.toml"
