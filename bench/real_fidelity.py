@@ -130,8 +130,9 @@ def spec_for(spec: SketchSpec, mode: str) -> SketchSpec:
     return spec.model_copy(update={"vector_dim": 0 if mode == "exact" else VECTOR_DIM})
 
 
-def product_check(model, spec: SketchSpec, encoded, offline_rows, name: str, vectors: str, pad_id: int) -> dict:
-    """Run the product's sketcher on the check rows: tokens/s and agreement with the offline sketch."""
+def product_check(model, spec: SketchSpec, encoded, want: np.ndarray, pad_id: int) -> dict:
+    """Run the product's sketcher on the check rows: tokens/s and agreement with their offline
+    sketches `want` (one row each)."""
     sketcher = make_sketcher(model, spec)
     got = np.zeros((len(encoded), sketcher.dim), np.float32)
     tokens, start = 0, time.perf_counter()
@@ -143,7 +144,6 @@ def product_check(model, spec: SketchSpec, encoded, offline_rows, name: str, vec
     finally:
         sketcher.close()
     seconds = time.perf_counter() - start
-    want = np.stack([with_vectors(r, name, vectors) for r in offline_rows])
     rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "rel_error_vs_offline": rel,
             "dim": sketcher.dim}
@@ -233,8 +233,8 @@ def main() -> None:
             label = name if vec == "none" else f"{name}+vectors:{vec}"
             check = None
             if vec == "exact" or name == "kron16":  # every setting's cost, and all three for kron16
-                check = product_check(model, spec_for(spec, vec), pool[: args.check_rows], check_rows, name, vec,
-                                      tokenizer.pad_token_id)
+                want = np.stack([with_vectors(r, name, vec) for r in check_rows])
+                check = product_check(model, spec_for(spec, vec), pool[: args.check_rows], want, tokenizer.pad_token_id)
                 print(json.dumps({label: check}), flush=True)
             results["settings"][label] = {
                 "dim": int(with_vectors(check_rows[0], name, vec).size),

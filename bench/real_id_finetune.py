@@ -59,6 +59,26 @@ def epochs_for(rows, n_epochs: int, batch: int, seed: int, pad_id: int):
     return out
 
 
+def finetune_inputs():
+    """(model folder, pad id, the 600 encoded pool rows, the 40 held-out target-domain rows)."""
+    keep_freed_memory()
+    torch.manual_seed(0)
+    folder = REAL / "SmolLM2-135M-Instruct-hf"
+    tokenizer = load_tokenizer(folder)
+    encoder = ChatEncoder(tokenizer, 1024)
+    pool, _ = encode_file(REAL / "corpus" / "pool.jsonl", encoder, None)
+    held_out, _ = encode_file(REAL / "corpus" / "eval.jsonl", encoder, None)
+    return folder, tokenizer.pad_token_id, pool, held_out
+
+
+def fine_tuned_loss(folder, rows, held_out, pad: int, epochs: int, batch: int, lr: float, seed: int = 0) -> dict:
+    """Fine-tune a fresh copy of the model on `rows` (batches ordered by `seed`); its held-out loss."""
+    start = time.perf_counter()
+    model = load_pretrained(folder, "float32")
+    finetune(model, epochs_for(rows, epochs, batch, seed, pad), lr, 0.0, (0.9, 0.999), 1e-8)
+    return {"eval_loss": eval_loss(model, held_out, pad), "rows": len(rows), "seconds": time.perf_counter() - start}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--selections", type=Path, default=OUT / "selections.json")
@@ -67,14 +87,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", type=Path, default=OUT / "finetune.json")
     args = ap.parse_args()
-    keep_freed_memory()
-    torch.manual_seed(0)
-    folder = REAL / "SmolLM2-135M-Instruct-hf"
-    tokenizer = load_tokenizer(folder)
-    encoder = ChatEncoder(tokenizer, 1024)
-    pool, _ = encode_file(REAL / "corpus" / "pool.jsonl", encoder, None)
-    held_out, _ = encode_file(REAL / "corpus" / "eval.jsonl", encoder, None)
-    pad = tokenizer.pad_token_id
+    folder, pad, pool, held_out = finetune_inputs()
     selections = json.loads(args.selections.read_text())
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     if "none" not in results:
@@ -82,12 +95,8 @@ def main() -> None:
     for name, rows in selections.items():
         if name in results:
             continue
-        start = time.perf_counter()
-        model = load_pretrained(folder, "float32")
-        finetune(model, epochs_for([pool[i] for i in rows], args.epochs, args.batch, 0, pad), args.lr, 0.0,
-                 (0.9, 0.999), 1e-8)
-        results[name] = {"eval_loss": eval_loss(model, held_out, pad), "rows": len(rows),
-                         "seconds": time.perf_counter() - start}
+        results[name] = fine_tuned_loss(folder, [pool[i] for i in rows], held_out, pad, args.epochs, args.batch,
+                                        args.lr)
         print(name, results[name], flush=True)
         args.out.write_text(json.dumps(results, indent=1))
     args.out.write_text(json.dumps(results, indent=1))
