@@ -103,6 +103,6 @@ class EmbedShardTask:
             written[target] = np.where(finite, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~finite).sum())
-        digest = store.write_shard(ref.shard, matrix, written)
-        return {"group": store.location, "digest": digest, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
+        record = store.write_shard(ref.shard, matrix, written)  # durable before the marker is written
+        return {"group": store.location, **record, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
                 "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}

@@ -14,7 +14,7 @@ from iprox_ray.stages.batched_reads import rows_with_status, shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
-from iprox_ray.store.digest import read_span
+from iprox_ray.store.digest import read_checked, read_span
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
@@ -62,7 +62,7 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
     S = arr.chunks[0]
     lo, hi = np.inf, -np.inf
     for start in range(0, arr.shape[0], S):  # pass 1: range; pass 2: counts (memory O(chunk))
-        v = arr[start : start + S]
+        v = read_checked(arr, slice(start, start + S))
         v = v[np.isfinite(v)]
         if v.size:
             lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
@@ -71,7 +71,7 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     for start in range(0, arr.shape[0], S):
-        v = arr[start : start + S]
+        v = read_checked(arr, slice(start, start + S))
         counts += np.histogram(v[np.isfinite(v)], bins=edges)[0]
     weights = selection.column("weight").to_numpy() if selection is not None and selection.num_rows else None
     weighted = weights is not None and np.ptp(weights) > 1e-12 * max(1.0, float(np.abs(weights).max()))

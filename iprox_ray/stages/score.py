@@ -22,6 +22,7 @@ from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candidates
 from iprox_ray.stages.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
+from iprox_ray.store import driver_arrays
 from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
 from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
 
@@ -70,16 +71,17 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     root = open_root(ctx.layout.store)
     col_name = score_columns(target_name)
     cand_name = score_candidates(target_name)
+    ctx.guard(f"replace the score arrays of target {target_name!r}")
     for path in (name, col_name, cand_name):
         if path in root:
             del root[path]  # a half-written array from an interrupted run
     S = pool.rows_per_shard
-    scores = root.create_array(name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
+    scores = driver_arrays.create(root, name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
     col_arr = None
     candidates = ColumnTopK(columns.count, max(1, k)) if round_robin else None
     if columns.count > 1 and not round_robin:
-        col_arr = root.create_array(col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
-                                    dtype="float32", fill_value=np.nan)
+        col_arr = driver_arrays.create(root, col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
+                                       dtype="float32", fill_value=np.nan)
         col_arr.attrs.update({"columns": columns.kind, "labels": list(columns.labels)})
     attrs = {"method": method.name, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
              "columns": columns.kind, "subtasks": list(subtasks.labels), **scorer.info}
@@ -103,7 +105,9 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
                                         scorer.embeddings, ctx.job.selection.size_for(valid), valid))
         scores.attrs.update(attrs)
     extra = col_name if col_arr is not None else cand_name if candidates is not None else None
+    written = [name, *([extra] if extra else []), *([attrs["second_order"]["first_order_array"]] if second_order else [])]
     ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None,
-                                "candidates": cand_name if candidates is not None else None, **attrs},
+                                "candidates": cand_name if candidates is not None else None, **attrs,
+                                "arrays": driver_arrays.seal(root, written)},
                         outputs=(ctx.layout.store / name,) + ((ctx.layout.store / extra,) if extra else ()))
     return name

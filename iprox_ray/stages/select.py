@@ -20,6 +20,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.rr_candidates import read_candidates
 from iprox_ray.stages.scorers import count_valid
 from iprox_ray.store.atomic import atomic_write_parquet
+from iprox_ray.store.digest import read_checked
 from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import score_candidates, select_stage
 
@@ -39,7 +40,7 @@ SELECTION_SCHEMA = pa.schema(
 
 
 def _chunks(arr, n_rows: int, S: int):
-    return ((start, arr[start : start + S]) for start in range(0, n_rows, S))
+    return ((start, read_checked(arr, slice(start, start + S))) for start in range(0, n_rows, S))
 
 
 def select_round_robin(scores, candidates, k: int, seed: int, S: int) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
@@ -71,7 +72,8 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
     info_extra: dict = {}
     if strategy == "round-robin":
         rows, by, non_finite, labels = select_round_robin(scores, root[cand_path], k, spec.seed, S)
-        values = np.asarray(scores.get_coordinate_selection(rows) if len(rows) else [], dtype=np.float64)
+        values = np.asarray(read_checked(scores, np.sort(rows))[np.argsort(np.argsort(rows))] if len(rows) else [],
+                            dtype=np.float64)
         picked_by = [labels[j] if j < len(labels) else str(j) for j in by.tolist()]
     else:
         want = k + 1 if strategy == "weights" else k

@@ -21,6 +21,7 @@ from iprox_ray.sketch.factory import (
 from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
@@ -138,7 +139,10 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         stage = sketch_stage(split)
         if subset is not None:
             only_rows[stage] = subset.by_shard(store.rows_per_shard)
-        work.append(StageWork(stage, store.n_shards, markers_for(ctx, split)))
+        markers = markers_for(ctx, split)
+        record_group(ctx, stage, store)
+        redo_lost_shards(ctx, stage, markers)
+        work.append(StageWork(stage, store.n_shards, markers))
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)),
                                     ctx.layout.quarantine_dir(split))
@@ -156,4 +160,4 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         only_rows=only_rows or None,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
-                              show_progress=not ctx.quiet, select=ctx.shard_filter)
+                              show_progress=not ctx.quiet, select=ctx.shard_filter, guard=ctx.guard)

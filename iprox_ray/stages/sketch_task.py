@@ -155,7 +155,7 @@ class SketchShardTask:
             tokens += batch.n_tokens
             nonfinite += int((~ok).sum())
         store = st["stores"][ref.stage]
-        digest = store.write_shard(shard_id, sketches, columns)
+        record = store.write_shard(shard_id, sketches, columns)  # durable before the marker is written
         if rows.quarantine:
             atomic_write_parquet(shard_file(inputs.quarantine_dir, shard_id), rows.quarantine_table())
         domains: dict[str, int] = {}
@@ -163,7 +163,7 @@ class SketchShardTask:
             domains[conv.domain] = domains.get(conv.domain, 0) + 1
         return {
             "group": store.location,
-            "digest": digest,
+            **record,
             "rows": n,
             "sketched": len(encoded),
             "kept": len(rows.conversations) - nonfinite,

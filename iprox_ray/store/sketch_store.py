@@ -12,11 +12,14 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from iprox_ray.store.chunks import sync_shard
 from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
 
-SCHEMA_VERSION = 1
+# 2: every array carries a crc32c checksum, markers list the chunk files a shard wrote and the compute
+# precision (version 1 stores are refused: their markers cannot show a lost chunk).
+SCHEMA_VERSION = 2
 
 # Row status codes held in the `written` array.
 EMPTY, OK, QUARANTINED, NONFINITE, DUPLICATE = 0, 1, 2, 3, 4
@@ -64,6 +67,12 @@ def _fill(dtype: Any) -> Any:
     return "" if dtype is str else 0
 
 
+def checked_codecs() -> list:
+    """Compression plus a crc32c of every chunk: a damaged chunk fails its read (and names its file),
+    never decodes into other values."""
+    return [ZstdCodec(level=0), Crc32cCodec()]
+
+
 def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
     """Largest divisor of the shard's row count whose chunk stays under SKETCH_CHUNK_BYTES."""
     limit = max(1, SKETCH_CHUNK_BYTES // max(1, dim * SKETCH_DTYPE.itemsize))
@@ -74,12 +83,20 @@ def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
     return best
 
 
+def refuse_lost_metadata(store: Path, path: str = "") -> None:
+    """Refuse a group folder (and each folder above it in the store) that holds data but lost its
+    zarr.json: creating it anew would hide or delete the arrays under it."""
+    parts = path.split("/") if path else []
+    for folder in [store] + [store.joinpath(*parts[: i + 1]) for i in range(len(parts))]:
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "zarr.json").exists():
+            raise StoreDamagedError(f"{folder} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
+                                    "--repair` to rebuild the store metadata")
+
+
 def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
     """Open (or create) the root group; refuses a store written under another schema, and one
     whose root metadata is gone (creating it anew would delete the arrays under it)."""
-    if path.exists() and any(path.iterdir()) and not (path / "zarr.json").exists():
-        raise StoreDamagedError(f"{path} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
-                                "--repair` to rebuild the store metadata")
+    refuse_lost_metadata(path)
     if (path / "zarr.json").exists():
         root = zarr.open_group(str(path), mode="r+")
         version = root.attrs.get("schema_version")
@@ -130,6 +147,7 @@ class SplitStore:
 
         `attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds."""
         root = open_root(store_path)
+        refuse_lost_metadata(store_path, split)
         want = {
             **attrs,
             "split": split,
@@ -144,7 +162,8 @@ class SplitStore:
         n_rows = n_shards * rows_per_shard
         n_checkpoints = len(attrs.get("checkpoints") or [None])
         for name, dtype in row_arrays(n_checkpoints).items():
-            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype))
+            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype),
+                               compressors=checked_codecs())
         chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim)
         for c in range(n_checkpoints):
             group.create_array(
@@ -161,6 +180,7 @@ class SplitStore:
 
     @classmethod
     def open(cls, store_path: Path, split: str, mode: str = "r+") -> "SplitStore":
+        refuse_lost_metadata(store_path, split)
         try:
             group = zarr.open_group(str(store_path / split), mode=mode)
         except FileNotFoundError as exc:
@@ -171,8 +191,9 @@ class SplitStore:
         start = shard_id * self.rows_per_shard
         return slice(start, start + self.rows_per_shard)
 
-    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> str:
-        """Write one corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest.
+    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> dict:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns, and make them
+        durable; returns what its completion marker records: the rows' digest and chunk files.
 
         `sketch` is one array per checkpoint (a bare array when there is one)."""
         sketches = sketch if isinstance(sketch, (list, tuple)) else [sketch]
@@ -196,7 +217,7 @@ class SplitStore:
             block[:n] = values
             written[checkpoint_array(SKETCH, c)] = block
             self.group[checkpoint_array(SKETCH, c)][span] = block
-        return shard_digest(written, DIGEST_VIEWS)
+        return {"digest": shard_digest(written, DIGEST_VIEWS), "chunks": sync_shard(self.group, written, shard_id, self.location)}
 
     def array_names(self) -> list[str]:
         """Every array a shard writes."""
