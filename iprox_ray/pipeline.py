@@ -143,7 +143,7 @@ def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False,
     layout.root.mkdir(parents=True, exist_ok=True)
     with locked_run(layout, break_lock, part.group if part is not None else None) as lock:
         check_model_files(job)
-        inputs = input_fingerprints(job)
+        inputs = input_fingerprints(job, layout.file_hashes)
         check_run_dir(job, layout, force_new, inputs)
         write_config(job, layout, inputs)
         ctx = RunContext(job, layout, quiet=quiet, lock=lock)

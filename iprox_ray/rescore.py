@@ -118,7 +118,7 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
         run = Run(ctx)
         check_pool_ready(ctx)
         check_model_files(job)
-        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job))
+        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job, layout.file_hashes))
         if swapped:
             raise RescoreError(f"the model files changed since the pool was sketched ({'; '.join(swapped[:4])}): "
                                "a target sketched now would not match the pool; restore them")

@@ -68,22 +68,16 @@ class Checkpoints:
 
 
 def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
+    """The models (and Adam states) to sketch; their presence was checked with the settings
+    (stages/model_files.py), before any work."""
     job, spec = ctx.job, ctx.job.sketch
     wants_adam = spec.optimizer != "none"
     if not spec.checkpoints:
         state = job.resolve_path(spec.optimizer_state) if spec.optimizer_state else ctx.layout.warmup_dir
-        if wants_adam and not (state / "optimizer.json").exists() and not state.is_file():
-            raise ValueError(f"sketch.optimizer = {spec.optimizer!r} needs an Adam state: none at {state} "
-                             "(enable the warm-up, or set sketch.optimizer_state)")
         return Checkpoints(["final"], [1.0], [ref], [state if wants_adam else None])
-    if job.proxy.method != "none":
-        raise ValueError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none'")
-    models, states = [], []
-    for i, c in enumerate(spec.checkpoints):
-        models.append(ModelRef("hf", job.resolve_path(c.model), job.model.dtype, job.model.attn_implementation))
-        if wants_adam and c.optimizer is None:
-            raise ValueError(f"sketch.checkpoints[{i}] has no optimizer state but sketch.optimizer = {spec.optimizer!r}")
-        states.append(job.resolve_path(c.optimizer) if wants_adam else None)
+    models = [ModelRef("hf", job.resolve_path(c.model), job.model.dtype, job.model.attn_implementation)
+              for c in spec.checkpoints]
+    states = [job.resolve_path(c.optimizer) if wants_adam else None for c in spec.checkpoints]
     names = [c.name or f"ckpt{i}" for i, c in enumerate(spec.checkpoints)]
     return Checkpoints(names, spec.checkpoint_weights(), models, states)
 
