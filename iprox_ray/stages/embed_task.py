@@ -25,6 +25,7 @@ from iprox_ray.sketch.jvp import JvpEmbedder
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.spec import SourceSpec
 from iprox_ray.spec.selection import EmbedSpec
+from iprox_ray.stages.compute import compute_record
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
@@ -66,9 +67,11 @@ class EmbedShardTask:
         kinds = sorted({v.kind for v in self.splits.values()})
         # Forward-mode AD has no rule for fused attention kernels: eager attention when JVPs are due.
         model = (dataclasses.replace(self.model, attn="eager") if "jvp" in kinds else self.model).load()
-        if torch.cuda.is_available() and self.resources.gpus:
+        use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
+        if use_gpu:
             model = model.to("cuda")
         self._state = {
+            "compute": compute_record(self.model.dtype, use_gpu),  # embeddings run in the weights' dtype
             "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
             "pad_id": tokenizer.pad_token_id,
             "embedders": {kind: make_embedder(kind, model, self.embed) for kind in kinds},
@@ -105,4 +108,5 @@ class EmbedShardTask:
             nonfinite += int((~finite).sum())
         record = store.write_shard(ref.shard, matrix, written)  # durable before the marker is written
         return {"group": store.location, **record, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
-                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}
+                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start,
+                "compute": st["compute"]}

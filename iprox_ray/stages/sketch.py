@@ -19,6 +19,7 @@ from iprox_ray.sketch.factory import (
     features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
 )
 from iprox_ray.spec import SketchSpec
+from iprox_ray.stages.compute import require_precision, sketch_precision
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
@@ -93,13 +94,27 @@ def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
     return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage), ctx.layout.inflight(stage))
 
 
+def stored_precisions(root) -> dict[str, str]:
+    """{split: precision} of every split already in the store."""
+    groups = [root["pool"]] if "pool" in root else []
+    if "targets" in root:
+        groups += [group for _, group in root["targets"].groups()]
+    return {str(g.attrs.get("split")): g.attrs["precision"] for g in groups if "precision" in g.attrs}
+
+
 def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
-                       checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all") -> SplitStore:
+                       checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all",
+                       precision: str = "float32") -> SplitStore:
+    """`precision` (stages/compute.py) must be the one every split of the store was sketched in."""
     job = ctx.job
     checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
     vectors = vectors_record(checkpoints.models[0].meta(), job.sketch)
     manifest = manifest_for(ctx, split)
-    open_root(ctx.layout.store, job.fingerprint())
+    root = open_root(ctx.layout.store, job.fingerprint())
+    for other, have in stored_precisions(root).items():
+        require_precision(have, precision, f"the store's split {other!r}",
+                          "Resume on the kind of device the run started on, or use another run directory (a "
+                          "sketch.autocast of 'off' or 'bf16' resolves alike on GPU and CPU).")
     return SplitStore.create(
         ctx.layout.store,
         split,
@@ -115,6 +130,7 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
             "vectors": vectors,
             "model": ref.identity(),
             "sketched_rows": sketched_rows,
+            "precision": precision,
         },
     )
 
@@ -125,11 +141,13 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
     job = ctx.job
     checkpoints = plan_checkpoints(ctx, ref)
     modules = sketch_modules(checkpoints.models[0], job.sketch)
+    precision = sketch_precision(job.model.dtype, job.sketch.autocast, plan.resources.gpus >= 1)
     subsets = subsets or {}
     work, inputs, only_rows = [], {}, {}
     for split in splits:
         subset = subsets.get(split)
-        store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all")
+        store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all",
+                                   precision)
         stage = sketch_stage(split)
         if subset is not None:
             only_rows[stage] = subset.by_shard(store.rows_per_shard)
@@ -152,6 +170,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         truncation=job.data.truncation,
         store_path=ctx.layout.store,
         only_rows=only_rows or None,
+        precision=precision,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
                               show_progress=not ctx.quiet, select=ctx.shard_filter, guard=ctx.guard)
