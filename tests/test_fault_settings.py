@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fault_tools import assert_clean_error, cli
+from pydantic import ValidationError
 
 from iprox_ray.models import fingerprint
 from iprox_ray.models.fingerprint import FileHashCache, folder_fingerprint
+from iprox_ray.spec.cluster import SlurmSpec
 
 
 @pytest.fixture
@@ -118,3 +121,47 @@ def test_unusable_sketch_settings_are_refused_before_the_warmup(job, tmp_path, c
     rc, out = cli(*args)
     assert_clean_error(rc, out, "error:", *phrases)
     assert not (tmp_path / "run" / "warmup").exists() and not (tmp_path / "run" / "stages").exists()
+
+
+# ---------------------------------------------------------------- text that reaches a job script
+
+
+INJECTION = 'partition = "gpu\\ntouch X\\n#"'  # the TOML of the issue: a newline ends the #SBATCH line
+
+
+def test_a_cluster_profile_cannot_smuggle_a_command_into_the_job_script(job, tmp_path):
+    profile = tmp_path / "evil.toml"
+    profile.write_text(f'kind = "slurm"\n[slurm]\n{INJECTION}\n')
+    rc, out = cli("submit", str(job), "--cluster", str(profile), "--run-dir", str(tmp_path / "run"))
+    assert_clean_error(rc, out, "cluster.slurm.partition: 'gpu\\ntouch X\\n#' holds a control character")
+    assert len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "run").exists() and not (REPO / "X").exists()
+
+
+@pytest.mark.parametrize("key,value", [("additional", {"qos\ntouch X": "high"}), ("additional", {"qos": "a\rb"}),
+                                       ("additional", {"q os": "high"}), ("account", "acct\n#SBATCH --x"),
+                                       ("folder", "logs\u2028x"), ("ray_node_ip", "10.0.0.1;touch X")])
+def test_slurm_settings_refuse_control_characters_and_unquotable_keys(key, value):
+    with pytest.raises(ValidationError):
+        SlurmSpec(**{key: value})
+
+
+@pytest.mark.parametrize("value", ["gpu", "a b", "$(touch X)", "x;y", "'q'", '"dq"', "back\\slash"])
+def test_every_accepted_value_stays_on_its_sbatch_line(tmp_path, monkeypatch, value):
+    """The script submitit generates from accepted settings has only #SBATCH lines in its parameter
+    block, each value inside its own line (quoted by submitit)."""
+    from iprox_ray.submission import _executor
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit only checks that srun exists
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm = SlurmSpec(partition=value, account=value, additional={"qos": value, "exclusive": True})
+    script = _executor(slurm, tmp_path / "logs" / "%j", "iprox-t", 2)._executor._make_submission_file_text("CMD", "u")
+    lines = script.splitlines()
+    block = lines[lines.index("# Parameters") + 1 : lines.index("", lines.index("# Parameters"))]
+    assert block and all(line.startswith("#SBATCH --") for line in block), script
+    for flag in ("partition", "account", "qos"):
+        assert sum(line.startswith(f"#SBATCH --{flag}=") for line in block) == 1, script
+    assert "#SBATCH --exclusive" in block

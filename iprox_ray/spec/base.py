@@ -40,15 +40,18 @@ class Section(BaseModel):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid spec {source}:"]
+    """One line per problem (one line in all for a single one), naming its key path."""
+    lines = []
     for item in err.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
             reason = "unknown key"
         else:
-            reason = item["msg"]
-        lines.append(f"  {path}: {reason}")
-    return "\n".join(lines)
+            reason = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {reason}")
+    if len(lines) == 1:
+        return f"invalid spec {source}: {lines[0]}"
+    return "\n".join([f"invalid spec {source}:", *(f"  {line}" for line in lines)])
 
 
 def read_toml(path: Path) -> dict[str, Any]:
