@@ -78,6 +78,18 @@ def test_a_written_shard_is_durable_before_its_marker(tmp_path, monkeypatch):
         assert folder in synced, folder
 
 
+def test_a_lost_group_zarr_json_is_refused_then_rebuilt_as_it_was(reference, tmp_path):
+    run_dir = _copy(reference, tmp_path)
+    (run_dir / "store.zarr" / "pool" / "zarr.json").unlink()
+    rc, out = cli("run", str(reference / "job.toml"), "--run-dir", str(run_dir), "-q")
+    assert_clean_error(rc, out, "store.zarr/pool has no zarr.json but holds data", "iprox-ray verify RUN_DIR --repair")
+    rc, out = cli("verify", str(run_dir), "--repair")
+    assert rc == 0 and "rebuilt store metadata: store.zarr/pool" in out, out
+    rc, out = cli("run", str(reference / "job.toml"), "--run-dir", str(run_dir), "-q")
+    assert rc == 0, out[-3000:]
+    assert run_outputs(run_dir) == run_outputs(reference / "run")  # the group's attributes are back, bytewise
+
+
 # ---------------------------------------------------------------- arrays the driver writes
 
 

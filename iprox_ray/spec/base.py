@@ -60,6 +60,13 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise SpecError(f"spec file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise SpecError(f"{path} is a folder, not a spec file: give the job's .toml file") from exc
+    except PermissionError as exc:
+        raise SpecError(f"cannot read spec file {path}: permission denied") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "TOML files are UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from exc
 

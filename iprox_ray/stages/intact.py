@@ -44,9 +44,9 @@ def require_intact(ctx: RunContext, stage: str, markers: ShardMarkers) -> None:
 
 
 def record_group(ctx: RunContext, stage: str, store) -> None:
-    """Keep a copy of the attributes of the group (split or embedding store) a sharded stage writes:
-    `verify --repair` rebuilds a lost group zarr.json from it."""
+    """Keep a copy of the zarr.json of the group (split or embedding store) a sharded stage writes:
+    `verify --repair` puts it back, byte for byte, if it is lost."""
     path = ctx.layout.group_record(stage)
-    record = {"group": store.location, "attrs": dict(store.group.attrs)}
+    record = {"group": store.location, "zarr_json": (ctx.layout.store / store.location / "zarr.json").read_text()}
     if not path.exists() or read_json(path) != record:
         atomic_write_json(path, record)

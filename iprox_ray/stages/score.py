@@ -14,6 +14,7 @@ from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
 from iprox_ray.methods import method_for
 from iprox_ray.methods.base import ScoringMethod, TargetInputs
+from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
@@ -65,7 +66,7 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
     second_order = spec.second_order.enabled
     if second_order and (not method.second_order or per_example or ref is None):
-        raise ValueError(f"scoring.second_order needs a method that has it (not {method.name!r}), one aggregated "
+        raise SpecError(f"scoring.second_order needs a method that has it (not {method.name!r}), one aggregated "
                          "score (selection.strategy 'topk' or 'weights') and the model")
 
     root = open_root(ctx.layout.store)

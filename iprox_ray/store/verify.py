@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zarr
 
-from iprox_ray.store.atomic import read_json, remove_tree_inside
+from iprox_ray.store.atomic import atomic_write_bytes, read_json, remove_tree_inside
 from iprox_ray.store.chunks import missing_keys
 from iprox_ray.store.digest import StoreDamagedError
 from iprox_ray.store.driver_arrays import check_digest
@@ -71,25 +71,27 @@ def _missing_group_metadata(store: Path) -> list[Path]:
     return sorted(missing)
 
 
-def _group_records(layout: RunLayout) -> dict[str, dict]:
-    """{group path: attributes} from the copies the sharded stages keep beside their markers."""
+def _group_records(layout: RunLayout) -> dict[str, str]:
+    """{group path: its zarr.json} from the copies the sharded stages keep beside their markers."""
     out = {}
     root = layout.completions_root
     for stage_dir in sorted(root.iterdir()) if root.exists() else []:
         record = layout.group_record(stage_dir.name)
         if record.exists():
             info = read_json(record)
-            out[info["group"]] = info["attrs"]
+            out[info["group"]] = info["zarr_json"]
     return out
 
 
-def _rebuild_metadata(layout: RunLayout, folder: Path, records: dict[str, dict]) -> None:
+def _rebuild_metadata(layout: RunLayout, folder: Path, records: dict[str, str]) -> None:
+    kept = records.get(str(folder.relative_to(layout.store))) if folder != layout.store else None
+    if kept is not None:  # a split or embedding group: its own metadata, attributes and all
+        atomic_write_bytes(folder / "zarr.json", kept.encode())
+        return
     group = zarr.open_group(str(folder), mode="a")  # writes zarr.json, keeps what lies under it
     if folder == layout.store:
         fingerprint = read_json(layout.config).get("fingerprint") if layout.config.exists() else None
         group.attrs.update({"schema_version": SCHEMA_VERSION, "config_fingerprint": fingerprint})
-    else:
-        group.attrs.update(records.get(str(folder.relative_to(layout.store)), {}))
 
 
 def _check(store: Path, stage: str, marker: Path, groups: dict, report: VerifyReport) -> Damage | None:
