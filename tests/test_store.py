@@ -80,7 +80,7 @@ def test_lock_names_its_owner_and_takes_over_only_dead_owners(tmp_path):
 
 
 def test_schema_file_describes_every_array_the_store_writes(tmp_path):
-    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
+    schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
     store = SplitStore.create(tmp_path / "s.zarr", "pool", 1, 4, 2, {})
     documented = set(schema["split_groups"]["arrays"])
     assert documented == set(ROW_ARRAYS) | {SKETCH}
@@ -97,7 +97,7 @@ def test_schema_file_describes_every_array_the_store_writes(tmp_path):
 def test_checkpoint_arrays_follow_the_schema(tmp_path):
     from iprox_ray.store.sketch_store import PER_CHECKPOINT, checkpoint_array
 
-    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
+    schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
     attrs = {"checkpoints": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.25}, {"name": "c", "weight": 0.25}]}
     store = SplitStore.create(tmp_path / "s.zarr", "pool", 2, 4, 3, attrs)
     extra = set(store.group.array_keys()) - set(schema["split_groups"]["arrays"])

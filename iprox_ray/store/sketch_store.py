@@ -1,4 +1,4 @@
-"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v1.
+"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v2.
 
 Every corpus shard owns whole Zarr shards (rows [shard_id*S, (shard_id+1)*S)), so workers never
 share a file; only the driver creates arrays or edits attributes.
