@@ -13,17 +13,25 @@ from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.batched_reads import rows_with_status, shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.scorers import holdout_line
-from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
+from iprox_ray.stages.preflight import reason_counts
+from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json
 from iprox_ray.store.digest import read_checked, read_span
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
-def merge_quarantine(ctx: RunContext) -> pa.Table:
+def merge_quarantine(ctx: RunContext) -> Counter:
+    """quarantine.parquet from every split's quarantine files, one file at a time; returns the
+    quarantined rows per (split, reason), counted by Arrow (no Python object per record)."""
     folder = ctx.layout.quarantine_root
-    parts = [pq.read_table(p) for p in sorted(folder.rglob("*.parquet"))] if folder.exists() else []
-    table = pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
-    atomic_write_parquet(ctx.layout.quarantine_all, table)
-    return table
+    counts: Counter = Counter()
+    with atomic_parquet_writer(ctx.layout.quarantine_all, QUARANTINE_SCHEMA) as writer:
+        for path in sorted(folder.rglob("*.parquet")) if folder.exists() else []:
+            table = pq.read_table(path).cast(QUARANTINE_SCHEMA)
+            writer.write_table(table)
+            pairs = table.group_by(["split", "reason"]).aggregate([([], "count_all")])
+            counts.update(dict(zip(zip(pairs.column("split").to_pylist(), pairs.column("reason").to_pylist()),
+                                   pairs.column("count_all").to_pylist())))
+    return counts
 
 
 def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, float]:
@@ -34,6 +42,14 @@ def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, flo
 
 def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
     return domain_shares_from_counts(Counter(str(x) or "(none)" for x in labels))
+
+
+def column_domain_shares(column) -> dict[str, float]:
+    """domain_shares of an Arrow text column, counted by Arrow."""
+    counts: Counter = Counter()
+    for label, n in reason_counts(column).items():
+        counts[str(label or "") or "(none)"] += n
+    return domain_shares_from_counts(counts)
 
 
 def pool_domain_counts(pool: SplitStore) -> Counter:
@@ -102,10 +118,9 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
 
 def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict,
                   out: Path | None = None, extra: dict | None = None) -> dict:
-    quarantine = merge_quarantine(ctx)
-    reasons = Counter(zip(quarantine.column("split").to_pylist(), quarantine.column("reason").to_pylist()))
+    reasons = merge_quarantine(ctx)
     pool = SplitStore.open(ctx.layout.store, "pool")
-    selection = pq.read_table(selection_info["selection"])
+    selection = pq.read_table(selection_info["selection"], columns=["domain"])
     summary = {
         "run_dir": str(ctx.layout.root),
         "config_fingerprint": ctx.job.fingerprint(),
@@ -121,7 +136,7 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "method": ctx.job.scoring.method,
         "strategy": selection_info.get("strategy", "topk"),
         "domain_share_pool": domain_shares_from_counts(pool_domain_counts(pool)),
-        "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
+        "domain_share_selection": column_domain_shares(selection.column("domain")),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],
         **(extra or {}),

@@ -130,10 +130,14 @@ class RunLayout:
     def completion(self, stage: str, shard_id: int) -> Path:
         return shard_file(self.completions(stage), shard_id, ".json")
 
+    @property
+    def group_records(self) -> Path:
+        return self.root / "groups"
+
     def group_record(self, stage: str) -> Path:
-        """The store group a sharded stage writes and a copy of its attributes (what `verify
-        --repair` rebuilds the group's zarr.json from if it is lost); not a shard marker."""
-        return self.completions(stage) / "group.json"
+        """The store group a sharded stage writes and a copy of its zarr.json (what `verify --repair`
+        puts back if it is lost)."""
+        return self.group_records / f"{stage}.json"
 
     @property
     def file_hashes(self) -> Path:

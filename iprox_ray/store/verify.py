@@ -72,14 +72,12 @@ def _missing_group_metadata(store: Path) -> list[Path]:
 
 
 def _group_records(layout: RunLayout) -> dict[str, str]:
-    """{group path: its zarr.json} from the copies the sharded stages keep beside their markers."""
+    """{group path: its zarr.json} from the copies the sharded stages keep (groups/<stage>.json)."""
+    folder = layout.group_records
     out = {}
-    root = layout.completions_root
-    for stage_dir in sorted(root.iterdir()) if root.exists() else []:
-        record = layout.group_record(stage_dir.name)
-        if record.exists():
-            info = read_json(record)
-            out[info["group"]] = info["zarr_json"]
+    for record in sorted(folder.glob("*.json")) if folder.exists() else []:
+        info = read_json(record)
+        out[info["group"]] = info["zarr_json"]
     return out
 
 
