@@ -143,6 +143,6 @@ def test_quarantine_is_counted_without_a_python_record_per_row(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    assert peak < 20 << 20, f"{peak / 2**20:.0f} MiB traced"
     assert counts == {("pool", "empty-text"): 225_000, ("pool", "too-long"): 75_000}
     assert pq.ParquetFile(layout.quarantine_all).metadata.num_rows == 3 * n
-    assert peak < 20 << 20, f"{peak / 2**20:.0f} MiB traced"

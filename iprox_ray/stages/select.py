@@ -4,7 +4,9 @@ Strategies: `topk` (global top-k of the aggregated score), `round-robin` (target
 turns, each taking its best unselected row, from the per-example top-k lists the score stage
 kept in `score_candidates/<target>`), `weights` (top-k with Influence Distillation's λ-bisection weights).
 Uniform strategies give every selected row the weight N/k, so weights always sum to N (the valid
-pool size), as the Influence Distillation objective normalises them.
+pool size), as the Influence Distillation objective normalises them. The plain top-k is chosen and
+written with memory independent of k (stages/selection_output.py); the others write their picks a
+batch of ranks at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from iprox_ray.store.digest import read_checked
 from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import score_candidates, select_stage
 
+
 def _chunks(arr, n_rows: int, S: int):
     return ((start, read_checked(arr, slice(start, start + S))) for start in range(0, n_rows, S))
 
@@ -36,6 +39,22 @@ def select_round_robin(scores, candidates, k: int, seed: int, S: int) -> tuple[n
     per_column, labels = read_candidates(candidates, k)
     picked, by = round_robin(per_column, k, seed)
     return picked, by, non_finite, labels
+
+
+def _picked_values(scores, rows: np.ndarray) -> np.ndarray:
+    """The scores of rows in pick order (read in store order)."""
+    if not len(rows):
+        return np.empty(0, np.float64)
+    order = np.argsort(rows)
+    values = np.empty(len(rows), np.float64)
+    values[order] = read_checked(scores, rows[order])
+    return values
+
+
+def _picked_by(labels: list[str], by: np.ndarray) -> pa.Array:
+    """The label of the target example whose turn chose each row (its index past the labels)."""
+    names = [*labels, *map(str, range(len(labels), int(by.max(initial=0)) + 1))]
+    return pc.take(pa.array(names, pa.string()), pa.array(by.astype(np.int64)))
 
 
 def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_name: str) -> dict:
@@ -64,10 +83,7 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
         picked_by = None
         if strategy == "round-robin":
             rows, by, non_finite, labels = select_round_robin(scores, root[cand_path], k, spec.seed, S)
-            values = np.asarray(read_checked(scores, np.sort(rows))[np.argsort(np.argsort(rows))] if len(rows) else [],
-                                dtype=np.float64)
-            picked_by = pc.take(pa.array([*labels, *map(str, range(len(labels), int(by.max(initial=0)) + 1))],
-                                         pa.string()), pa.array(by.astype(np.int64)))
+            values, picked_by = _picked_values(scores, rows), _picked_by(labels, by)
         else:
             want = k + 1 if strategy == "weights" else k
             rows, values, non_finite = topk_stream(_chunks(scores, pool.n_rows, S), want)

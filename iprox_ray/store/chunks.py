@@ -30,7 +30,8 @@ def store_root(node) -> Path:
 
 def chunk_key(arr, coords: tuple[int, ...]) -> str:
     """The file of one chunk (a whole shard for sharded arrays), relative to the store root."""
-    return f"{arr.path}/{arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))}"
+    key = arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))
+    return f"{arr.path}/{key}" if arr.path else key
 
 
 def row_chunk_keys(arr, row_chunk: int) -> list[str]:
@@ -38,9 +39,12 @@ def row_chunk_keys(arr, row_chunk: int) -> list[str]:
     return [chunk_key(arr, (row_chunk, *other)) for other in np.ndindex(*arr.cdata_shape[1:])]
 
 
-def all_chunk_keys(arr) -> Iterator[str]:
+def all_chunk_keys(arr, path: str | None = None) -> Iterator[str]:
+    """Every chunk file of the array; `path`: its path in the store when it was opened at its own
+    folder (its own `path` is then empty)."""
+    base = arr.path if path is None else path
     for coords in np.ndindex(*arr.cdata_shape):
-        yield chunk_key(arr, coords)
+        yield f"{base}/{arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))}"
 
 
 def chunk_of_row(arr, row: int) -> int:

@@ -49,10 +49,15 @@ def seal(root: zarr.Group, paths: list[str]) -> dict[str, str]:
 
 
 def _open(store: Path, path: str) -> zarr.Array:
-    node = zarr.open_group(str(store), mode="r")[path]
-    if not isinstance(node, zarr.Array):
-        raise KeyError(path)
-    return node
+    """The array at `path` (through the root, so that errors name it by its store path; at its own
+    folder when the root lost its metadata)."""
+    try:
+        node = zarr.open_group(str(store), mode="r")[path]
+        if isinstance(node, zarr.Array):
+            return node
+    except (FileNotFoundError, KeyError, ValueError):
+        pass
+    return zarr.open_array(str(Path(store) / path), mode="r")
 
 
 def lost_chunk(store: Path, paths) -> str | None:
@@ -63,7 +68,7 @@ def lost_chunk(store: Path, paths) -> str | None:
             arr = _open(store, path)
         except (FileNotFoundError, KeyError, ValueError):
             return f"{Path(store).name}/{path}/zarr.json"
-        missing = missing_keys(store, all_chunk_keys(arr))
+        missing = missing_keys(store, all_chunk_keys(arr, path))
         if missing:
             return f"{Path(store).name}/{missing[0]}"
     return None
