@@ -130,6 +130,7 @@ class Run:
         with ctx.timed("select"):
             info = run_select(ctx, scores_name, manifests[POOL], name)
         with ctx.timed("outputs"):
+            ctx.guard(f"write the outputs of target {name!r}")
             # Only the columns each output reads: the selection may hold millions of rows.
             if ctx.job.output.subset:
                 where = pq.read_table(info["selection"], columns=["source_file", "source_row"])

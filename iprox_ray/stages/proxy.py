@@ -124,6 +124,7 @@ def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     ref = ModelRef("proxy", ctx.layout.proxy_dir, model_spec.dtype, model_spec.attn_implementation)
     if ctx.stage_done(STAGE):
         return ref
+    ctx.guard("build the proxy")
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
     aligned = f"; stage 2: L_GA {stage2['first']['ga']:.3f} -> {stage2['last']['ga']:.3f} in {stage2['seconds']:.1f}s" if stage2 else ""
