@@ -53,12 +53,12 @@ def tokenizer_folder(job: JobSpec) -> Path:
 
 def check_model_files(job: JobSpec) -> None:
     """One-line errors, before any work, for every missing model part or Adam state."""
-    for name, (folder, weights) in model_folders(job).items():
-        check_model_folder(folder, name, weights)
-    check_tokenizer_folder(tokenizer_folder(job))
     spec = job.sketch
     if spec.checkpoints and job.proxy.method != "none":
         raise SpecError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none'")
+    for name, (folder, weights) in model_folders(job).items():
+        check_model_folder(folder, name, weights)
+    check_tokenizer_folder(tokenizer_folder(job))
     if spec.optimizer != "none":
         for i, c in enumerate(spec.checkpoints):
             if c.optimizer is None:
