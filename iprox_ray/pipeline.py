@@ -33,7 +33,7 @@ from iprox_ray.stages.model_files import (
     input_fingerprints,
 )
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.proxy import checked_model, run_proxy
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
@@ -178,13 +178,14 @@ def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
 
 def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
     """Proxy vs target (when there is a proxy) and, for Influence Distillation, landmark propagation."""
-    same = ref.kind == "hf" and ref.path == warmed
+    proxy = checked_model(ctx, ref)  # under 'auto': the candidate (its report is the one that chose)
+    same = proxy.kind == "hf" and proxy.path == warmed
     landmarks = method_for(ctx.job).uses_landmarks
     if same and not landmarks:
         ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
         return None
     with ctx.timed("fidelity"):
-        report = {} if same else fidelity_report(ctx, warmed, ref)
+        report = {} if same else fidelity_report(ctx, warmed, proxy)
         if landmarks:
             report["landmarks"] = landmark_section(ctx, ref)
     lines = [] if same else [format_report(report)]

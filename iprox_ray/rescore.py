@@ -36,7 +36,7 @@ from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import LANDMARKS, RunLayout, dedup_stage, embed_stage, sketch_stage
 from iprox_ray.store.sketch_store import SplitStore, open_root
 
-FREE_KEYS = ("data.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
+FREE_KEYS = ("data.target", "data.format.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
              "scoring.mid_ppl_center", "scoring.landmarks.kernel", "scoring.landmarks.ridge",
              "scoring.landmarks.bandwidth_sample", "scoring.second_order")
 

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from iprox_ray.models.loading import count_parameters, meta_model
-from iprox_ray.proxy.align import align, alignment_loss, factor_parameters, layer_pairs
+from iprox_ray.proxy.align import alignment_loss, factor_parameters, layer_pairs
+from iprox_ray.proxy.stage2 import Stage2Settings, train_factors
 from iprox_ray.proxy.artifact import load_proxy, save_proxy
 from iprox_ray.proxy.baselines import extract_layers, find_decoder_layers, layers_to_keep
 from iprox_ray.proxy.compress import apply_plan, compress, plan_ranks
@@ -75,7 +76,9 @@ def test_stage2_lowers_alignment_loss_and_changes_only_factors(objective):
                    for b in batches) / len(batches)
 
     start = mean_ga()
-    report = align(target, proxy, [batches] * 6, lr=2e-3, lambda_kl=0.1, objective=objective)
+    settings = Stage2Settings(objective=objective, lr=2e-3, lambda_kl=0.1, schedule="constant", warmup=0,
+                              eval_every=100)
+    report = train_factors(target, proxy, [batches] * 6, batches[:1], settings)
     assert report.steps == 24
     assert mean_ga() < 0.8 * start
     changed = {k for k, v in proxy.state_dict().items() if not torch.equal(v, before_state[k])}
@@ -141,7 +144,7 @@ def test_kl_term_is_zero_for_identical_models_and_positive_otherwise():
 def test_saved_proxy_loads_bitwise_and_computes_the_same(tmp_path):
     target = _tiny()
     proxy, plans = _svd_proxy(target)
-    align(target, proxy, [_batches(2)], lr=1e-3)
+    train_factors(target, proxy, [_batches(2)], _batches(1, seed=5), Stage2Settings(lr=1e-3))
     save_proxy(proxy, tmp_path / "p", plans, {"method": "svd"})
     loaded = load_proxy(tmp_path / "p")
     for (k, v), (k2, v2) in zip(proxy.state_dict().items(), loaded.state_dict().items()):
@@ -192,7 +195,7 @@ def test_gpt2_conv1d_layers_are_factored_and_aligned():
     assert sum(1 for p in plans if p.rank) == len(plans) == 8
     ids = torch.randint(0, 100, (2, 10))
     batch = (ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool))
-    report = align(target, proxy, [[batch] * 3], lr=1e-3)
+    report = train_factors(target, proxy, [[batch] * 3], [batch], Stage2Settings(objective="factors", lr=1e-3))
     assert report.steps == 3 and all(torch.isfinite(torch.tensor(s["ga"])) for s in report.history)
 
 

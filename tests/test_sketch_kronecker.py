@@ -104,3 +104,26 @@ def test_lowrank_factors_mode_sketches_each_factor(model):
     expected = kronecker_reference(per_sample_grads(proxy, [r"re:.*\.(A|B)$"], ids, attn, trainable),
                                    sketcher.layout, 7)
     torch.testing.assert_close(out.sketch, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_reprojected_sketch_is_the_products_srht_of_the_kronecker_block(model):
+    """sketch.reproject_dim: one SRHT of the whole linears' block; the vector block stays after it."""
+    from iprox_ray.sketch.capture import REPROJECT_NAME
+    from iprox_ray.sketch.dense_projection import DenseProjector
+    from iprox_ray.sketch.factory import make_sketcher, sketch_dim, vectors_record
+    from iprox_ray.spec import SketchSpec
+
+    ids, attn, trainable = _batch()
+    plain = make_sketcher(copy.deepcopy(model), SketchSpec(modules=PATTERNS, proj_in=4, proj_out=4, seed=3))
+    spec = SketchSpec(modules=PATTERNS, proj_in=4, proj_out=4, seed=3, reproject_dim=64)
+    reprojected = make_sketcher(copy.deepcopy(model), spec)
+    full, small = plain.sketch(ids, attn, trainable).sketch, reprojected.sketch(ids, attn, trainable).sketch
+    block = plain.matrix_dim
+    expected = DenseProjector(3, 64, "srht").project(REPROJECT_NAME, full[:, :block])
+    assert small.shape == (4, 64 + full.shape[1] - block) == (4, reprojected.dim)
+    torch.testing.assert_close(small[:, :64], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(small[:, 64:], full[:, block:])
+    assert reprojected.dim == sketch_dim(spec, len(reprojected.modules), vectors_record(model, spec))
+    # an SRHT is unbiased for inner products: the Gram matrix of the block survives, roughly
+    g_full, g_small = full[:, :block] @ full[:, :block].T, small[:, :64] @ small[:, :64].T
+    assert torch.linalg.norm(g_small - g_full) < 0.5 * torch.linalg.norm(g_full)

@@ -44,7 +44,7 @@ def _run_sketch(job, run_dir):
 
 def _direct_rows(ctx, model, spec, state, split, shard_id=0):
     """Sketch one shard's rows directly (no stage machinery): the stage must store these."""
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, split)
     manifest = manifest_for(ctx, split)
     source = ctx.job.data.pool if split == POOL else ctx.job.data.target
     rows = read_shard(split, manifest.shards[shard_id], source, encoder)

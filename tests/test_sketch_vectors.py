@@ -104,3 +104,35 @@ def test_vector_project_maps_weight_space_vectors_like_the_sketch(vector_dim):
     sizes = [n for _, n in record["params"]]
     for b in range(2):
         np.testing.assert_allclose(vector_project(list(exact[b].split(sizes)), record), got[b], rtol=1e-4, atol=1e-6)
+
+
+def _projected_inner_products(x, y, sizes, dim, seeds):
+    """<P x, P y> of the vector block's projection (vector_project) over seeds; x, y: lists of parts."""
+    params = [[f"model.layers.{i}.norm.weight", n] for i, n in enumerate(sizes)]
+    out = []
+    for seed in seeds:
+        record = {"params": params, "dim": dim, "kind": "srht", "seed": seed}
+        out.append(float(np.dot(vector_project(x, record), vector_project(y, record))))
+    return np.asarray(out)
+
+
+def test_projected_vector_block_is_unbiased_and_its_error_shrinks_as_one_over_sqrt_dim():
+    """Many small parameters (norm vectors) projected to a wider block: every parameter must land
+    in its own random directions. Padding each into one shared k-block (the old SRHT) put them all
+    in the same 64-dimensional subspace: the error then stayed flat as the block grew."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [64] * 40
+    x = [torch.randn(n, generator=g) for n in sizes]
+    y = [0.3 * a + torch.randn(a.shape, generator=g) for a in x]
+    exact = float(sum((a * b).sum() for a, b in zip(x, y)))
+    scale = float(torch.cat(x).norm() * torch.cat(y).norm())
+    seeds = range(120)
+    errors = {}
+    for dim in (256, 4096):
+        est = _projected_inner_products(x, y, sizes, dim, seeds)
+        err = est - exact
+        assert abs(err.mean()) < 4 * err.std() / np.sqrt(len(err)) + 1e-6 * scale  # unbiased
+        errors[dim] = np.sqrt(np.mean(err**2)) / scale
+    ratio = errors[256] / errors[4096]
+    assert 2.8 < ratio < 5.5, (errors, ratio)  # 1/sqrt(dim): sqrt(16) = 4
+    assert errors[4096] < 2.0 / np.sqrt(4096)

@@ -15,7 +15,7 @@ from pathlib import Path
 from iprox_ray.cli.common import KnownFailure
 from iprox_ray.spec import SpecError
 
-COMMANDS = ["run", "submit", "status", "plan", "proxy", "fidelity", "score", "verify"]
+COMMANDS = ["run", "submit", "status", "plan", "proxy", "fidelity", "score", "verify", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher, sketch_dim, sketched_modules, vectors_record
 from iprox_ray.spec import JobSpec, SpecError
 from iprox_ray.stages.embed_task import make_embedder
-from iprox_ray.stages.inputs import encoder_for
+from iprox_ray.stages.inputs import encoder_for, render_now, windowed
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.layout import POOL, target_split
@@ -175,11 +175,19 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     if not layout.uses_gpu and torch.cuda.is_available():
         notes.append("the profile's workers use CPUs: timed on the CPU, not this machine's GPU")
     method, needs = job.scoring.method, scoring.needs
-    encoder = encoder_for(job)
-    tokenizer = encoder.tokenizer
+    # Windowed text splits are sampled as documents, each counted as all its windows.
+    encoders = {split: encoder_for(job, split, render_now(run_dir), documents=True) for split in (MAIN_TARGET, POOL)}
+    tokenizer = encoders[POOL].tokenizer
     seed = job.run.seed + 1009  # a sample of its own, not the warm-up's
-    samples = {split: sample_split(split, manifest_of(job, split, source, encoder), source, encoder, sample_rows, seed)
+    samples = {split: sample_split(split, manifest_of(job, split, source, encoders[split]), source, encoders[split],
+                                   sample_rows, seed)
                for split, source in ((MAIN_TARGET, job.data.target), (POOL, job.data.pool))}
+    for split, sample in samples.items():
+        if windowed(job, split):
+            notes.append(f"{split}: data.text_windows = \"all\": its {sample.manifest.n_rows} documents make about "
+                         f"{sample.manifest.n_rows * sample.usable_share:.0f} window rows ({sample.usable_share:.2f} "
+                         "per document in the sample); tokens, seconds and sketched rows count every window, its "
+                         "rows, shards and store bytes count documents")
     pool = samples[POOL]
     usable_pool = max(1, int(round(pool.manifest.n_rows * pool.usable_share)))
     share = {MAIN_TARGET: 1.0 if needs.target_sketch else 0.0,

@@ -7,15 +7,14 @@ objective "product" instead aligns what the sketch measures: per layer 1 − cos
 G_p = Σ_t δ'_t h'_tᵀ the gradient of the proxy's product A·B (δ' from a double backward);
 "kl" is logit distillation alone (L_KL, one backward: the cheap way to heal a compressed model).
 L_KL = τ² · mean over trainable tokens of KL(softmax(f_target/τ) ‖ softmax(f_proxy/τ)).
-Only the factors A and B train (AdamW); biases, norms and embeddings stay fixed.
+Only the factors A and B train (the loop: stage2.py); biases, norms and embeddings stay fixed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,18 +33,6 @@ class LayerPair:
     name: str
     target: nn.Module  # the dense linear in the target
     proxy: LowRankLinear
-
-
-@dataclass
-class AlignReport:
-    steps: int = 0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)  # per step: total, ga, kl
-
-    def summary(self) -> dict:
-        first, last = (self.history[0], self.history[-1]) if self.history else ({}, {})
-        return {"steps": self.steps, "seconds": round(self.seconds, 3),
-                "first": first, "last": last}
 
 
 def layer_pairs(target: nn.Module, proxy: nn.Module) -> list[LayerPair]:
@@ -171,42 +158,3 @@ def _total(per_layer, t_logits, p_logits, trainable, lambda_kl: float, tau: floa
 
 def factor_parameters(proxy: nn.Module) -> list[nn.Parameter]:
     return [w for m in proxy.modules() if isinstance(m, LowRankLinear) for w in (m.A.weight, m.B.weight)]
-
-
-def align(
-    target: nn.Module,
-    proxy: nn.Module,
-    epochs: Iterable[Sequence[Batch]],
-    lr: float = 1e-4,
-    weight_decay: float = 0.01,
-    lambda_kl: float = 0.0,
-    tau: float = 2.0,
-    on_step: Callable[[int, dict], None] | None = None,
-    objective: str = "factors",
-) -> AlignReport:
-    """Train the proxy's factors in place; the target is only read."""
-    pairs = layer_pairs(target, proxy)
-    for p in list(target.parameters()) + list(proxy.parameters()):
-        p.requires_grad_(False)  # alignment_loss re-enables exactly what it differentiates
-    factors = factor_parameters(proxy)
-    optimizer = torch.optim.AdamW(factors, lr=lr, weight_decay=weight_decay)
-    target.eval()
-    proxy.train()
-    report = AlignReport()
-    start = time.perf_counter()
-    try:
-        for batches in epochs:
-            for batch in batches:
-                total, l_ga, l_kl = alignment_loss(target, proxy, pairs, batch, lambda_kl, tau, objective)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                report.steps += 1
-                step = {"total": total.item(), "ga": l_ga.item(), "kl": l_kl.item()}
-                report.history.append(step)
-                if on_step:
-                    on_step(report.steps, step)
-    finally:
-        proxy.eval()
-    report.seconds = time.perf_counter() - start
-    return report

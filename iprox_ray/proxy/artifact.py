@@ -15,10 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from iprox_ray.models.loading import meta_model, random_init
-from iprox_ray.proxy.compress import LayerPlan, apply_plan
+from iprox_ray.proxy.compress import LayerPlan, apply_plan, balance_lowrank
 
 WEIGHTS = "proxy.safetensors"
 MANIFEST = "proxy.json"
+# Proxies saved before this key existed hold the factors as IPSVD left them (unbalanced);
+# they are balanced on load, so every proxy the product uses has one factor form.
+FACTOR_FORM = "balanced"
 
 
 def save_proxy(model: torch.nn.Module, folder: Path, plans: list[LayerPlan], info: dict[str, Any]) -> None:
@@ -32,7 +35,7 @@ def save_proxy(model: torch.nn.Module, folder: Path, plans: list[LayerPlan], inf
         seen.add(ptr)
     save_file(state, str(folder / WEIGHTS))
     model.config.save_pretrained(str(folder))
-    manifest = {**info, "layers": [p.as_dict() for p in plans]}
+    manifest = {**info, "factor_form": FACTOR_FORM, "layers": [p.as_dict() for p in plans]}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
@@ -53,6 +56,8 @@ def load_proxy(folder: Path, dtype: str = "float32", attn: str = "sdpa") -> torc
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
         raise RuntimeError(f"proxy at {folder} does not fit its architecture: missing {missing}, unexpected {unexpected}")
+    if read_manifest(folder).get("factor_form") != FACTOR_FORM:
+        balance_lowrank(model)
     return model.eval()
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from iprox_ray.models.lowrank import LowRankLinear
 from iprox_ray.models.selection import linear_dims, linear_weight, select_modules
 from iprox_ray.proxy.ipsvd import (
-    allocate_ranks, dense_rank, ipsvd_spectrum, keeps_full_rank, random_factors, rank_for, svd_factors, whitening,
+    allocate_ranks, balance_factors, dense_rank, ipsvd_spectrum, keeps_full_rank, random_factors, rank_for, svd_factors, whitening,
 )
 
 
@@ -32,6 +32,20 @@ def plan_ranks(model: nn.Module, patterns: list[str], rho: float, multiple: int)
         rank = rank_for(d_out, d_in, rho, multiple)
         plans.append(LayerPlan(name, d_out, d_in, 0 if keeps_full_rank(rank, d_out, d_in) else rank))
     return plans
+
+
+def balance_lowrank(model: nn.Module) -> int:
+    """Balance, in place, the factors of every low-rank module (a proxy saved before factors were
+    balanced); returns how many modules it touched."""
+    touched = 0
+    for module in model.modules():
+        if isinstance(module, LowRankLinear):
+            with torch.no_grad():
+                a, b = balance_factors(module.A.weight, module.B.weight)
+                module.A.weight.copy_(a)
+                module.B.weight.copy_(b)
+            touched += 1
+    return touched
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -93,7 +107,9 @@ def compress_global(model: nn.Module, plans: list[LayerPlan], probe_moments, rho
 
 
 def _factor_in_place(model: nn.Module, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Swap the linear `name` for A·B, keeping its bias."""
+    """Swap the linear `name` for A·B, keeping its bias. Every construction passes here, so every
+    proxy the product builds has balanced factors (`balance_factors`)."""
+    a, b = balance_factors(a, b)
     module = model.get_submodule(name)
     bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
     replace_module(model, name, LowRankLinear.from_factors(a, b, bias))

@@ -110,6 +110,22 @@ def allocate_ranks(spectra: dict[str, tuple[torch.Tensor, int, int]], rho: float
     return out
 
 
+def balance_factors(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale every rank-1 component so that its A column and B row have equal norms; A·B is
+    unchanged (up to rounding: the scales are taken in float64).
+
+    Why: IPSVD's factors carry the whitenings' scales (‖A‖/‖B‖ ~ 1e3–1e5 per layer on a real
+    model). AdamW moves every entry by ~lr per step whatever its size, so stage 2 rewrites the
+    tiny side within a few steps while the large one barely moves, and the factor sketches and
+    the factor-gradient objective weigh the two sides by that imbalance (bench/RESULTS.md,
+    "IProX stage 2 on the real model")."""
+    a64, b64 = a.double(), b.double()
+    na, nb = a64.norm(dim=0), b64.norm(dim=1)
+    alive = (na > 0) & (nb > 0)
+    scale = torch.where(alive, torch.sqrt(nb / torch.where(alive, na, 1.0)), torch.ones_like(na))
+    return (a64 * scale).to(a.dtype), (b64 / scale[:, None]).to(b.dtype)
+
+
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain truncated SVD baseline: A = U_r Σ_r, B = V_rᵀ."""
     u, s, vt = torch.linalg.svd(weight.double(), full_matrices=False)

@@ -24,6 +24,10 @@ from iprox_ray.models.selection import linear_dims, select_modules
 from iprox_ray.sketch.loss import gathered_loss
 
 
+# The re-projection's seed name: one SRHT of the whole linears' block (derive_seed(seed, this, ...)).
+REPROJECT_NAME = "linears-block"
+
+
 @dataclass
 class SketchOutput:
     sketch: torch.Tensor  # float32 [B, D]
@@ -35,8 +39,9 @@ class HookSketcher:
     """Base class: owns the hooks; subclasses implement `_capture` and `_accumulate`."""
 
     def __init__(self, model: nn.Module, patterns: list[str], autocast: str = "auto", vectors=None,
-                 expand_lowrank: bool = False):
+                 expand_lowrank: bool = False, reproject=None):
         self.model = model
+        self.reproject = reproject  # a DenseProjector of the whole linears' block, or None
         self.device = next(model.parameters()).device
         for param in model.parameters():
             param.requires_grad_(False)
@@ -67,8 +72,13 @@ class HookSketcher:
         raise NotImplementedError
 
     @property
+    def linear_dim(self) -> int:
+        """Columns the linears take in a finished row: the block, or its re-projection."""
+        return self.reproject.k if self.reproject is not None else self.matrix_dim
+
+    @property
     def dim(self) -> int:
-        return self.matrix_dim + (self.vectors.dim if self.vectors is not None else 0)
+        return self.linear_dim + (self.vectors.dim if self.vectors is not None else 0)
 
     def _capture(self, name: str, x: torch.Tensor):
         """Forward: what to keep of the (masked-later) input x [B, T, d_in] for the backward."""
@@ -147,7 +157,7 @@ class HookSketcher:
         keep = torch.zeros_like(trainable)
         keep[:, :-1] = trainable[:, 1:]
         self._keep = keep if self._gather_logits else None
-        self._rows = torch.zeros(input_ids.shape[0], self.dim, device=self.device)
+        self._rows = torch.zeros(input_ids.shape[0], self.matrix_dim + self.dim - self.linear_dim, device=self.device)
         self._stash.clear()
         self._leaves = []
         try:
@@ -156,7 +166,7 @@ class HookSketcher:
                 loss = gathered_loss(logits, input_ids, keep, gathered=self._gather_logits)
             if self._leaves:
                 torch.autograd.grad(loss.sum(), self._leaves, allow_unused=True)
-            rows = self._finish(self._rows)
+            rows = self._reprojected(self._finish(self._rows))
         finally:
             self._stash.clear()
             self._leaves = []
@@ -164,6 +174,13 @@ class HookSketcher:
         loss = loss.detach().float()
         finite = torch.isfinite(loss) & torch.isfinite(rows).all(dim=1)
         return SketchOutput(rows.detach(), loss, finite)
+
+    def _reprojected(self, rows: torch.Tensor) -> torch.Tensor:
+        """The linears' block re-projected (an SRHT of the whole block, sketch.reproject_dim)."""
+        if self.reproject is None:
+            return rows
+        block = self.reproject.project(REPROJECT_NAME, rows[:, : self.matrix_dim])
+        return torch.cat([block, rows[:, self.matrix_dim :]], dim=1)
 
     def _full_precision(self):
         if self.autocast is None:

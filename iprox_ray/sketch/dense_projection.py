@@ -7,6 +7,11 @@ name), so the whole k×d matrix never exists. Both kinds have E[PᵀP] = I (entr
 - srht: per block of b = 2^m entries, (1/sqrt(k)) S H D (random signs D, unnormalised Hadamard H
   applied as two small Sylvester factors, k rows S drawn without replacement); blocks of a
   module are summed. Cost ~2·sqrt(b) per entry and no matrix at all: the default.
+  A module whose block fits in k (b ≤ k: norm vectors, biases, small layers) is not padded to k:
+  its b mixed entries H D x / sqrt(b) (an isometry) are hashed into the k columns with random
+  signs (a count sketch). Padding it into one k-block and keeping every row, as before, put every
+  small module into the same b-dimensional subspace, so their sum was a b-wide random-sign sum
+  rather than a k-wide JL map (issue 27: 0.797 instead of 0.91 Spearman on the real model).
 """
 
 from __future__ import annotations
@@ -74,6 +79,24 @@ class DenseProjector:
     def srht_block_size(self, d: int) -> int:
         return max(next_pow2(self.k), min(next_pow2(d), MAX_SRHT_BLOCK))
 
+    def hashed(self, d: int) -> bool:
+        """Whether a module of d entries fits one block smaller than k (then it is hashed)."""
+        return next_pow2(d) <= self.k
+
+    def hash_parts(self, name: str, d: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input signs [b], output signs [b], columns [b]) of a module hashed into k columns."""
+        key = ("hash", name, d)
+        parts = self._cache.get(key)
+        if parts is None:
+            b = next_pow2(d)
+            gen = torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, name, "srht-hash"))
+            signs_in = torch.randint(0, 2, (b,), generator=gen).float().mul_(2).sub_(1)
+            signs_out = torch.randint(0, 2, (b,), generator=gen).float().mul_(2).sub_(1).div_(math.sqrt(b))
+            columns = torch.randint(0, self.k, (b,), generator=gen)
+            parts = (signs_in.to(device), signs_out.to(device), columns.to(device))
+            self._remember(key, parts, 0)  # small: b ≤ k numbers each
+        return parts
+
     def srht_parts(self, name: str, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(signs [n_blocks, b] ±1, rows [n_blocks, k]) of module `name` with d entries."""
         key = ("srht", name, d)
@@ -106,6 +129,8 @@ class DenseProjector:
 
     def _srht(self, name: str, flat: torch.Tensor) -> torch.Tensor:
         batch, d = flat.shape
+        if self.hashed(d):
+            return self._hashed(name, flat)
         signs, rows = self.srht_parts(name, d, flat.device)
         n_blocks, b = signs.shape
         padded = flat.new_zeros(batch, n_blocks * b)
@@ -113,6 +138,14 @@ class DenseProjector:
         mixed = self.fwht(padded.view(batch, n_blocks, b) * signs)
         picked = torch.gather(mixed, 2, rows.unsqueeze(0).expand(batch, -1, -1))
         return picked.sum(dim=1).div_(math.sqrt(self.k))
+
+    def _hashed(self, name: str, flat: torch.Tensor) -> torch.Tensor:
+        batch, d = flat.shape
+        signs_in, signs_out, columns = self.hash_parts(name, d, flat.device)
+        padded = flat.new_zeros(batch, len(signs_in))
+        padded[:, :d] = flat
+        mixed = self.fwht(padded * signs_in) * signs_out  # isometry of the padded vector, signed
+        return flat.new_zeros(batch, self.k).index_add_(1, columns, mixed)
 
     def matrix(self, name: str, d: int) -> torch.Tensor:
         """The explicit [k, d] matrix (tests and tiny problems only)."""

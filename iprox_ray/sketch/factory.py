@@ -7,7 +7,8 @@ from torch import nn
 from iprox_ray.models.optimizer_state import AdamState
 from iprox_ray.models.selection import select_modules
 from iprox_ray.sketch.adam import AdamFeatures
-from iprox_ray.sketch.capture import HookSketcher
+from iprox_ray.sketch.capture import REPROJECT_NAME, HookSketcher  # noqa: F401  (the re-projection's name)
+from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.dense import DenseSketcher, kept_elements
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.sketch.vectors import VectorBlock, vector_params, vector_record
@@ -27,9 +28,10 @@ def make_sketcher(model: nn.Module, spec: SketchSpec, adam_state: AdamState | No
         def vectors(m, linears):
             return VectorBlock(m, spec.vectors, linears, spec.biases, spec.vector_dim, spec.seed, adam)
     if spec.kind == "kronecker":
+        reproject = DenseProjector(spec.seed, spec.reproject_dim, "srht") if spec.reproject_dim else None
         return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
                                  adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors,
-                                 expand_lowrank=expand)
+                                 expand_lowrank=expand, reproject=reproject)
     return DenseSketcher(model, spec.modules, spec.dim, spec.seed, spec.kind, spec.mask_fraction,
                          adam=adam, autocast=spec.autocast, vectors=vectors, expand_lowrank=expand)
 
@@ -47,14 +49,14 @@ def vectors_record(model: nn.Module, spec: SketchSpec) -> dict:
 
 def sketch_dim(spec: SketchSpec, n_modules: int, vectors: dict) -> int:
     matrix = n_modules * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
-    return matrix + vectors["dim"]
+    return (spec.reproject_dim or matrix) + vectors["dim"]
 
 
 def projection_record(spec: SketchSpec) -> dict:
     """The store's `projection` attribute: enough to regenerate every projection."""
     if spec.kind == "kronecker":
         return {"kind": "kronecker", "distribution": spec.projection, "seed": spec.seed,
-                "proj_in": spec.proj_in, "proj_out": spec.proj_out}
+                "proj_in": spec.proj_in, "proj_out": spec.proj_out, "reproject_dim": spec.reproject_dim}
     return {"kind": spec.kind, "seed": spec.seed, "dim": spec.dim, "mask_fraction": spec.mask_fraction}
 
 

@@ -54,8 +54,9 @@ class KroneckerSketcher(HookSketcher):
         autocast: str = "auto",
         vectors=None,
         expand_lowrank: bool = False,
+        reproject=None,
     ):
-        super().__init__(model, patterns, autocast, vectors, expand_lowrank)
+        super().__init__(model, patterns, autocast, vectors, expand_lowrank, reproject)
         self.adam, self.adam_exact = adam, adam_exact
         self.layout: list[ModuleSketch] = []
         self._p_in: dict[str, torch.Tensor] = {}

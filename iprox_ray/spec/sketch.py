@@ -38,6 +38,10 @@ class SketchSpec(Section):
     proj_in: int = Field(16, ge=1, description="Kronecker input-side projection size per module")
     proj_out: int = Field(16, ge=1, description="Kronecker output-side projection size per module")
     projection: Literal["gaussian", "rademacher"] = Field("gaussian", description="Kronecker factor distribution")
+    reproject_dim: int = Field(
+        0, ge=0, description="kronecker: an SRHT of the whole linears' block to this many columns (0 keeps the "
+                             "block); cheap next to the backward, and it decouples the store's width from the "
+                             "model's depth (bench/RESULTS.md, 'sketch frontier')")
     dim: int = Field(8192, ge=1, description="dense sketch dimension (srht / rademacher)")
     mask_fraction: float = Field(1.0, gt=0, le=1, description="dense: keep this seeded share of each module's entries")
     seed: int = 0
@@ -54,7 +58,7 @@ class SketchSpec(Section):
     )
     optimizer_state: str | None = Field(None, description="Adam state for the features; default: the warm-up's")
     checkpoints: list[CheckpointSpec] = Field(
-        default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none')"
+        default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none' or 'auto')"
     )
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     token_budget: int = Field(8192, ge=16, description="max padded tokens per batch")
@@ -65,6 +69,8 @@ class SketchSpec(Section):
         names = [c.name or f"ckpt{i}" for i, c in enumerate(self.checkpoints)]
         if len(set(names)) != len(names):
             raise ValueError(f"checkpoint names must be unique, got {names}")
+        if self.reproject_dim and self.kind != "kronecker":
+            raise ValueError("reproject_dim applies to kind = 'kronecker' (a dense kind projects to `dim` directly)")
         return self
 
     def checkpoint_weights(self) -> list[float]:

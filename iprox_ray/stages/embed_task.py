@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
@@ -56,8 +56,7 @@ class EmbedShardTask:
     embed: EmbedSpec
     model: ModelRef
     tokenizer_dir: Path
-    max_length: int
-    truncation: str
+    encodings: dict[str, EncodingSettings]  # by stage: how its rows become tokens (data.format)
     store_path: Path
     _state: dict = field(default_factory=dict, repr=False)
 
@@ -72,7 +71,7 @@ class EmbedShardTask:
             model = model.to("cuda")
         self._state = {
             "compute": compute_record(self.model.dtype, use_gpu),  # embeddings run in the weights' dtype
-            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "embedders": {kind: make_embedder(kind, model, self.embed) for kind in kinds},
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
@@ -91,7 +90,7 @@ class EmbedShardTask:
         store: EmbeddingStore = st["stores"][ref.stage]
         embedder = st["embedders"][inputs.kind]
         shard = st["manifests"][ref.stage].shards[ref.shard]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
         n = shard.n_rows
         matrix = np.zeros((n, store.dim), dtype=np.float32)
         written = np.full(n, SKIPPED, dtype=np.uint8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from iprox_ray.influence import landmarks
+from iprox_ray.spec import DataSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.sketch import RowSubset
@@ -23,8 +24,8 @@ ARRAY = LANDMARKS
 
 
 def landmark_fingerprint(ctx: RunContext) -> str:
-    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "data.pool", "data.max_length",
-                                     "data.truncation", "scoring.embed", "scoring.landmarks")
+    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", *DataSpec.encoding_keys(True),
+                                     "scoring.embed", "scoring.landmarks")
 
 
 def read_landmarks(ctx: RunContext) -> np.ndarray:

@@ -19,6 +19,7 @@ from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.models.optimizer_state import adam_state_files
 from iprox_ray.models.selection import select_modules
 from iprox_ray.spec import JobSpec, SpecError
+from iprox_ray.stages.inputs import check_data_formats
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
@@ -54,8 +55,8 @@ def tokenizer_folder(job: JobSpec) -> Path:
 def check_model_files(job: JobSpec) -> None:
     """One-line errors, before any work, for every missing model part or Adam state."""
     spec = job.sketch
-    if spec.checkpoints and job.proxy.method != "none":
-        raise SpecError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none'")
+    if spec.checkpoints and job.proxy.method not in ("none", "auto"):  # auto falls back to the checkpoints' models
+        raise SpecError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none' or 'auto'")
     for name, (folder, weights) in model_folders(job).items():
         check_model_folder(folder, name, weights)
     check_tokenizer_folder(tokenizer_folder(job))
@@ -74,6 +75,7 @@ def check_model_files(job: JobSpec) -> None:
         except FileNotFoundError as exc:
             raise ModelFilesError(f"{name}: no Adam state at {path} ({exc})") from None
     check_module_patterns(job)
+    check_data_formats(job)
 
 
 def sketched_model_folder(job: JobSpec) -> Path:

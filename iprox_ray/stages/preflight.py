@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from iprox_ray.corpus import system_prompt
+from iprox_ray.corpus.encode import DataFormatError
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
 from iprox_ray.stages.context import RunContext
@@ -70,9 +72,9 @@ def pool_sample(manifest: Manifest, seed: int) -> dict[int, set[int]] | None:
 def check_inputs(ctx: RunContext, splits: list[str]) -> None:
     """Raise NoUsableRowsError when a split's checked rows are all quarantined (once per split)."""
     todo = [split for split in splits if not ctx.stage_done(preflight_stage(split))]
-    encoder = make_encoder(ctx) if todo else None
     for split in todo:
         manifest = manifest_for(ctx, split)
+        encoder = make_encoder(ctx, split)
         chosen = pool_sample(manifest, ctx.job.run.seed + 7) if split == POOL else None
         kept, records = 0, []
         for shard in manifest.shards:
@@ -82,12 +84,23 @@ def check_inputs(ctx: RunContext, splits: list[str]) -> None:
                 kept += len(rows.encoded)
                 records += rows.quarantine
         seen = kept + len(records)
+        refuse_system_policy(split, records, seen)
         if seen and not kept:
             where = ctx.layout.preflight_rows(split)
             atomic_write_parquet(where, pa.Table.from_pylist(records, schema=QUARANTINE_SCHEMA))
             raise NoUsableRowsError(_message_from_records(
                 split, records, seen, where, manifest.n_rows if seen < manifest.n_rows else None))
         ctx.mark_stage_done(preflight_stage(split), {"checked": seen, "usable": kept})
+
+
+def refuse_system_policy(split: str, records: list[dict], seen: int) -> None:
+    """Rows whose system message the template drops or refuses (data.system_prompt = "keep"):
+    stop before any work and name the option, rather than quarantine them all."""
+    hit = [r for r in records if r["reason"] == system_prompt.REASON]
+    if hit:
+        detail = hit[0]["detail"].split(";")[0]
+        raise DataFormatError(f"data.system_prompt: {len(hit)} of {seen} checked row(s) of split {split!r} have a "
+                              f"system message the chat template cannot take ({detail}); {system_prompt.FIX}")
 
 
 def check_round_robin_early(ctx: RunContext, splits: list[str]) -> None:

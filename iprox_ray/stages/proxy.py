@@ -13,7 +13,7 @@ from iprox_ray.models.loading import (
     load_tokenizer,
 )
 from iprox_ray.proxy.artifact import save_proxy
-from iprox_ray.proxy.build import device_for_build, make_proxy
+from iprox_ray.proxy.build import alignment_split, device_for_build, make_proxy, stage2_summary
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
     POOL,
@@ -26,6 +26,7 @@ from iprox_ray.stages.inputs import (
     tokenizer_path,
 )
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.proxy_choice import choose_model
 from iprox_ray.store.layout import PROXY_STAGE
 
 STAGE = PROXY_STAGE  # stages/<STAGE>.json
@@ -39,7 +40,7 @@ def construction_rows(ctx: RunContext):
     flat = [(shard, row) for shard, rows in sorted(chosen.items()) for row in rows]
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(job.run.seed + 6)).tolist()
     n_probe = min(len(flat), max(spec.min_probe_rows, round(spec.probe_fraction * len(flat))))
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, POOL)
 
     def encode(picks):
         grouped: dict[int, list[int]] = {}
@@ -78,7 +79,7 @@ def finite_rows(model: torch.nn.Module, encoded: list, pad_id: int, batch_size: 
 
 def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     """Make the proxy of the model at target_dir and save it in out_dir; returns its manifest info."""
-    spec, seed = ctx.job.proxy, ctx.job.run.seed
+    spec, seed = ctx.job.proxy.model_copy(update={"method": ctx.job.proxy.built_method}), ctx.job.run.seed
     target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device_for_build())
     probes, align_rows, pad_id = construction_rows(ctx)
     probes, bad_probes = finite_rows(target, probes, pad_id)
@@ -88,13 +89,15 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     if not probes:
         raise ValueError("proxy: no construction row has finite logits under the model; is the model damaged?")
     probe_batches = fixed_batches(probes, list(range(len(probes))), spec.probe_batch_size, pad_id)
-    epochs = None
+    epochs, heldout, train = None, [], []
     if spec.is_low_rank and spec.align_epochs and align_rows:
-        epochs = shuffled_epochs(align_rows, spec.align_batch_size, pad_id, seed + 7, spec.align_epochs)
-    built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed)
+        train, held = alignment_split(align_rows, spec, seed + 9)
+        epochs = shuffled_epochs(train, spec.align_batch_size, pad_id, seed + 7, spec.align_epochs)
+        heldout = fixed_batches(held, list(range(len(held))), spec.align_batch_size, pad_id)
+    built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed, heldout)
     proxy, report, plans, kept = built.model, built.stage2, built.plans, built.kept_layers
     info = {
-        "method": spec.method,
+        "method": spec.method,  # the construction that ran (under 'auto': the candidate)
         "rho": spec.rho,
         "rank_multiple": spec.rank_multiple,
         "target_fingerprint": ctx.job.stage_fingerprint("run.seed", "model", "data.pool", "warmup"),
@@ -106,9 +109,8 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
         "nonfinite_construction_rows": bad_probes + bad_align,
         "stage1_seconds": round(built.stage1_seconds, 3),
         "stage2": None if report is None else {
-            "epochs": spec.align_epochs, "lr": spec.align_lr, "weight_decay": spec.align_weight_decay,
-            "batch_size": spec.align_batch_size, "lambda_kl": spec.lambda_kl, "temperature": spec.temperature,
-            "rows": len(align_rows), **report.summary(),
+            "epochs": spec.align_epochs, "batch_size": spec.align_batch_size, "rows": len(train),
+            "heldout_rows": sum(int(b[0].shape[0]) for b in heldout), **report.summary(),
         },
     }
     save_proxy(proxy.to("cpu"), out_dir, plans, info)
@@ -116,19 +118,46 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
 
 
 def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
+    """The model the sketch stage uses: the warmed target, an off-the-shelf model, or the built
+    proxy (under 'auto' only when the fidelity check says it pays: stages/proxy_choice.py)."""
     spec, model_spec = ctx.job.proxy, ctx.job.model
+    target = ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
     if spec.method == "none":
-        return ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
+        return target
     if spec.method == "model":
         return off_the_shelf(ctx)
-    ref = ModelRef("proxy", ctx.layout.proxy_dir, model_spec.dtype, model_spec.attn_implementation)
+    if spec.method == "auto" and ctx.job.sketch.checkpoints:
+        ctx.say("proxy: method 'auto' sketches the target itself: sketch.checkpoints sketch their own models")
+        return target
+    ref = built_proxy(ctx, warmed_dir)
+    if spec.method != "auto":
+        return ref
+    return choose_model(ctx, warmed_dir, ref, target)
+
+
+def proxy_ref(ctx: RunContext) -> ModelRef:
+    """The run's proxy artifact (built or not yet)."""
+    return ModelRef("proxy", ctx.layout.proxy_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
+
+
+def checked_model(ctx: RunContext, used: ModelRef) -> ModelRef:
+    """The model the fidelity report compares with the target: the one sketching, or under 'auto'
+    the candidate proxy whether or not it was chosen."""
+    auto = ctx.job.proxy.method == "auto" and not ctx.job.sketch.checkpoints
+    return proxy_ref(ctx) if auto else used
+
+
+def built_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
+    """Build (or reuse) the run's proxy artifact."""
+    spec = ctx.job.proxy
+    ref = proxy_ref(ctx)
     if ctx.stage_done(STAGE):
         return ref
     ctx.guard("build the proxy")
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
-    aligned = f"; stage 2: L_GA {stage2['first']['ga']:.3f} -> {stage2['last']['ga']:.3f} in {stage2['seconds']:.1f}s" if stage2 else ""
-    ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
+    aligned = f"; {stage2_summary(stage2)}" if stage2 else ""
+    ctx.say(f"proxy ({spec.built_method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
             f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
     ctx.mark_stage_done(STAGE, info, outputs=(ref.path,))
     return ref

@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.batched_reads import rows_with_status, shard_batches
 from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.proxy_choice import decision_line
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.stages.preflight import reason_counts
-from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json
+from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json, read_json
 from iprox_ray.store.digest import read_checked, read_span
+from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
@@ -139,10 +141,20 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "domain_share_selection": column_domain_shares(selection.column("domain")),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],
+        **proxy_choice(ctx),
         **(extra or {}),
     }
     atomic_write_json(out or ctx.layout.summary, summary)
     return summary
+
+
+def proxy_choice(ctx: RunContext) -> dict:
+    """proxy.method = 'auto': which model sketched and why (the proxy-choice stage record)."""
+    path = ctx.layout.stage_done(PROXY_CHOICE_STAGE)
+    if not path.exists():
+        return {}
+    record = read_json(path)
+    return {"proxy_choice": {k: v for k, v in record.items() if k not in ("stage", "finished_at", "outputs")}}
 
 
 def format_summary(summary: dict) -> str:
@@ -168,5 +180,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
                      f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
                      f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
+    if summary.get("proxy_choice"):
+        lines.append("  " + decision_line(summary["proxy_choice"]))
     lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     return "\n".join(lines)

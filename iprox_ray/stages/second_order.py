@@ -27,7 +27,7 @@ from iprox_ray.models.lowrank import densify
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import make_encoder, source_for
+from iprox_ray.stages.inputs import POOL, make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.store import driver_arrays
@@ -40,7 +40,7 @@ from iprox_ray.store.layout import first_order_scores
 def encode_rows(ctx: RunContext, split: str, store_rows: np.ndarray, rows_per_shard: int) -> list[Encoded]:
     """The encoded rows at `store_rows` of a split, in that order (they must be valid rows)."""
     manifest = Manifest.load(ctx.layout.manifest(split), ctx.layout.manifest_info(split))
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, split)
     by_row: dict[int, Encoded] = {}
     for shard_id in np.unique(np.asarray(store_rows) // rows_per_shard).tolist():
         rows = read_shard(split, manifest.shards[shard_id], source_for(ctx, split), encoder)
@@ -65,7 +65,7 @@ def second_order_direction(ctx: RunContext, ref: ModelRef, pool: SplitStore, tar
     model = dataclasses.replace(ref, attn="eager").load()  # double backward: no fused attention
     if ctx.job.sketch.lowrank == "product":  # the sketched weights are the products A·B
         densify(model)
-    pad_id = make_encoder(ctx).tokenizer.pad_token_id
+    pad_id = make_encoder(ctx, POOL).tokenizer.pad_token_id
     support_rows = encode_rows(ctx, "pool", support, pool.rows_per_shard)
     s = ctx.job.sketch
     sketcher = make_sketcher(model, s)

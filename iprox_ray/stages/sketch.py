@@ -18,10 +18,10 @@ from iprox_ray.models.selection import linear_dims
 from iprox_ray.sketch.factory import (
     features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
 )
-from iprox_ray.spec import SketchSpec
+from iprox_ray.spec import DataSpec, SketchSpec
 from iprox_ray.stages.compute import require_precision, sketch_precision
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
@@ -84,9 +84,8 @@ def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
 
 
 def sketch_fingerprint(ctx: RunContext, split: str) -> str:
-    data = "data.pool" if split == POOL else "data.target"
-    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch",
-                                     "data.max_length", "data.truncation", data)
+    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch", "store",
+                                     *DataSpec.encoding_keys(split == POOL))
 
 
 def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
@@ -124,6 +123,7 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
             "projection": projection_record(job.sketch),
+            "sketch_dtype": job.store.sketch_dtype,
             "features": features_record(job.sketch, split == POOL),
             "checkpoints": checkpoints.record(),
             "modules": modules,
@@ -143,7 +143,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
     modules = sketch_modules(checkpoints.models[0], job.sketch)
     precision = sketch_precision(job.model.dtype, job.sketch.autocast, plan.resources.gpus >= 1)
     subsets = subsets or {}
-    work, inputs, only_rows = [], {}, {}
+    work, inputs, only_rows, encodings = [], {}, {}, {}
     for split in splits:
         subset = subsets.get(split)
         store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all",
@@ -155,6 +155,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         record_group(ctx, stage, store)
         redo_lost_shards(ctx, stage, markers)
         work.append(StageWork(stage, store.n_shards, markers))
+        encodings[stage] = encoding_for(ctx, split)
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)),
                                     ctx.layout.quarantine_dir(split))
@@ -166,8 +167,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx.job),
-        max_length=job.data.max_length,
-        truncation=job.data.truncation,
+        encodings=encodings,
         store_path=ctx.layout.store,
         only_rows=only_rows or None,
         precision=precision,

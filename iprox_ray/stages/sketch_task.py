@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
@@ -56,8 +56,7 @@ class SketchShardTask:
     models: list[ModelRef]  # one per checkpoint
     adam_states: list[Path | None]  # per checkpoint; used for pool rows when sketch.optimizer != none
     tokenizer_dir: Path
-    max_length: int
-    truncation: str
+    encodings: dict[str, EncodingSettings]  # by stage: how its rows become tokens (data.format)
     store_path: Path
     # Optional row subset per stage: {stage: {shard: local rows}}; a stage absent here sketches
     # every row. Valid rows outside the subset get metadata only (written = NOT_SKETCHED).
@@ -87,7 +86,7 @@ class SketchShardTask:
             sketchers.append({"plain": plain, "adam": adam})
         self._state = {
             "compute": compute_record(mine, use_gpu),
-            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "sketchers": sketchers,
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
@@ -106,12 +105,12 @@ class SketchShardTask:
         inputs = self.splits[ref.stage]
         shard_id = ref.shard
         shard = st["manifests"][ref.stage].shards[shard_id]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
         n = shard.n_rows
         role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
         sketchers = [pair[role] for pair in st["sketchers"]]
         dim = sketchers[0].dim
-        sketches = [np.zeros((n, dim), dtype=np.float16) for _ in sketchers]
+        sketches = [np.zeros((n, dim), dtype=np.float32) for _ in sketchers]  # the store picks the disk dtype
         columns = {
             "sample_id": np.full(n, "", dtype=object),
             "domain": np.full(n, "", dtype=object),
@@ -150,8 +149,9 @@ class SketchShardTask:
                 norms = np.linalg.norm(values, axis=1)
                 finite = out.finite.cpu().numpy()
                 safe = np.where(finite & (norms > 0), norms, 1.0)
-                # Unit rows in fp16 keep full relative precision; the norm is kept apart in fp32.
-                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0).astype(np.float16)
+                # Unit rows (the store quantises them: fp16 or int8) keep full relative precision; the
+                # norm is kept apart in fp32.
+                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0)
                 columns[checkpoint_array("sketch_norm", c)][target] = np.where(finite, norms, 0)
                 columns[checkpoint_array("loss", c)][target] = out.loss.cpu().numpy()
                 ok &= finite

@@ -54,7 +54,7 @@ def run_warmup(ctx: RunContext) -> Path:
     info = {"model_dir": str(out_dir / "model"), "trained": spec.enabled}
     if spec.enabled:
         manifest = manifest_for(ctx, POOL)
-        encoder = make_encoder(ctx)
+        encoder = make_encoder(ctx, POOL)
         chosen = sample_rows(manifest, spec.fraction, seed=job.run.seed + 1)
         encoded = encode_sample(ctx, manifest, chosen, encoder)
         epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
