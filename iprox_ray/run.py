@@ -66,6 +66,7 @@ def forget_target(layout: RunLayout, name: str) -> None:
         for folder in (layout.completions(stage), layout.failures(stage), layout.inflight(stage)):
             remove_tree_inside(layout.root, folder)
         layout.stage_done(stage).unlink(missing_ok=True)
+        layout.group_record(stage).unlink(missing_ok=True)
     for path in (layout.manifest(split), layout.manifest_info(split)):
         path.unlink(missing_ok=True)
     remove_tree_inside(layout.root, layout.quarantine_dir(split))
@@ -130,11 +131,14 @@ class Run:
         with ctx.timed("select"):
             info = run_select(ctx, scores_name, manifests[POOL], name)
         with ctx.timed("outputs"):
-            selection = pq.read_table(info["selection"])
+            ctx.guard(f"write the outputs of target {name!r}")
+            # Only the columns each output reads: the selection may hold millions of rows.
             if ctx.job.output.subset:
-                write_subset(selection, manifests[POOL], ctx.layout.subset(name))
+                where = pq.read_table(info["selection"], columns=["source_file", "source_row"])
+                write_subset(where, manifests[POOL], ctx.layout.subset(name))
             if ctx.job.output.plot:
-                score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=selection)
+                picked = pq.read_table(info["selection"], columns=["score", "weight"])
+                score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=picked)
         extra = self.method.summary_extra(ctx, split, scores_name)
         summary = build_summary(ctx, name, info, manifests, summary_path, extra)
         print(format_summary(summary))

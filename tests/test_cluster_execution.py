@@ -325,7 +325,7 @@ def test_preemption_and_scontrol_requeue_resume_to_bitwise_identical_results(clu
     assert [a["restart"] for a in record["attempts"]] == [0, 1, 2]
     log = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*_0_log.*"))
     assert "this job is preempted" in log and "Calling checkpoint method" in log, log[-3000:]
-    assert "taking over the lock" in log and "the same SLURM job, requeued" in log
+    assert "taking over the lock" in log and f"SLURM job {job_id} was requeued since (restart 0 -> 1)" in log
     assert_identical(run_dir, local_run)
 
 

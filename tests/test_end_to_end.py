@@ -122,7 +122,7 @@ def test_changed_config_refuses_and_force_new_moves_it_aside(reference_run, tmp_
     assert "changed: sketch.seed" in proc.stderr and "--force-new" in proc.stderr
 
 
-def test_store_follows_the_schema(reference_run):
+def test_store_follows_the_v2_schema(reference_run):
     import zarr
 
     schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
@@ -132,4 +132,8 @@ def test_store_follows_the_schema(reference_run):
         assert set(schema["split_groups"]["attributes"]) <= set(group.attrs) | {"model"}
         arrays = schema["split_groups"]["arrays"]
         assert {a for a, spec in arrays.items() if "only" not in spec} == set(group.array_keys())
+        for name in group.array_keys():  # every chunk carries its checksum
+            assert "crc32c" in json.dumps(group[name].metadata.to_dict()), name
+    marker = json.loads(next((reference_run / "completions" / "sketch-pool").glob("0*.json")).read_text())
+    assert set(schema["completion_markers"]["fields"]) <= set(marker)
     assert root["scores/main"].dtype == "float32"

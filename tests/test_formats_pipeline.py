@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from chat_families import family_tokenizer
-from conftest import TOKENIZER, make_pool, write_parquet
+from conftest import TOKENIZER, make_pool
 
 from iprox_ray.cli.main import main
 from iprox_ray.cost.plan import plan_job

@@ -12,6 +12,7 @@ from iprox_ray.spec import DataSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed_task import EmbedInputs, EmbedShardTask
 from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.layout import embed_stage
@@ -56,7 +57,10 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         store = EmbeddingStore.create(ctx.layout.store, kind, split, manifest.n_shards, manifest.rows_per_shard,
                                       embedding_dim(ctx, kind, ref), attrs)
         stage = embed_stage(kind, split)
-        work.append(StageWork(stage, store.n_shards, embed_markers(ctx, kind, split)))
+        markers = embed_markers(ctx, kind, split)
+        record_group(ctx, stage, store)
+        redo_lost_shards(ctx, stage, markers)
+        work.append(StageWork(stage, store.n_shards, markers))
         encodings[stage] = encoding_for(ctx, split)
         inputs[stage] = EmbedInputs(split, kind, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)))
@@ -71,4 +75,4 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         store_path=ctx.layout.store,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
-                              show_progress=not ctx.quiet)
+                              show_progress=not ctx.quiet, guard=ctx.guard)

@@ -25,6 +25,7 @@ from iprox_ray.sketch.jvp import JvpEmbedder
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.spec import SourceSpec
 from iprox_ray.spec.selection import EmbedSpec
+from iprox_ray.stages.compute import compute_record
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
@@ -65,9 +66,11 @@ class EmbedShardTask:
         kinds = sorted({v.kind for v in self.splits.values()})
         # Forward-mode AD has no rule for fused attention kernels: eager attention when JVPs are due.
         model = (dataclasses.replace(self.model, attn="eager") if "jvp" in kinds else self.model).load()
-        if torch.cuda.is_available() and self.resources.gpus:
+        use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
+        if use_gpu:
             model = model.to("cuda")
         self._state = {
+            "compute": compute_record(self.model.dtype, use_gpu),  # embeddings run in the weights' dtype
             "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "embedders": {kind: make_embedder(kind, model, self.embed) for kind in kinds},
@@ -102,6 +105,7 @@ class EmbedShardTask:
             written[target] = np.where(finite, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~finite).sum())
-        digest = store.write_shard(ref.shard, matrix, written)
-        return {"group": store.location, "digest": digest, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
-                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}
+        record = store.write_shard(ref.shard, matrix, written)  # durable before the marker is written
+        return {"group": store.location, **record, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
+                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start,
+                "compute": st["compute"]}

@@ -153,6 +153,7 @@ def built_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     ref = proxy_ref(ctx)
     if ctx.stage_done(STAGE):
         return ref
+    ctx.guard("build the proxy")
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
     aligned = f"; {stage2_summary(stage2)}" if stage2 else ""

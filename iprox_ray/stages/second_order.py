@@ -30,6 +30,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
+from iprox_ray.store import driver_arrays
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import first_order_scores
@@ -93,12 +94,11 @@ def apply_second_order(ctx: RunContext, ref: ModelRef, scores_name: str, target_
     root = open_root(ctx.layout.store)
     pool = SplitStore.open(ctx.layout.store, "pool")
     target = SplitStore.open(ctx.layout.store, target_split)
-    scores = root[scores_name]
+    scores = driver_arrays.reopen(root, scores_name)  # rewritten below: every chunk keeps its file
     S = pool.rows_per_shard
     first_name = first_order_scores(target_name)
-    if first_name in root:
-        del root[first_name]
-    first = root.create_array(first_name, shape=scores.shape, chunks=scores.chunks, dtype="float32", fill_value=np.nan)
+    first = driver_arrays.create(root, first_name, shape=scores.shape, chunks=scores.chunks, dtype="float32",
+                                 fill_value=np.nan)
     for start in range(0, pool.n_rows, S):
         first[start : start + S] = scores[start : start + S]
     landmark_rows = usable_landmarks(pool, embeddings, landmark_rows)

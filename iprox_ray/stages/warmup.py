@@ -65,11 +65,13 @@ def run_warmup(ctx: RunContext) -> Path:
                          on_step=lambda step, loss: losses.append(loss), on_skip=skipped.append)
         if skipped:
             ctx.say(f"warm-up: skipped {len(skipped)} batch(es) with a non-finite loss or gradient")
+        ctx.guard("save the warm-up's model and Adam state")
         state.save(out_dir)
         info.update({"rows": len(encoded), "steps": len(losses), "skipped_nonfinite_batches": len(skipped),
                      "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None})
         trend = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
         ctx.say(f"warm-up: {len(encoded)} rows, {len(losses)} steps{trend}")
+    ctx.guard("save the warm-up's model")
     save_model(model, out_dir / "model")
     ctx.mark_stage_done(STAGE, info, outputs=(out_dir / "model",))
     return out_dir / "model"

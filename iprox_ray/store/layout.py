@@ -150,6 +150,26 @@ class RunLayout:
     def completion(self, stage: str, shard_id: int) -> Path:
         return shard_file(self.completions(stage), shard_id, ".json")
 
+    @property
+    def group_records(self) -> Path:
+        return self.root / "groups"
+
+    def group_record(self, stage: str) -> Path:
+        """The store group a sharded stage writes and a copy of its zarr.json (what `verify --repair`
+        puts back if it is lost)."""
+        return self.group_records / f"{stage}.json"
+
+    @property
+    def file_hashes(self) -> Path:
+        """Cache of input files' full hashes by (path, size, mtime_ns, inode): a resume re-reads no
+        unchanged weight file."""
+        return self.root / "cache" / "file-hashes.json"
+
+    @property
+    def errors_dir(self) -> Path:
+        """Full tracebacks of unexpected errors (the CLI prints one line and this path)."""
+        return self.root / "errors"
+
     def failures(self, stage: str) -> Path:
         return self.root / "failures" / stage
 

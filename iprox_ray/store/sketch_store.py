@@ -1,4 +1,4 @@
-"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v1.
+"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v2.
 
 Every corpus shard owns whole Zarr shards (rows [shard_id*S, (shard_id+1)*S)), so workers never
 share a file; only the driver creates arrays or edits attributes.
@@ -12,12 +12,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from iprox_ray.store.chunks import sync_shard
 from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
 from iprox_ray.store.quantize import dequantize_rows, quantize_rows
 
-SCHEMA_VERSION = 2  # 2: sketch dtype per split (float16 | int8 + sketch_scale), re-projection, hashed small blocks
+# 2: every array carries a crc32c checksum, markers list the chunk files a shard wrote and the compute
+# precision (version 1 stores are refused: their markers cannot show a lost chunk); sketch dtype per
+# split (float16 | int8 + sketch_scale), re-projection, hashed small blocks.
+SCHEMA_VERSION = 2
 
 # Row status codes held in the `written` array.
 EMPTY, OK, QUARANTINED, NONFINITE, DUPLICATE = 0, 1, 2, 3, 4
@@ -58,6 +62,8 @@ def row_arrays(n_checkpoints: int = 1, sketch_dtype: str = "float16") -> dict[st
     for c in range(1, n_checkpoints):
         arrays.update({checkpoint_array(n, c): base[n] for n in PER_CHECKPOINT if n in base})
     return arrays
+
+
 SKETCH_CHUNK_BYTES = 4 << 20
 
 
@@ -67,6 +73,12 @@ class StoreMismatchError(RuntimeError):
 
 def _fill(dtype: Any) -> Any:
     return "" if dtype is str else 0
+
+
+def checked_codecs() -> list:
+    """Compression plus a crc32c of every chunk: a damaged chunk fails its read (and names its file),
+    never decodes into other values."""
+    return [ZstdCodec(level=0), Crc32cCodec()]
 
 
 def sketch_chunk_rows(rows_per_shard: int, dim: int, itemsize: int = SKETCH_DTYPE.itemsize) -> int:
@@ -79,12 +91,20 @@ def sketch_chunk_rows(rows_per_shard: int, dim: int, itemsize: int = SKETCH_DTYP
     return best
 
 
+def refuse_lost_metadata(store: Path, path: str = "") -> None:
+    """Refuse a group folder (and each folder above it in the store) that holds data but lost its
+    zarr.json: creating it anew would hide or delete the arrays under it."""
+    parts = path.split("/") if path else []
+    for folder in [store] + [store.joinpath(*parts[: i + 1]) for i in range(len(parts))]:
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "zarr.json").exists():
+            raise StoreDamagedError(f"{folder} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
+                                    "--repair` to rebuild the store metadata")
+
+
 def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
     """Open (or create) the root group; refuses a store written under another schema, and one
     whose root metadata is gone (creating it anew would delete the arrays under it)."""
-    if path.exists() and any(path.iterdir()) and not (path / "zarr.json").exists():
-        raise StoreDamagedError(f"{path} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
-                                "--repair` to rebuild the store metadata")
+    refuse_lost_metadata(path)
     if (path / "zarr.json").exists():
         root = zarr.open_group(str(path), mode="r+")
         version = root.attrs.get("schema_version")
@@ -143,6 +163,7 @@ class SplitStore:
         `attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds;
         `attrs["sketch_dtype"]` (default float16) how their rows are kept (store/quantize.py)."""
         root = open_root(store_path)
+        refuse_lost_metadata(store_path, split)
         want = {
             **attrs,
             "split": split,
@@ -158,7 +179,8 @@ class SplitStore:
         n_checkpoints = len(attrs.get("checkpoints") or [None])
         dtype_name = attrs.get("sketch_dtype", SKETCH_DTYPE.name)
         for name, dtype in row_arrays(n_checkpoints, dtype_name).items():
-            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype))
+            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype),
+                               compressors=checked_codecs())
         chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim, np.dtype(dtype_name).itemsize)
         for c in range(n_checkpoints):
             group.create_array(
@@ -175,6 +197,7 @@ class SplitStore:
 
     @classmethod
     def open(cls, store_path: Path, split: str, mode: str = "r+") -> "SplitStore":
+        refuse_lost_metadata(store_path, split)
         try:
             group = zarr.open_group(str(store_path / split), mode=mode)
         except FileNotFoundError as exc:
@@ -185,8 +208,9 @@ class SplitStore:
         start = shard_id * self.rows_per_shard
         return slice(start, start + self.rows_per_shard)
 
-    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> str:
-        """Write one corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest.
+    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> dict:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns, and make them
+        durable; returns what its completion marker records: the rows' digest and chunk files.
 
         `sketch` is one array per checkpoint (a bare array when there is one) of float unit rows
         (zero rows where nothing was sketched); they are kept in the split's dtype, and for int8
@@ -220,7 +244,7 @@ class SplitStore:
             block[:n] = values
             written[checkpoint_array(SKETCH, c)] = block
             self.group[checkpoint_array(SKETCH, c)][span] = block
-        return shard_digest(written, DIGEST_VIEWS)
+        return {"digest": shard_digest(written, DIGEST_VIEWS), "chunks": sync_shard(self.group, written, shard_id, self.location)}
 
     def array_names(self) -> list[str]:
         """Every array a shard writes."""
