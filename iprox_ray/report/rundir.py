@@ -13,6 +13,7 @@ from pathlib import Path
 import zarr
 
 from iprox_ray.run_status import collect_status
+from iprox_ray.spec.proxy import auto_checks_candidate, builds_proxy
 from iprox_ray.store.layout import (
     POOL,
     PROXY_STAGE,
@@ -111,14 +112,11 @@ def _fidelity_expected(spec: dict) -> tuple[bool, bool]:
     method = spec.get("proxy", {}).get("method", "none")
     landmarks = spec.get("scoring", {}).get("method") == "influence-distillation"
     # 'auto' always checks its candidate: that report is what chose the model
-    return (enabled and method != "none") or (method == "auto" and _builds_proxy(spec)), enabled and landmarks
+    return (enabled and method != "none") or auto_checks_candidate(method, _has_checkpoints(spec)), enabled and landmarks
 
 
-def _builds_proxy(spec: dict) -> bool:
-    """Whether the run builds a proxy artifact (a proxy stage record is expected)."""
-    method = spec.get("proxy", {}).get("method", "none")
-    checkpoints = spec.get("sketch", {}).get("checkpoints") or []
-    return method not in ("none", "model") and not (method == "auto" and checkpoints)
+def _has_checkpoints(spec: dict) -> bool:
+    return bool(spec.get("sketch", {}).get("checkpoints"))
 
 
 def _missing(run: RunFiles) -> list[str]:
@@ -129,7 +127,8 @@ def _missing(run: RunFiles) -> list[str]:
         out.append("the inputs have not been read yet (no manifest)")
     if WARMUP_STAGE not in stages:
         out.append("the warm-up has not finished")
-    if PROXY_STAGE not in stages and _builds_proxy(run.spec):
+    if PROXY_STAGE not in stages and builds_proxy(run.spec.get("proxy", {}).get("method", "none"),
+                                                  _has_checkpoints(run.spec)):
         out.append("the proxy has not been built")
     want_report, want_landmarks = _fidelity_expected(run.spec)
     if want_report and run.fidelity is None:

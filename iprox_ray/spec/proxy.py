@@ -12,6 +12,17 @@ from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 LOW_RANK_METHODS = ("ipsvd", "svd", "random")
 
 
+def auto_checks_candidate(method: str, has_checkpoints: bool) -> bool:
+    """'auto' builds its candidate proxy and checks it, unless sketch.checkpoints sketch their own
+    models (then it sketches the target itself)."""
+    return method == "auto" and not has_checkpoints
+
+
+def builds_proxy(method: str, has_checkpoints: bool) -> bool:
+    """Whether a run builds a proxy artifact (a proxy stage record follows)."""
+    return method not in ("none", "model") and (method != "auto" or auto_checks_candidate(method, has_checkpoints))
+
+
 class ProxySpec(Section):
     """How the proxy is made. Stage 1 (`method`), then optional stage-2 alignment of the factors.
 

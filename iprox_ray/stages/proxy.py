@@ -14,6 +14,7 @@ from iprox_ray.models.loading import (
 )
 from iprox_ray.proxy.artifact import save_proxy
 from iprox_ray.proxy.build import alignment_split, device_for_build, make_proxy, stage2_summary
+from iprox_ray.spec.proxy import auto_checks_candidate
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
     POOL,
@@ -126,7 +127,7 @@ def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
         return target
     if spec.method == "model":
         return off_the_shelf(ctx)
-    if spec.method == "auto" and ctx.job.sketch.checkpoints:
+    if spec.method == "auto" and not auto_checks_candidate(spec.method, bool(ctx.job.sketch.checkpoints)):
         ctx.say("proxy: method 'auto' sketches the target itself: sketch.checkpoints sketch their own models")
         return target
     ref = built_proxy(ctx, warmed_dir)
@@ -143,7 +144,7 @@ def proxy_ref(ctx: RunContext) -> ModelRef:
 def checked_model(ctx: RunContext, used: ModelRef) -> ModelRef:
     """The model the fidelity report compares with the target: the one sketching, or under 'auto'
     the candidate proxy whether or not it was chosen."""
-    auto = ctx.job.proxy.method == "auto" and not ctx.job.sketch.checkpoints
+    auto = auto_checks_candidate(ctx.job.proxy.method, bool(ctx.job.sketch.checkpoints))
     return proxy_ref(ctx) if auto else used
 
 
