@@ -105,7 +105,9 @@ def test_store_bytes_formula_and_scheduling(make_job):
 def test_threads_beyond_this_machine_are_capped_and_said(make_job):
     import os
 
-    job = load_job(make_job(n_pool=16), ["cluster.threads_per_actor=4096"])
+    # A Ray actor's threads (the inline worker takes the cores its process is given instead).
+    job = load_job(make_job(n_pool=16),
+                   ["cluster.executor=ray", "cluster.use_gpus=no", "cluster.threads_per_actor=4096"])
     plan = plan_job(job, sample_rows=8, batches=1)
     assert plan.sketch_timing.threads == min(4096, os.cpu_count())
     assert plan.per_worker.threads_per_worker == 4096

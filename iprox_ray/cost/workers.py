@@ -28,8 +28,8 @@ def worker_layout(job: JobSpec) -> Layout:
     Local: this machine's cores and GPUs (what the embedded Ray sees). SLURM gang: the Ray cluster
     spans `nodes` nodes; array: each job is one node, `array_parallelism` of them at once."""
     c = job.cluster
-    if c.kind == "local":
-        nodes, cpus, gpus = 1, os.cpu_count() or 1, torch.cuda.device_count()
+    if c.kind == "local":  # the embedded Ray sees every core; the inline worker its process's (0: those)
+        nodes, cpus, gpus = 1, 0 if c.executor == "inline" else os.cpu_count() or 1, torch.cuda.device_count()
     else:
         s = c.slurm
         nodes = s.nodes if s.mode == "gang" else min(s.array_jobs, s.array_parallelism or s.array_jobs)
