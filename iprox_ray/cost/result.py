@@ -86,6 +86,8 @@ class CostPlan:
     # cost.sizes.SketchSizes: width (columns of a stored row), row_bytes (the row at dtype, its norm
     # and int8 scale), dtype, and the width's parts (modules, matrix_block, vector_block)
     sketch_sizes: dict = field(default_factory=dict)
+    token_budget: int = 0  # the sketch batches' budget the run uses (auto: as chosen)
+    token_budget_auto: dict | None = None  # sketch.token_budget = "auto": the choice (stages/sketch_budget.py)
     sizes_from: str = "model"  # model: the loaded model was timed; config: meta device, nothing timed
     worker_peak_modelled_bytes: int = 0  # the config's memory model at token_budget (sketch/memory.py)
 
@@ -133,6 +135,8 @@ def format_plan(plan: CostPlan) -> str:
         ("sketch row", f"{sizes['width']:,} columns, {sizes['row_bytes']:,} bytes a row ({sizes['dtype']}), "
                        f"from {source}"),
         ("store", f"{human_bytes(plan.store_bytes)} of sketch arrays ({plan.store_bytes:,} bytes)"),
+        ("token budget", f"{plan.token_budget:,} tokens a batch"
+                         + (" (auto)" if plan.token_budget_auto else "")),
         ("workers", f"{w.workers} x {w.device} ({w.threads_per_worker} thread(s) each) on {w.nodes} node(s); "
                     f"at most {w.max_shards} shard(s) each"),
     ]

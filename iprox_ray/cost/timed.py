@@ -21,6 +21,7 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import JobSpec
 from iprox_ray.stages.embed_task import make_embedder
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketched_config
 
 # Timing loads the model beside this process's own memory, and loading may briefly hold a second copy.
 LOADABLE_SHARE = 0.35  # of this machine's available memory a model's weights may take to be timed
@@ -155,12 +156,6 @@ def config_only_reason(job: JobSpec) -> str | None:
         return (f"the weights of {folder} ({size / 2**30:.1f} GiB at {job.model.dtype}) would not fit beside a timing "
                 f"in this machine's free memory ({free / 2**30:.1f} GiB)")
     return None
-
-
-def sketched_config(job: JobSpec, ref: ModelRef):
-    """The config the activation memory of sketching `ref` is modelled from: a proxy's widths are
-    its target's or smaller, so the target's config bounds them."""
-    return load_config(ref.path if ref.kind == "hf" else job.resolve_path(job.model.path))
 
 
 def sketched_meta(job: JobSpec, timed: TimedModel | None) -> tuple[torch.nn.Module, object]:

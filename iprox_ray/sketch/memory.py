@@ -1,5 +1,6 @@
-"""A sketch worker's memory from the model's config alone: what a plan without the weights
-reports, with no model loaded or timed.
+"""A sketch worker's memory from the model's config alone, and the largest token budget that fits
+a worker's share: what `sketch.token_budget = "auto"` and a plan without the weights use, so no
+run has to load or time a model to size its batches.
 
 Per batch of `tokens` padded tokens in rows of `length`, the sketch pass (sketch/capture.py: one
 fp32 forward keeping what the activation-only backward needs, logits at loss positions only)
@@ -19,14 +20,14 @@ every token carrying loss (an upper bound for any data).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
 from iprox_ray.models.loading import DTYPES
 from iprox_ray.models.selection import linear_dims
 from iprox_ray.sketch.factory import module_record, sketched_modules
-from iprox_ray.spec import JobSpec, SketchSpec
+from iprox_ray.spec import JobSpec, SketchSpec, SpecError
 
 # Floats (fp32: 4 bytes) per token per layer, per unit of each width; per loss token per vocab
 # entry. Least squares on the 17 measured points gave hidden 7.3, kv 9.3, intermediate 3.05,
@@ -39,6 +40,9 @@ PER_VOCAB = 4.0
 PER_HEAD_POSITION = {"eager": 2.0, "sdpa": 0.0}  # sdpa on CPU keeps no B x heads x L x L weights
 FIXED_BYTES = 192 << 20  # the sketcher's projections and buffers, allocator slack
 FLOAT_BYTES = 4  # calibrated in fp32; bf16 autocast on GPU holds less (over-predicted, never under)
+SAFETY = 0.8  # of a worker's share the prediction may fill (allocator slack, Ray's daemons, the driver)
+ROUND_TO = 256  # budgets are multiples of this (a plan made minutes earlier names the same number)
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -128,3 +132,47 @@ def sketcher_extras(model: nn.Module, spec: SketchSpec) -> tuple[float, int]:
         return float(len(modules) * spec.proj_in * FLOAT_BYTES), 0
     largest = max((module_record(spec, name, *linear_dims(m))[3] for name, m in modules), default=0)
     return 0.0, 2 * FLOAT_BYTES * largest * spec.max_batch_rows
+
+
+@dataclass(frozen=True)
+class BudgetChoice:
+    token_budget: int
+    predicted_peak_bytes: int  # one worker at this budget (base + models + activations)
+    share_bytes: int
+    model_bytes: int
+    bytes_per_token: float
+    source: str
+    limit: str  # what stopped it: "memory" or "rows" (max_batch_rows x max_length holds no more)
+
+    def record(self) -> dict:
+        return {"auto": True, **asdict(self)}
+
+    def describe(self) -> str:
+        why = ("every batch's rows fit (sketch.max_batch_rows x data.max_length)" if self.limit == "rows" else
+               f"{SAFETY:.0%} of {self.share_bytes / GIB:.1f} GiB")
+        return (f"{self.token_budget} tokens: predicted worker peak {self.predicted_peak_bytes / GIB:.2f} GiB "
+                f"(models {self.model_bytes / GIB:.2f} GiB, {self.bytes_per_token / 2**20:.2f} MiB a token) "
+                f"within {why}; share from {self.source}")
+
+
+def choose_budget(model: PeakModel, share_bytes: int, source: str, max_rows: int) -> BudgetChoice:
+    """The largest budget (a multiple of ROUND_TO, at most max_rows x max_length) whose predicted
+    peak fits SAFETY of a worker's `share_bytes` (`source` says where that figure comes from).
+    SpecError when not even one row of max_length fits."""
+    room = SAFETY * share_bytes - model.fixed_bytes
+    length = model.max_length
+    if room < model.bytes_per_token * length:
+        need = model.peak(length) / SAFETY
+        raise SpecError(
+            f"sketch.token_budget = 'auto': one row of data.max_length = {length} tokens needs a worker share of "
+            f"about {need / GIB:.1f} GiB (models {model.model_bytes / GIB:.1f} GiB), but a sketch worker gets "
+            f"{share_bytes / GIB:.1f} GiB ({source}); give each worker more memory (fewer workers "
+            "per node, cluster.slurm.mem_gb) or shorter rows, or set sketch.token_budget")
+    ceiling = max_rows * length
+    fit = int(room // model.bytes_per_token)
+    budget, limit = (ceiling, "rows") if fit >= ceiling else (fit, "memory")
+    if limit == "memory" and budget >= ROUND_TO:
+        budget -= budget % ROUND_TO
+    budget = max(16, budget)
+    return BudgetChoice(budget, model.peak(budget), share_bytes, model.model_bytes, model.bytes_per_token,
+                        source, limit)

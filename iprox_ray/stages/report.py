@@ -153,5 +153,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
                      f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
                      f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
+    budget = summary.get("sketch_token_budget")
+    if budget and budget.get("tokens"):
+        lines.append(f"  sketch token budget: {budget['tokens']}" + (" (auto)" if budget.get("auto") else ""))
     lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
 from iprox_ray.store.markers import ShardMarkers
@@ -146,7 +147,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         name="sketch",
         resources=plan.resources,
         splits=inputs,
-        sketch=job.sketch,
+        sketch=sketch_spec(ctx, checkpoints.models[0]),
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx.job),
