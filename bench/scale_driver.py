@@ -1,9 +1,14 @@
 """Scale benchmark of the driver (issue 15, goal P6): synthetic pool metadata and sketch store of N
-rows (no model), then manifest, dedup, score, top-k, round-robin, domain counts, mid-PPL and subset
-writing, each stage in its own process (bench/scale_stages.py) so its peak RSS (os.wait4's
-ru_maxrss) is its own.
+rows (no model), then manifest, dedup, score, top-k, round-robin, domain counts, mid-PPL, subset
+writing and the quarantine records' merge and counts, each stage in its own process
+(bench/scale_stages.py) so its peak RSS (os.wait4's ru_maxrss) is its own.
 
     python bench/scale_driver.py --rows 1e7 1e8 --dim 16 --out /tmp/scale
+    python bench/scale_driver.py --rows 1e7 1e8 --k-fraction 0.05 \
+        --stages inputs manifest store score topk subset qgen quarantine     # issue 24: k = 5 % of N
+
+With --k-fraction the selection stages (topk, subset) select that share of N; the round-robin
+candidates (score, roundrobin) and mid-PPL keep --k (their memory is C·k and k by design).
 
 P6: peak RSS of every stage grows < 1.2x from the smallest to the largest N, and the sketch array
 on disk is N·D·itemsize (+ < 1 %). A tiny warm-up size runs first (not reported) so Numba's
@@ -21,15 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from iprox_ray.store.sketch_store import SKETCH_DTYPE  # noqa: E402
 
-GENERATE = ("inputs", "store")  # synthetic data, not product stages (timed, not judged)
-STAGES = ("inputs", "manifest", "store", "dedup", "score", "topk", "roundrobin", "domains", "midppl", "subset")
+GENERATE = ("inputs", "store", "qgen")  # synthetic data, not product stages (timed, not judged)
+STAGES = ("inputs", "manifest", "store", "dedup", "score", "topk", "roundrobin", "domains", "midppl", "subset",
+          "qgen", "quarantine")
+SELECTION_STAGES = ("topk", "subset")  # the stages whose k is --k-fraction of N when given
 P6_RATIO = 1.2
 
 
@@ -53,14 +59,17 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_size(out: Path, n: int, dim: int, k: int, keep: bool, quiet: bool = False) -> dict:
+def run_size(out: Path, n: int, dim: int, k: int, keep: bool, quiet: bool = False, stages=STAGES,
+             k_fraction: float | None = None) -> dict:
     work = out / f"n{n:.0e}".replace("+", "")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     results = {}
-    for stage in STAGES:
-        results[stage] = r = run_stage(stage, work, n, dim, k)
+    for stage in stages:
+        stage_k = int(k_fraction * n) if k_fraction and stage in SELECTION_STAGES else k
+        results[stage] = r = run_stage(stage, work, n, dim, stage_k)
+        r["k"] = stage_k
         if not quiet:
             extra = {key: v for key, v in r.items() if key not in ("stage", "seconds", "wall", "rss_bytes")}
             print(f"  N={n:.0e} {stage:<10} {r['seconds']:8.1f} s  peak RSS {r['rss_bytes'] / 2**20:7.0f} MiB  "
@@ -78,15 +87,17 @@ def run_size(out: Path, n: int, dim: int, k: int, keep: bool, quiet: bool = Fals
 
 def report(runs: list[dict], dim: int, k: int) -> str:
     small, large = runs[0], runs[-1]
+    stages = [s for s in STAGES if s in small["stages"] and s in large["stages"]]
     mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
-    lines = [f"| stage | s @{small['n']:.0e} | s @{large['n']:.0e} | peak RSS @{small['n']:.0e} | "
-             f"peak RSS @{large['n']:.0e} | RSS ratio |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| stage | k @{small['n']:.0e} / @{large['n']:.0e} | s @{small['n']:.0e} | s @{large['n']:.0e} | "
+             f"peak RSS @{small['n']:.0e} | peak RSS @{large['n']:.0e} | RSS ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
     worst = (0.0, "")
-    for stage in STAGES:
+    for stage in stages:
         a, b = small["stages"][stage], large["stages"][stage]
         ratio = b["rss_bytes"] / a["rss_bytes"]
         label = f"{stage} (data generation)" if stage in GENERATE else stage
-        lines.append(f"| {label} | {a['seconds']:.1f} | {b['seconds']:.1f} | {mib(a['rss_bytes'])} | "
+        ks = f"{a.get('k', k):,} / {b.get('k', k):,}"
+        lines.append(f"| {label} | {ks} | {a['seconds']:.1f} | {b['seconds']:.1f} | {mib(a['rss_bytes'])} | "
                      f"{mib(b['rss_bytes'])} | {ratio:.2f}x |")
         if stage not in GENERATE and ratio > worst[0]:
             worst = (ratio, stage)
@@ -107,7 +118,7 @@ def report(runs: list[dict], dim: int, k: int) -> str:
     lines.append(f"P6 {'met' if rss_ok and size_ok else 'NOT met'}: worst product-stage peak-RSS ratio "
                  f"{worst[0]:.2f}x ({worst[1]}) from N={small['n']:.0e} to N={large['n']:.0e} (goal < {P6_RATIO}x); "
                  f"sketch array within 1 % of N·D·{SKETCH_DTYPE.itemsize}: {'yes' if size_ok else 'no'} "
-                 f"(D={dim}, sketch dtype {SKETCH_DTYPE}, k={k}, {len(STAGES)} stages)")
+                 f"(D={dim}, sketch dtype {SKETCH_DTYPE}, k per stage as listed, {len(stages)} stages)")
     return "\n".join(lines)
 
 
@@ -117,6 +128,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=16, help="sketch dim D (1e8 x 16 x 2 B = 3.2 GB)")
     parser.add_argument("--k", type=int, default=100_000, help="selected rows, the same at every N (memory "
                         "proportional to k is by design; P6 is about N)")
+    parser.add_argument("--k-fraction", type=float, help="select this share of N in the selection stages "
+                        f"({', '.join(SELECTION_STAGES)}); e.g. 0.05")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="stages to run, in the order of STAGES (a stage needs the ones it reads)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/scale"))
     parser.add_argument("--warmup-rows", type=float, default=2e5, help="unreported first size (Numba caches)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic data")
@@ -128,11 +143,13 @@ def main() -> None:
         print(report(saved["runs"], saved["dim"], saved["k"]))
         return
     sizes = sorted(int(n) for n in args.rows)
+    stages = [s for s in STAGES if s in args.stages]
     if args.warmup_rows:
-        run_size(args.out, int(args.warmup_rows), args.dim, min(args.k, int(args.warmup_rows) // 10), False, quiet=True)
+        run_size(args.out, int(args.warmup_rows), args.dim, min(args.k, int(args.warmup_rows) // 10), False, quiet=True,
+                 stages=stages, k_fraction=args.k_fraction)
     runs = []
     for n in sizes:
-        runs.append(run_size(args.out, n, args.dim, args.k, args.keep))
+        runs.append(run_size(args.out, n, args.dim, args.k, args.keep, stages=stages, k_fraction=args.k_fraction))
         if args.json:
             args.json.write_text(json.dumps({"dim": args.dim, "k": args.k, "runs": runs}, indent=1))
     print(report(runs, args.dim, args.k))

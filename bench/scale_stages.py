@@ -196,17 +196,62 @@ def stage_midppl(work: Path, n: int, dim: int, k: int) -> dict:
 
 
 def stage_subset(work: Path, n: int, dim: int, k: int) -> dict:
-    """write_subset of the top-k selection over the Parquet inputs."""
+    """write_subset of the top-k selection over the Parquet inputs (the columns Run.finish_target reads)."""
     from iprox_ray.stages.subset import write_subset
 
     ctx = context(work, k, "topk")
-    selection = pq.read_table(ctx.layout.selection(TARGET + "-topk"))
+    path = ctx.layout.selection(TARGET + "-topk")
+    selection = pq.read_table(path, columns=["source_file", "source_row"])
     out = write_subset(selection, load_manifest(ctx), ctx.layout.subset(TARGET + "-topk"))
     written = pq.ParquetFile(out).metadata.num_rows
     first = pq.read_table(out, columns=["id"]).column("id")[0].as_py()
-    if written != selection.num_rows or first != selection.column("sample_id")[0].as_py():
+    want = pq.ParquetFile(path).read_row_group(0, columns=["sample_id"]).column("sample_id")[0].as_py()
+    if written != selection.num_rows or first != want:
         raise AssertionError(f"subset has {written} rows (first {first!r}); selection {selection.num_rows}")
     return {"rows": written}
+
+
+QUARANTINE_EVERY = 100  # synthetic quarantine records: 1 % of the pool's rows
+
+
+def stage_qgen(work: Path, n: int, dim: int, k: int) -> dict:
+    """Synthetic quarantine records (data generation): every 100th input row, one file per shard."""
+    from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+    from iprox_ray.store.layout import shard_file
+
+    ctx = context(work, k, "topk")
+    manifest = load_manifest(ctx)
+    folder = ctx.layout.quarantine_dir(POOL)
+    folder.mkdir(parents=True, exist_ok=True)
+    reasons = np.array(["empty-text", "too-long", "template-error", "malformed-json"])
+    records = 0
+    for shard in range(manifest.n_shards):
+        local = np.arange(-manifest.row_start[shard] % QUARANTINE_EVERY, manifest.shard_n_rows[shard], QUARANTINE_EVERY)
+        rows = manifest.row_start[shard] + local
+        m = len(rows)
+        table = pa.table({
+            "split": pa.array(np.full(m, POOL)), "shard_id": pa.array(np.full(m, shard, np.int64)),
+            "file": pa.array(np.full(m, manifest.files[manifest.file_index[shard]].file)),
+            "row": pa.array(rows.astype(np.int64)), "sample_id": pa.array(np.strings.add("q", rows.astype(str))),
+            "reason": pa.array(reasons[rows % len(reasons)]), "detail": pa.array(np.full(m, "synthetic"))},
+            schema=QUARANTINE_SCHEMA)
+        pq.write_table(table, shard_file(folder, shard))
+        records += m
+    return {"records": records}
+
+
+def stage_quarantine(work: Path, n: int, dim: int, k: int) -> dict:
+    """What a run does with quarantine records on every run and resume: merge_quarantine (the
+    merged file and the per-reason counts of the summary) and the post-sketch check."""
+    from types import SimpleNamespace
+
+    from iprox_ray.stages.preflight import check_sketched
+    from iprox_ray.stages.report import merge_quarantine
+
+    ctx = context(work, k, "topk")
+    counts = merge_quarantine(ctx)
+    check_sketched(ctx, {POOL: SimpleNamespace(n_rows=load_manifest(ctx).n_rows)})
+    return {"records": int(sum(counts.values())), "reasons": len(counts)}
 
 
 STAGES = {name[len("stage_"):]: fn for name, fn in globals().items() if name.startswith("stage_")}

@@ -78,7 +78,7 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
     config = json.loads((run_dir / "config.json").read_text())
     job = build_job(config["spec"], Path(config["base_dir"]), "config.json")
     ctx = RunContext(job, RunLayout(run_dir), quiet=True)
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, "pool")
     manifest = Manifest.load(ctx.layout.manifest("pool"), ctx.layout.manifest_info("pool"))
     rows = read_shard("pool", manifest.shards[0], job.data.pool, encoder)
     batches = [tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable))

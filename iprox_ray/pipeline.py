@@ -33,11 +33,12 @@ from iprox_ray.stages.model_files import (
     input_fingerprints,
 )
 from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.proxy import checked_model, run_proxy
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
+from iprox_ray.store.sketch_store import SCHEMA_VERSION
 
 MAIN_TARGET = "main"
 
@@ -47,36 +48,55 @@ class RunMismatchError(RuntimeError):
 
 
 def check_run_dir(job: JobSpec, layout: RunLayout, force_new: bool, inputs: dict | None = None) -> None:
-    """Refuse a run directory made by another config or other model files, or move it aside with
-    force_new. `inputs`: this job's model/tokenizer fingerprints (input_fingerprints)."""
+    """Refuse a run directory made by another config, other model files or an older on-disk
+    schema, or move it aside with force_new. `inputs`: this job's file fingerprints (input_fingerprints)."""
     if not layout.config.exists():
         return
     old = read_json(layout.config)
-    swapped = changed_inputs(old.get("inputs", {}), inputs) if inputs is not None else []
-    if old.get("fingerprint") == job.fingerprint() and not swapped:
+    version = old.get("schema_version", 1)
+    swapped = changed_inputs(old.get("inputs", {}), inputs) if inputs is not None and version == SCHEMA_VERSION else []
+    if old.get("fingerprint") == job.fingerprint() and not swapped and version == SCHEMA_VERSION:
         return
-    if swapped and not force_new:
-        raise RunMismatchError(
-            f"the model files changed since run directory {layout.root} was started ({'; '.join(swapped[:4])}); "
-            "resuming would mix two models in one store: restore the files, or use --force-new to start anew")
-    changed = diff_keys(old.get("science", {}), job.science())
     if not force_new:
+        if version != SCHEMA_VERSION:
+            raise RunMismatchError(
+                f"run directory {layout.root} was written by another iprox-ray version (on-disk schema {version}, "
+                f"this build writes {SCHEMA_VERSION}); use another run directory, or --force-new to move it aside")
+        if swapped:
+            raise RunMismatchError(
+                f"the model files changed since run directory {layout.root} was started ({'; '.join(swapped[:4])}); "
+                "resuming would mix two models in one store: restore the files, or use --force-new to start anew")
+        changed = diff_keys(old.get("science", {}), job.science())
         raise RunMismatchError(
             f"run directory {layout.root} holds a run with config fingerprint {old.get('fingerprint')}, "
             f"this job has {job.fingerprint()} (changed: {', '.join(changed) or 'unknown'}); "
             "use another run directory, or --force-new to move the old run aside"
         )
     # Move everything but our lock aside, so the directory stays locked throughout.
-    aside = layout.root.with_name(f"{layout.root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    aside.mkdir()
+    aside = _aside_dir(layout.root)
     for entry in layout.root.iterdir():
         if entry != layout.lock:
             shutil.move(str(entry), str(aside / entry.name))
     print(f"moved the previous run to {aside}")
 
 
+def _aside_dir(root: Path) -> Path:
+    """A new folder beside the run directory for the replaced run (a second --force-new within the
+    same second gets its own)."""
+    stamp = f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        aside = root.with_name(stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            aside.mkdir()
+            return aside
+        except FileExistsError:
+            continue
+    raise RunMismatchError(f"cannot find a free name beside {root} to move the previous run to")
+
+
 def write_config(job: JobSpec, layout: RunLayout, inputs: dict | None = None) -> None:
     atomic_write_json(layout.config, {
+        "schema_version": SCHEMA_VERSION,
         "fingerprint": job.fingerprint(),
         "inputs": inputs or {},
         "science": job.science(),
@@ -101,24 +121,32 @@ class RunPart:
 
 
 @contextlib.contextmanager
+def locked_run(layout: RunLayout, break_lock: bool = False, group: int | None = None) -> Iterator[RunLock]:
+    """The locks every writer of a run directory takes: its LOCK, with no array group sketching
+    there; or, for an array group, that group's own lock with LOCK free (the groups of one array
+    run side by side). `run`, `score` and `verify --repair` all come through here."""
+    lock_path = layout.group_lock(group) if group is not None else layout.lock
+    with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)) as lock:
+        if group is not None:
+            _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
+        else:  # a whole run waits for the array tasks sketching in this directory
+            for group_lock in layout.group_locks():
+                _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
+        yield lock
+
+
+@contextlib.contextmanager
 def open_run(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
              break_lock: bool = False, part: RunPart | None = None) -> Iterator[RunContext]:
     """Lock the run directory, check (or record) its config, and hand out the run's context."""
     layout = RunLayout(Path(run_dir) if run_dir else job.run_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
-    grouped = part is not None and part.group is not None
-    lock_path = layout.group_lock(part.group) if grouped else layout.lock
-    with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)):
-        if grouped:
-            _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
-        else:  # a whole run waits for the array tasks sketching in this directory
-            for group_lock in layout.group_locks():
-                _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
+    with locked_run(layout, break_lock, part.group if part is not None else None) as lock:
         check_model_files(job)
-        inputs = input_fingerprints(job)
+        inputs = input_fingerprints(job, layout.file_hashes)
         check_run_dir(job, layout, force_new, inputs)
         write_config(job, layout, inputs)
-        ctx = RunContext(job, layout, quiet=quiet)
+        ctx = RunContext(job, layout, quiet=quiet, lock=lock)
         ctx.shard_filter = part.owns if part else None
         yield ctx
 
@@ -150,13 +178,14 @@ def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
 
 def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
     """Proxy vs target (when there is a proxy) and, for Influence Distillation, landmark propagation."""
-    same = ref.kind == "hf" and ref.path == warmed
+    proxy = checked_model(ctx, ref)  # under 'auto': the candidate (its report is the one that chose)
+    same = proxy.kind == "hf" and proxy.path == warmed
     landmarks = method_for(ctx.job).uses_landmarks
     if same and not landmarks:
         ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
         return None
     with ctx.timed("fidelity"):
-        report = {} if same else fidelity_report(ctx, warmed, ref)
+        report = {} if same else fidelity_report(ctx, warmed, proxy)
         if landmarks:
             report["landmarks"] = landmark_section(ctx, ref)
     lines = [] if same else [format_report(report)]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from iprox_ray.methods import method_for
-from iprox_ray.pipeline import MAIN_TARGET
+from iprox_ray.pipeline import MAIN_TARGET, locked_run
 from iprox_ray.run import Run, forget_target, worker_plan
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import SAFE_NAME, apply_override, diff_keys, fingerprint, is_safe_name
@@ -23,19 +23,20 @@ from iprox_ray.spec.job import build_job
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed import embed_markers
 from iprox_ray.stages.inputs import POOL, target_split
+from iprox_ray.stages.intact import require_intact
 from iprox_ray.stages.model_files import (
     changed_inputs,
     check_model_files,
     input_fingerprints,
 )
 from iprox_ray.stages.proxy import run_proxy
+from iprox_ray.stages.sketch import markers_for
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
-from iprox_ray.store.layout import LANDMARKS, RunLayout, dedup_stage
-from iprox_ray.store.lock import RunLock
+from iprox_ray.store.layout import LANDMARKS, RunLayout, dedup_stage, embed_stage, sketch_stage
 from iprox_ray.store.sketch_store import SplitStore, open_root
 
-FREE_KEYS = ("data.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
+FREE_KEYS = ("data.target", "data.format.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
              "scoring.mid_ppl_center", "scoring.landmarks.kernel", "scoring.landmarks.ridge",
              "scoring.landmarks.bandwidth_sample", "scoring.second_order")
 
@@ -84,6 +85,9 @@ def check_pool_ready(ctx: RunContext) -> None:
         raise RescoreError(f"the run in {ctx.layout.root} has not finished its pool; run `iprox-ray run` first")
     method = method_for(ctx.job)
     needs = method.needs
+    require_intact(ctx, sketch_stage(POOL), markers_for(ctx, POOL))  # a lost chunk would read as padding
+    for kind in needs.embeddings:
+        require_intact(ctx, embed_stage(kind, POOL), embed_markers(ctx, kind, POOL))
     pool = SplitStore.open(ctx.layout.store, POOL, mode="r")
     sketched = pool.group.attrs.get("sketched_rows", "all")
     if needs.pool_sketch == "all" and sketched != "all":
@@ -109,12 +113,12 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
     record = {"name": name, "paths": list(job.data.target.paths),
               "fingerprint": fingerprint({"target": job.science()["data"]["target"], "selection": job.science()["selection"],
                                           "scoring": job.science()["scoring"]})}
-    with RunLock(layout.lock, force=break_lock):
-        ctx = RunContext(job, layout, quiet=quiet)
+    with locked_run(layout, break_lock) as lock:
+        ctx = RunContext(job, layout, quiet=quiet, lock=lock)
         run = Run(ctx)
         check_pool_ready(ctx)
         check_model_files(job)
-        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job))
+        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job, layout.file_hashes))
         if swapped:
             raise RescoreError(f"the model files changed since the pool was sketched ({'; '.join(swapped[:4])}): "
                                "a target sketched now would not match the pool; restore them")

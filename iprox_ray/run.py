@@ -67,9 +67,11 @@ def forget_target(layout: RunLayout, name: str) -> None:
         for folder in (layout.completions(stage), layout.failures(stage), layout.inflight(stage)):
             remove_tree_inside(layout.root, folder)
         layout.stage_done(stage).unlink(missing_ok=True)
+        layout.group_record(stage).unlink(missing_ok=True)
     for path in (layout.manifest(split), layout.manifest_info(split)):
         path.unlink(missing_ok=True)
     remove_tree_inside(layout.root, layout.quarantine_dir(split))
+    remove_tree_inside(layout.root, layout.windows_dir(split))
     remove_tree_inside(layout.root, layout.selection_dir(name))
     root = open_root(layout.store)
     for group in (split, *(embedding_group(kind, split) for kind in kinds), *target_arrays(name)):
@@ -130,12 +132,31 @@ class Run:
         with ctx.timed("select"):
             info = run_select(ctx, scores_name, manifests[POOL], name)
         with ctx.timed("outputs"):
-            selection = pq.read_table(info["selection"])
+            ctx.guard(f"write the outputs of target {name!r}")
+            # Only the columns each output reads: the selection may hold millions of rows.
             if ctx.job.output.subset:
-                write_subset(selection, manifests[POOL], ctx.layout.subset(name))
+                where = pq.read_table(info["selection"], columns=["source_file", "source_row"])
+                write_subset(where, manifests[POOL], ctx.layout.subset(name))
             if ctx.job.output.plot:
-                score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=selection)
+                picked = pq.read_table(info["selection"], columns=["score", "weight"])
+                score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=picked)
         extra = {**self.method.summary_extra(ctx, split, scores_name), **budget_summary(ctx)}
         summary = build_summary(ctx, name, info, manifests, summary_path, extra)
         print(format_summary(summary))
+        write_run_report(ctx)
         return summary
+
+
+def write_run_report(ctx: RunContext) -> None:
+    """RUN_DIR/report.html, every target in it. The selection is written by now, so a report that
+    fails says so in one line and leaves the run's result alone."""
+    from iprox_ray.report import write_report
+
+    try:
+        with ctx.timed("report"):
+            path = write_report(ctx.layout.root)
+    except Exception as exc:  # noqa: BLE001 - a report bug must not fail a finished selection
+        print(f"warning: the HTML report could not be written ({type(exc).__name__}: {exc}); "
+              f"`iprox-ray report {ctx.layout.root}` tries again", flush=True)
+        return
+    print(f"report: {path} ({ctx.timings['report']:.1f}s)", flush=True)

@@ -177,7 +177,7 @@ def check_can_submit(job: JobSpec, layout: RunLayout, force_new: bool, break_loc
     """Refuse early, on the login node, what the job would refuse later on the cluster."""
     check_model_files(job)
     if not force_new:
-        check_run_dir(job, layout, force_new=False, inputs=input_fingerprints(job))
+        check_run_dir(job, layout, force_new=False, inputs=input_fingerprints(job, layout.file_hashes))
     lock = RunLock(layout.lock, probes=(slurm_owner_gone,))
     owner = lock.owner()
     if owner is not None and not break_lock and not lock.is_stale(owner):

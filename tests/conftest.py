@@ -103,6 +103,7 @@ rows_per_shard = 8
 fraction = 0.1
 lr = 1e-3
 [proxy]
+method = "ipsvd"
 rank_multiple = 8
 construction_fraction = 0.2
 min_probe_rows = 4

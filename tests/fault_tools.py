@@ -8,9 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+import pytest
+from conftest import REPO, TOKENIZER
 
 GEMMA = REPO / "tests" / "fixtures" / "chat_templates" / "gemma-2-2b-it.jinja"  # raises on non-alternating roles
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir):
+    """One uninterrupted run of the job every kill test interrupts."""
+    from conftest import JOB_TEMPLATE, make_pool, write_parquet, write_target_jsonl
+
+    root = tmp_path_factory.mktemp("reference")
+    rows = make_pool(96)
+    write_parquet(rows[:48], root / "data" / "pool-0.parquet")
+    write_parquet(rows[48:], root / "data" / "pool-1.parquet")
+    target = write_target_jsonl(root / "data" / "target.jsonl")
+    text = JOB_TEMPLATE.format(model=tiny_model_dir, tokenizer=TOKENIZER, pool=f'["{root}/data/pool-*.parquet"]',
+                               target=target, k=10, executor="inline", actors=1, rows_per_shard=8)
+    (root / "job.toml").write_text(text)
+    rc, out = cli("run", str(root / "job.toml"), "--run-dir", str(root / "run"), "-q")
+    assert rc == 0, out[-3000:]
+    return root
 
 
 def cli(*args: str) -> tuple[int, str]:

@@ -9,164 +9,30 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import TOKENIZER
+from chat_families import (
+    A1,
+    A2,
+    CONVERSATIONS,
+    FAMILIES,
+    SYSTEM,
+    TEMPLATES,
+    U1,
+    U2,
+    chatml,
+    expected_mask,
+    family_tokenizer,
+    llama3,
+)
 
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.corpus.rows import RowError
-from iprox_ray.models.loading import load_tokenizer
 
-TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
-
-U1, A1 = "Add 2 and 3.", "2 + 3 = 5. The answer is 5."
-U2, A2 = "  And 4 and 4?", " Eight, since 4 + 4 = 8. \n"  # padded: several templates trim
-SYSTEM = "Be brief."
-CONVERSATIONS = {
-    "single": [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}],
-    "system": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": U1},
-               {"role": "assistant", "content": A1}],
-    "multi": [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
-              {"role": "user", "content": U2}, {"role": "assistant", "content": A2}],
-    "multi-system": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": U1},
-                     {"role": "assistant", "content": A1}, {"role": "user", "content": U2},
-                     {"role": "assistant", "content": A2}],
-}
-
-
-def split_system(messages):
-    if messages[0]["role"] == "system":
-        return messages[0]["content"], messages[1:]
-    return None, messages
-
-
-# Expected renderings: lists of (text, trained) pieces.
-
-def chatml(messages, default_system=None):
-    system, rest = split_system(messages)
-    system = system if system is not None else default_system
-    out = [(f"<|im_start|>system\n{system}<|im_end|>\n", False)] if system is not None else []
-    for m in rest:
-        if m["role"] == "assistant":
-            out += [("<|im_start|>assistant\n", False), (m["content"] + "<|im_end|>", True), ("\n", False)]
-        else:
-            out.append((f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n", False))
-    return out
-
-
-def qwen3(messages):
-    out = chatml(messages)
-    # The last assistant turn (after the last user query) gets an empty thinking block.
-    text, _ = out[-2]
-    out[-2] = ("<think>\n\n</think>\n\n" + text, True)
-    return out
-
-
-def llama3(messages, date="26 Jul 2024"):
-    system, rest = split_system(messages)
-    out = [("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-            f"Today Date: {date}\n\n{(system or '').strip()}<|eot_id|>", False)]
-    for m in rest:
-        head = f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n"
-        if m["role"] == "assistant":
-            out += [(head, False), (m["content"].strip() + "<|eot_id|>", True)]
-        else:
-            out.append((head + m["content"].strip() + "<|eot_id|>", False))
-    return out
-
-
-def gemma(messages):
-    system, rest = split_system(messages)
-    out = [("<bos>", False)]
-    for i, m in enumerate(rest):
-        if m["role"] == "assistant":
-            out += [("<start_of_turn>model\n", False), (m["content"].strip() + "<end_of_turn>", True), ("\n", False)]
-        else:
-            prefix = system + "\n\n" if system is not None and i == 0 else ""  # Gemma 3 folds the system prompt in
-            out.append((f"<start_of_turn>user\n{prefix}{m['content'].strip()}<end_of_turn>\n", False))
-    return out
-
-
-def mistral_v3(messages):
-    # The system prompt joins the last message only if that is a user's: never here.
-    _, rest = split_system(messages)
-    return [("<s>", False)] + [(" " + m["content"].strip() + "</s>", True) if m["role"] == "assistant"
-                               else (f"[INST] {m['content']}[/INST]", False) for m in rest]
-
-
-def phi3(messages):
-    out = []
-    for m in messages:
-        if m["role"] == "assistant":
-            out += [("<|assistant|>\n", False), (m["content"] + "<|end|>", True), ("\n", False)]
-        else:
-            out.append((f"<|{m['role']}|>\n{m['content']}<|end|>\n", False))
-    return out + [("<|endoftext|>", False)]
-
-
-def today() -> str:
-    return datetime.datetime.now().strftime("%d %b %Y")
-
-
-@dataclass(frozen=True)
-class Family:
-    bos: str | None
-    eos: str
-    end_of_turn: str  # the marker that closes every trained turn
-    specials: tuple[str, ...]  # the family's tokens this vocabulary must keep whole
-    expected: Callable
-
-
-LLAMA_TOKENS = ("<|start_header_id|>", "<|end_header_id|>")
-CHATML_TOKENS = ("<|im_start|>", "<|endoftext|>")
-GEMMA_TOKENS = ("<start_of_turn>", "<end_of_turn>")
-FAMILIES = {
-    "llama-3.1-8b-instruct": Family("<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>", LLAMA_TOKENS, llama3),
-    "llama-3.2-3b-instruct": Family("<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>", LLAMA_TOKENS,
-                                    lambda m: llama3(m, today())),
-    "qwen2.5-7b-instruct": Family(None, "<|im_end|>", "<|im_end|>", CHATML_TOKENS, lambda m: chatml(
-        m, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")),
-    "qwen3-0.6b": Family(None, "<|im_end|>", "<|im_end|>", CHATML_TOKENS + ("<think>", "</think>"), qwen3),
-    "smollm2-instruct": Family(None, "<|im_end|>", "<|im_end|>", CHATML_TOKENS, lambda m: chatml(
-        m, "You are a helpful AI assistant named SmolLM, trained by Hugging Face")),
-    "gemma-2-2b-it": Family("<bos>", "<eos>", "<end_of_turn>", GEMMA_TOKENS, gemma),
-    "gemma-3-it": Family("<bos>", "<eos>", "<end_of_turn>", GEMMA_TOKENS, gemma),
-    "mistral-7b-instruct-v0.3": Family("<s>", "</s>", "</s>", ("[INST]", "[/INST]"), mistral_v3),
-    "phi-3-mini-4k-instruct": Family("<s>", "<|endoftext|>", "<|end|>", (), phi3),
-}
-
-
-def family_tokenizer(name: str, template: str | None = None):
-    family = FAMILIES[name]
-    tok = load_tokenizer(TOKENIZER)
-    tok.add_special_tokens({"additional_special_tokens": [t for t in (family.bos, family.eos, *family.specials) if t]})
-    if family.bos:
-        tok.bos_token = family.bos
-    tok.eos_token = family.eos
-    tok.chat_template = template or (TEMPLATES / f"{name}.jinja").read_text()
-    return tok
-
-
-def expected_mask(tok, pieces):
-    """Ids of the joined text, and a mask of the tokens overlapping a trained piece."""
-    text = "".join(t for t, _ in pieces)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = np.zeros(len(enc["input_ids"]), dtype=bool)
-    pos = 0
-    for piece, trained in pieces:
-        if trained:
-            for t, (a, b) in enumerate(enc["offset_mapping"]):
-                mask[t] |= a < pos + len(piece) and b > pos
-        pos += len(piece)
-    mask[0] = False
-    return text, np.asarray(enc["input_ids"]), mask
-
-
-CASES = [(f, c) for f in FAMILIES for c in CONVERSATIONS if not (f == "gemma-2-2b-it" and "system" in c)]
+# Gemma 2 refuses system messages and Mistral v0.3 drops them (tests below): not under "keep".
+NO_SYSTEM = ("gemma-2-2b-it", "mistral-7b-instruct-v0.3")
+CASES = [(f, c) for f in FAMILIES for c in CONVERSATIONS if not (f in NO_SYSTEM and "system" in c)]
 
 
 @pytest.mark.parametrize("family,conversation", CASES)
@@ -190,11 +56,73 @@ def test_every_family_is_covered_by_a_fixture():
     assert set(FAMILIES) | {"chatml-generation"} == names
 
 
-def test_gemma2_refuses_a_system_prompt_as_a_template_error():
-    encoder = ChatEncoder(family_tokenizer("gemma-2-2b-it"), 4096)
+@pytest.mark.parametrize("family,conversation", [(f, c) for f in NO_SYSTEM for c in ("system", "multi-system")])
+def test_a_system_message_the_template_cannot_take_is_quarantined_naming_the_option(family, conversation):
+    encoder = ChatEncoder(family_tokenizer(family), 4096)
     with pytest.raises(RowError) as err:
-        encoder.encode(CONVERSATIONS["system"])
-    assert err.value.reason == "template-error" and err.value.detail == "System role not supported"
+        encoder.encode(CONVERSATIONS[conversation])
+    what = "refuses system messages (System role not supported)" if family == "gemma-2-2b-it" else \
+        "drops this row's system message"
+    assert err.value.reason == "system-prompt"
+    assert err.value.detail == (f"the chat template {what}; set data.system_prompt = \"merge\" (prepend it to the "
+                                f"first user turn) or \"drop\"")
+
+
+def test_the_template_policy_is_probed_once_per_encoder():
+    policies = {f: ChatEncoder(family_tokenizer(f), 4096).system_policy for f in FAMILIES}
+    assert policies == {f: {"gemma-2-2b-it": "refused", "mistral-7b-instruct-v0.3": "dropped"}.get(f, "kept")
+                        for f in FAMILIES}
+
+
+@pytest.mark.parametrize("family", NO_SYSTEM)
+@pytest.mark.parametrize("conversation", ["system", "multi-system"])
+def test_merge_prepends_the_system_prompt_to_the_first_user_turn(family, conversation):
+    tok = family_tokenizer(family)
+    messages = CONVERSATIONS[conversation]
+    merged = [{"role": "user", "content": f"{SYSTEM}\n\n{messages[1]['content']}"}] + messages[2:]
+    _, ids, mask = expected_mask(tok, FAMILIES[family].expected(merged))
+    enc = ChatEncoder(tok, 4096, system="merge").encode(messages)
+    np.testing.assert_array_equal(enc.input_ids, ids)
+    np.testing.assert_array_equal(enc.trainable, mask)
+    assert SYSTEM in tok.decode(enc.input_ids)
+    dropped = ChatEncoder(tok, 4096, system="drop").encode(messages)
+    _, ids, mask = expected_mask(tok, FAMILIES[family].expected(messages[1:]))
+    np.testing.assert_array_equal(dropped.input_ids, ids)
+    np.testing.assert_array_equal(dropped.trainable, mask)
+
+
+def test_a_row_the_template_refuses_for_another_reason_keeps_its_own_error():
+    encoder = ChatEncoder(family_tokenizer("gemma-2-2b-it"), 4096)
+    tangled = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": U1},
+               {"role": "user", "content": U2}, {"role": "assistant", "content": A1}]
+    with pytest.raises(RowError) as err:
+        encoder.encode(tangled)
+    assert err.value.reason == "template-error" and "roles must alternate" in err.value.detail
+
+
+class _OtherDay(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2031, 3, 4, 23, 59)
+
+
+def test_the_render_clock_is_the_recorded_instant_not_the_wall_clock(monkeypatch):
+    """Llama 3.2 writes strftime_now("%d %b %Y") into every row: an encoder given the run's
+    instant renders that date whatever the clock says (a resume after midnight, a later score)."""
+    from transformers.utils import chat_template_utils
+
+    monkeypatch.setattr(chat_template_utils, "datetime", _OtherDay)
+    tok = family_tokenizer("llama-3.2-3b-instruct")
+    assert "Today Date: 04 Mar 2031" in tok.apply_chat_template(CONVERSATIONS["single"], tokenize=False)
+    encoder = ChatEncoder(tok, 4096, now="2024-12-25T08:00:00")
+    _, ids, mask = expected_mask(tok, llama3(CONVERSATIONS["single"], "25 Dec 2024"))
+    enc = encoder.encode(CONVERSATIONS["single"])
+    np.testing.assert_array_equal(enc.input_ids, ids)
+    np.testing.assert_array_equal(enc.trainable, mask)
+    # another encoder of the same template with another instant in the same process keeps its own
+    other = ChatEncoder(tok, 4096, now="2025-01-02T08:00:00").encode(CONVERSATIONS["single"])
+    assert "Today Date: 02 Jan 2025" in tok.decode(other.input_ids)
+    assert "Today Date: 25 Dec 2024" in tok.decode(encoder.encode(CONVERSATIONS["single"]).input_ids)
 
 
 @pytest.mark.parametrize("family", ["gemma-2-2b-it", "gemma-3-it", "mistral-7b-instruct-v0.3"])

@@ -91,9 +91,10 @@ def test_another_hosts_lock_needs_evidence_or_break_lock(tmp_path, fake_slurm, m
     said.clear()
     RunLock(tmp_path / "LOCK", force=True, report=said.append).acquire()
     assert "forced" in said[0]
-    # A requeued job finds its own earlier lock (same job id, another pid) and resumes.
-    _write_lock(tmp_path / "LOCK", host="elsewhere", pid=1, slurm_job_id="77")
+    # A requeued job finds its own earlier lock (same job id, an earlier start) and resumes.
+    _write_lock(tmp_path / "LOCK", host="elsewhere", pid=1, slurm_job_id="77", slurm_restart=0)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     said.clear()
     RunLock(tmp_path / "LOCK", report=said.append).acquire()
     assert "requeued" in said[0]

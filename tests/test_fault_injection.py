@@ -21,28 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, TOKENIZER
-from fault_tools import assert_clean_error, cli, run_outputs, tree_digest
+from fault_tools import assert_clean_error, cli, reference, run_outputs, tree_digest  # noqa: F401 (fixture)
 
 from iprox_ray.execution import ray_pool
 from iprox_ray.store.lock import RunLock, RunLockedError
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model_dir):
-    """One uninterrupted run of the job every kill test interrupts."""
-    from conftest import JOB_TEMPLATE, make_pool, write_parquet, write_target_jsonl
-
-    root = tmp_path_factory.mktemp("reference")
-    rows = make_pool(96)
-    write_parquet(rows[:48], root / "data" / "pool-0.parquet")
-    write_parquet(rows[48:], root / "data" / "pool-1.parquet")
-    target = write_target_jsonl(root / "data" / "target.jsonl")
-    text = JOB_TEMPLATE.format(model=tiny_model_dir, tokenizer=TOKENIZER, pool=f'["{root}/data/pool-*.parquet"]',
-                               target=target, k=10, executor="inline", actors=1, rows_per_shard=8)
-    (root / "job.toml").write_text(text)
-    rc, out = cli("run", str(root / "job.toml"), "--run-dir", str(root / "run"), "-q")
-    assert rc == 0, out[-3000:]
-    return root
 
 
 # ---------------------------------------------------------------- names
@@ -126,9 +108,9 @@ def test_a_damaged_chunk_is_named_verified_repaired_and_redone_alone(reference, 
     rc, out = cli("verify", str(run_dir))
     assert rc == 1 and "damaged: sketch-pool shard 3 (pool)" in out and "1 damaged" in out, out
     rc, out = cli("verify", str(run_dir), "--repair")
-    assert rc == 0 and "forgot 1 shard(s)" in out, out
+    assert rc == 0 and "forgot 1 damaged item(s)" in out, out
     markers = run_dir / "completions" / "sketch-pool"
-    before = {p.name: p.read_bytes() for p in markers.glob("*.json")}
+    before = {p.name: p.read_bytes() for p in markers.glob("[0-9]*.json")}
     assert "000003.json" not in before
     rc, out = cli("run", str(reference / "job.toml"), "--run-dir", str(run_dir), "-q")
     assert rc == 0, out[-3000:]

@@ -20,7 +20,7 @@ def test_propagated_scores_correlate_with_exact_scores_and_beat_the_control(tmp_
         'data.pool.paths=["../iprox_ray/demo/assets/pool/part-0000.parquet"]',
         "data.max_length=256", "warmup.epochs=1", "selection.k=40", 'cluster.executor="inline"',
         'scoring.method="influence-distillation"', 'scoring.landmarks.sketch="all"', "scoring.landmarks.count=80",
-        "scoring.embed.dim=256", "scoring.embed.blocks=2", "fidelity.enabled=false",
+        "scoring.embed.dim=256", "scoring.embed.blocks=2", "fidelity.enabled=false", 'proxy.method="ipsvd"',
     ])
     summary = run_job(job, tmp_path / "run", quiet=True)
     fid = summary["landmark_fidelity"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import random
 
@@ -13,6 +14,7 @@ from conftest import prose_row
 from iprox_ray.cli.main import main
 from iprox_ray.pipeline import run_job
 from iprox_ray.spec import load_job
+from iprox_ray.stages.scorers import holdout_line
 
 
 def _prose_target(path, n=10):
@@ -33,6 +35,20 @@ def _digest(folder):
 def _pool_state(run_dir):
     return (_digest(run_dir / "store.zarr" / "pool"), _digest(run_dir / "completions"),
             sorted(p.name for p in (run_dir / "completions").iterdir()))
+
+
+def _check_report(run_dir, method, first, new):
+    """The HTML report `iprox-ray score` rewrote holds both targets, their overlap and, for
+    Influence Distillation, the landmark hold-out the summary recorded."""
+    page = (run_dir / "report.html").read_text()
+    assert '<section id="target-main">' in page and '<section id="target-prose">' in page
+    both = len({r["sample_id"] for r in first} & {r["sample_id"] for r in new})
+    assert f'data-overlap="main|prose">{both} (' in page
+    holdout = json.loads((run_dir / "summary.json").read_text()).get("landmark_holdout")
+    if method == "influence-distillation":
+        assert holdout and html.escape(holdout_line(holdout)) in page
+    else:
+        assert holdout is None and "only Influence Distillation propagates scores" in page
 
 
 @pytest.mark.parametrize("method", ["less", "influence-distillation"])
@@ -61,6 +77,7 @@ def test_new_target_sketches_only_the_target_and_selects_beside_the_first(make_j
 
     root = zarr.open_group(str(run_dir / "store.zarr"), mode="r")
     assert root["scores/prose"].attrs["target"] == "targets/prose" and "targets/prose" in root
+    _check_report(run_dir, method, first, new)
 
     # the same command again is a no-op; other settings under the same name refuse without --force
     assert main(args) == 0

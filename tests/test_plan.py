@@ -94,7 +94,7 @@ def test_bad_inputs_give_clear_errors(make_job, tmp_path, capsys):
 
 def test_store_bytes_formula_and_scheduling(make_job):
     job = load_job(make_job(n_pool=40, rows_per_shard=16))
-    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job))
+    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))
     assert sketch_array_bytes(manifest, 64, 0.0) == 0
     full = sketch_array_bytes(manifest, 64, 1.0)
     assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
@@ -151,7 +151,7 @@ def test_auto_shards_and_round_robin_candidates(make_job):
     job = load_job(make_job(n_pool=40), ["data.pool.rows_per_shard='auto'", "selection.strategy='round-robin'",
                                          "selection.round_robin_memory_gib=1e-7"])
     plan = plan_job(job, sample_rows=8, batches=1)
-    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job))
+    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))
     assert manifest.rows_per_shard % 64 == 0 and plan.shards == manifest.n_shards and plan.driver_peak_bytes > 0
     assert any(n.startswith("the run would stop at preflight: round-robin over") for n in plan.notes)
     topk = load_job(make_job(n_pool=40))
@@ -174,7 +174,7 @@ def test_warmup_step_is_measured_in_a_fresh_process(make_job):
     from iprox_ray.cost.workers import parameter_bytes
 
     job = load_job(make_job(n_pool=24))
-    encoder = encoder_for(job)
+    encoder = encoder_for(job, POOL)
     sample = sample_split(POOL, manifest_of(job, POOL, job.data.pool, encoder), job.data.pool, encoder, 24, 0)
     pad = encoder.tokenizer.pad_token_id
     grown = warmup_step_bytes(job, target_loader(job), sample.encoded, pad)

@@ -37,7 +37,8 @@ def _run(path, run_dir, *sets):
 
 def _assert_stopped_after_preflight(run_dir):
     """Only the manifests, the pre-flight's records and markers: no later stage wrote anything."""
-    assert {p.name for p in run_dir.iterdir()} <= {"config.json", "LOCK", "manifest", "preflight", "stages"}
+    assert {p.name for p in run_dir.iterdir()} <= {"config.json", "LOCK", "cache", "manifest", "preflight", "stages",
+                                                   "render.json"}
     assert all(p.name.startswith("preflight-") for p in (run_dir / "stages").glob("*"))
 
 

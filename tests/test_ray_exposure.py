@@ -39,33 +39,41 @@ def test_a_fresh_private_dir_is_0700_whatever_the_umask(tmp_path):
     assert private_dir(path) == path  # ours and private: taken again (a rerun on the same node)
 
 
+def _replaced(tmp_path, taken: str, why: str, capsys) -> str:
+    """private_dir on a name someone else holds: a fresh private folder beside it, and a note."""
+    used = private_dir(taken)
+    assert used != taken and os.path.dirname(used) == str(tmp_path) and _mode(used) == 0o700
+    assert os.lstat(used).st_uid == os.getuid()
+    note = capsys.readouterr().err
+    assert why in note and f"using {used} instead" in note
+    return used
+
+
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o707, 0o755])
-def test_a_private_dir_open_to_others_is_refused(tmp_path, mode):
+def test_a_private_dir_open_to_others_is_never_used(tmp_path, mode, capsys):
     path = tmp_path / "open"
     path.mkdir()
     path.chmod(mode)
-    with pytest.raises(PermissionError, match="open to other users"):
-        private_dir(str(path))
+    _replaced(tmp_path, str(path), "open to other users", capsys)
+    assert _mode(path) == mode and not list(path.iterdir())  # theirs, untouched
 
 
-def test_a_symlink_or_a_file_is_refused_never_followed(tmp_path):
+def test_a_symlink_or_a_file_is_never_followed(tmp_path, capsys):
     target = tmp_path / "elsewhere"
     target.mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(target)
-    with pytest.raises(PermissionError, match="not a plain directory"):
-        private_dir(str(tmp_path / "link"))
+    _replaced(tmp_path, str(tmp_path / "link"), "not a plain directory", capsys)
     (tmp_path / "file").write_text("")
-    with pytest.raises(PermissionError, match="not a plain directory"):
-        private_dir(str(tmp_path / "file"))
+    _replaced(tmp_path, str(tmp_path / "file"), "not a plain directory", capsys)
+    assert not list(target.iterdir())
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a folder owned by another user")
-def test_a_private_dir_owned_by_another_user_is_refused(tmp_path):
+def test_a_same_named_folder_of_another_user_is_never_used(tmp_path, capsys):
     path = tmp_path / "theirs"
     path.mkdir(mode=0o700)
     os.chown(path, 65534, 65534)
-    with pytest.raises(PermissionError, match="belongs to uid 65534"):
-        private_dir(str(path))
+    _replaced(tmp_path, str(path), "belongs to uid 65534", capsys)
 
 
 def test_the_slurm_node_temp_dir_is_private_and_short():

@@ -44,7 +44,7 @@ def _run_sketch(job, run_dir):
 
 def _direct_rows(ctx, model, spec, state, split, shard_id=0):
     """Sketch one shard's rows directly (no stage machinery): the stage must store these."""
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, split)
     manifest = manifest_for(ctx, split)
     source = ctx.job.data.pool if split == POOL else ctx.job.data.target
     rows = read_shard(split, manifest.shards[shard_id], source, encoder)
@@ -132,6 +132,8 @@ def test_two_checkpoints_get_one_sketch_array_each(make_job, tmp_path):
 
 
 def test_checkpoints_with_a_proxy_are_refused(make_job, tmp_path):
+    from iprox_ray.stages.model_files import check_model_files
+
     job = load_job(make_job(n_pool=32), ['sketch.checkpoints=[{model="x"}]'])
-    with pytest.raises(ValueError, match="proxy.method = 'none'"):
-        _run_sketch(job, tmp_path / "run")
+    with pytest.raises(ValueError, match="proxy.method = 'none'"):  # with the settings, before any work
+        check_model_files(job)

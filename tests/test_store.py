@@ -9,7 +9,7 @@ from conftest import REPO
 
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.markers import ShardMarkers
-from iprox_ray.store.sketch_store import OK, ROW_ARRAYS, SKETCH, SplitStore, StoreMismatchError
+from iprox_ray.store.sketch_store import OK, ROW_ARRAYS, SCALE, SKETCH, SplitStore, StoreMismatchError
 
 
 def _rows(n, prefix="x"):
@@ -79,33 +79,38 @@ def test_lock_names_its_owner_and_takes_over_only_dead_owners(tmp_path):
     RunLock(path, force=True, report=messages.append).acquire()
 
 
-def test_schema_file_describes_every_array_the_store_writes(tmp_path):
-    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
-    store = SplitStore.create(tmp_path / "s.zarr", "pool", 1, 4, 2, {})
-    documented = set(schema["split_groups"]["arrays"])
-    assert documented == set(ROW_ARRAYS) | {SKETCH}
-    for name, spec in schema["split_groups"]["arrays"].items():
-        dtype = store.group[name].dtype
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_schema_file_describes_every_array_the_store_writes(tmp_path, dtype):
+    schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
+    store = SplitStore.create(tmp_path / "s.zarr", "pool", 1, 4, 2, {"sketch_dtype": dtype})
+    documented = {name: spec for name, spec in schema["split_groups"]["arrays"].items()
+                  if "only" not in spec or dtype in spec["only"]}
+    assert set(documented) == set(ROW_ARRAYS) | {SKETCH} | ({SCALE} if dtype == "int8" else set())
+    assert set(documented) == set(store.group.array_keys())
+    for name, spec in documented.items():
+        dtype_of = store.group[name].dtype
         if spec["dtype"].startswith("string"):
-            assert "str" in str(dtype).lower() or dtype.kind in "OUT", name
+            assert "str" in str(dtype_of).lower() or dtype_of.kind in "OUT", name
         else:
-            assert str(np.dtype(dtype)) == spec["dtype"], name
+            assert str(np.dtype(dtype_of)) in spec["dtype"], name
     root = zarr.open_group(str(tmp_path / "s.zarr"))
     assert set(schema["root_attributes"]) <= set(root.attrs)
+    assert set(schema["split_groups"]["attributes"]) >= set(store.group.attrs)
 
 
 def test_checkpoint_arrays_follow_the_schema(tmp_path):
     from iprox_ray.store.sketch_store import PER_CHECKPOINT, checkpoint_array
 
-    schema = json.loads((REPO / "storage_schema" / "v1.json").read_text())
+    schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
     attrs = {"checkpoints": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.25}, {"name": "c", "weight": 0.25}]}
     store = SplitStore.create(tmp_path / "s.zarr", "pool", 2, 4, 3, attrs)
     extra = set(store.group.array_keys()) - set(schema["split_groups"]["arrays"])
-    documented = {n.replace("<c>", str(c)) for n in schema["checkpoint_arrays"]["names"] for c in (1, 2)}
-    assert extra == documented == {checkpoint_array(n, c) for n in PER_CHECKPOINT for c in (1, 2)}
+    documented = {n.replace("<c>", str(c)) for n in schema["checkpoint_arrays"]["names"] for c in (1, 2)
+                  if not n.startswith(SCALE)}  # float16: no scales
+    assert extra == documented == {checkpoint_array(n, c) for n in PER_CHECKPOINT for c in (1, 2) if n != SCALE}
     rows = {name: np.zeros(3, dtype=object if name in ("sample_id", "domain", "subtask") else np.float32)
             for name in store.group.array_keys() if store.group[name].ndim == 1}
-    sketches = [np.full((3, 3), c + 1, np.float16) for c in range(3)]
+    sketches = [np.full((3, 3), c + 1, np.float32) for c in range(3)]
     store.write_shard(1, sketches, rows)
     for c in range(3):
         assert (store.read(checkpoint_array("sketch", c), store.shard_rows(1))[:3] == c + 1).all()

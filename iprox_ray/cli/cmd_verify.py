@@ -15,14 +15,16 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from iprox_ray.cli.common import known_failures
+    from iprox_ray.pipeline import locked_run
     from iprox_ray.store.layout import RunLayout
-    from iprox_ray.store.lock import RunLock
     from iprox_ray.store.verify import format_report, verify_run
 
     run_dir = Path(args.run_dir)
     with known_failures():
-        if args.repair:  # no run may write while shards are being forgotten
-            with RunLock(RunLayout(run_dir).lock):
+        if args.repair:  # no run (nor array group) may write while shards are being forgotten
+            if not RunLayout(run_dir).config.exists():
+                raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+            with locked_run(RunLayout(run_dir)):
                 report = verify_run(run_dir, repair=True)
         else:
             report = verify_run(run_dir)

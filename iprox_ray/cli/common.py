@@ -35,7 +35,7 @@ class KnownFailure(Exception):
 def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.corpus.manifest import ManifestMismatchError
     from iprox_ray.corpus.sources import CorpusError
-    from iprox_ray.execution.task import ShardFailed
+    from iprox_ray.execution.task import ShardFailed, WorkersLostError
     from iprox_ray.pipeline import RunMismatchError
     from iprox_ray.stages.preflight import NoUsableRowsError
     from iprox_ray.store.digest import StoreDamagedError
@@ -43,7 +43,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.store.sketch_store import StoreMismatchError
 
     return (ManifestMismatchError, CorpusError, ShardFailed, RunMismatchError, RunLockedError, StoreMismatchError,
-            NoUsableRowsError, StoreDamagedError)
+            NoUsableRowsError, StoreDamagedError, WorkersLostError)
 
 
 # Here, not in main.py: `python -m iprox_ray.cli.main` runs main.py as __main__, a second module

@@ -1,4 +1,5 @@
-"""Turn a raw row into a conversation with a stable id, or say precisely why it cannot be used."""
+"""Turn a raw row into a conversation (or a plain text) with a stable id, or say precisely why it
+cannot be used."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ class Conversation:
     messages: list[dict[str, str]]
     domain: str = ""
     subtask: str = ""
+
+
+@dataclass(frozen=True)
+class TextRow:
+    """A plain-text row (data.format = "text"); `token_ids` when its window was cut already."""
+
+    sample_id: str
+    text: str
+    domain: str = ""
+    subtask: str = ""
+    token_ids: tuple[int, ...] | None = None
 
 
 def _text(value: Any, column: str) -> str:
@@ -70,9 +82,33 @@ def _messages_from_row(values: dict[str, Any], spec: SourceSpec) -> list[dict[st
     return messages
 
 
-def content_id(messages: list[dict[str, str]]) -> str:
+def content_id(messages: list[dict[str, str]] | str) -> str:
     payload = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return "h" + hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
+
+
+def row_labels(values: dict[str, Any], spec: SourceSpec) -> tuple[str, str]:
+    def label(column: str | None) -> str:
+        return "" if not column or values.get(column) is None else str(values[column])
+
+    return label(spec.domain_column), label(spec.subtask_column)
+
+
+def _row_id(values: dict[str, Any], spec: SourceSpec, content) -> str:
+    if not spec.id_column:
+        return content_id(content)
+    if values.get(spec.id_column) in (None, ""):
+        raise RowError("missing-column", f"id column {spec.id_column!r} is missing or empty")
+    return str(values[spec.id_column])
+
+
+def parse_text_row(values: dict[str, Any], spec: SourceSpec) -> TextRow:
+    if values.get(spec.text_column) is None:
+        raise RowError("missing-column", f"row has no {spec.text_column!r}")
+    text = _text(values[spec.text_column], spec.text_column)
+    if not text.strip():
+        raise RowError("empty-text", f"empty {spec.text_column}")
+    return TextRow(_row_id(values, spec, text), text, *row_labels(values, spec))
 
 
 def parse_row(values: dict[str, Any], spec: SourceSpec) -> Conversation:
@@ -84,14 +120,4 @@ def parse_row(values: dict[str, Any], spec: SourceSpec) -> Conversation:
     empty = [m["role"] for m in messages if not m["content"].strip()]
     if empty:
         raise RowError("empty-text", f"empty {'/'.join(empty)} message")
-    if spec.id_column:
-        if values.get(spec.id_column) in (None, ""):
-            raise RowError("missing-column", f"id column {spec.id_column!r} is missing or empty")
-        sample_id = str(values[spec.id_column])
-    else:
-        sample_id = content_id(messages)
-
-    def label(column: str | None) -> str:
-        return "" if not column or values.get(column) is None else str(values[column])
-
-    return Conversation(sample_id, messages, label(spec.domain_column), label(spec.subtask_column))
+    return Conversation(_row_id(values, spec, messages), messages, *row_labels(values, spec))

@@ -1,4 +1,5 @@
-"""Read one manifest shard into encoded conversations plus quarantine records for its bad rows."""
+"""Read one manifest shard into encoded rows (conversations or texts) plus quarantine records for
+its bad rows."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from iprox_ray.corpus.encode import ChatEncoder, Encoded
+from iprox_ray.corpus.encode import Encoded
 from iprox_ray.corpus.manifest import Manifest, Shard
-from iprox_ray.corpus.rows import Conversation, RowError, parse_row
+from iprox_ray.corpus.rows import Conversation, RowError, TextRow, parse_row
 from iprox_ray.corpus.sources import InputFile, read_rows
 from iprox_ray.spec import SourceSpec
 
@@ -31,7 +32,7 @@ QUARANTINE_SCHEMA = pa.schema(
 class ShardRows:
     shard: Shard
     local_rows: list[int] = field(default_factory=list)  # row within the shard, per kept row
-    conversations: list[Conversation] = field(default_factory=list)
+    conversations: list[Conversation | TextRow] = field(default_factory=list)  # the kept rows, parsed
     encoded: list[Encoded] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
 
@@ -39,11 +40,13 @@ class ShardRows:
         return pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA)
 
 
-def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder | None,
-               only: set[int] | None = None) -> ShardRows:
-    """Parse (and, given an encoder, tokenise) every row, or only the shard's local rows in `only`;
-    bad rows are recorded, never raised."""
+def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder, only: set[int] | None = None,
+               encode: bool = True) -> ShardRows:
+    """Parse (and, given an encoder of corpus/formats.py and `encode`, tokenise) every row, or only
+    the shard's local rows in `only`; bad rows are recorded, never raised. Without an encoder rows
+    are parsed as conversations."""
     out = ShardRows(shard)
+    parse = parse_row if encoder is None else encoder.parse
     source = InputFile(Path(shard.file), shard.format)
     for raw in read_rows(source, shard.row_start, shard.row_stop, shard.byte_start):
         if only is not None and raw.index - shard.row_start not in only:
@@ -53,9 +56,9 @@ def read_shard(split: str, shard: Shard, spec: SourceSpec, encoder: ChatEncoder 
             if raw.error:
                 reason, _, detail = raw.error.partition(": ")
                 raise RowError(reason, detail)
-            conv = parse_row(raw.values, spec)
+            conv = parse(raw.values, spec)
             sample_id = conv.sample_id
-            enc = encoder.encode(conv.messages) if encoder is not None else None
+            enc = encoder.encode_row(conv) if encoder is not None and encode else None
         except RowError as err:
             out.quarantine.append(
                 {
@@ -79,7 +82,7 @@ TOKEN_SAMPLE_SHARDS = 32
 TOKEN_SAMPLE_ROWS_PER_SHARD = 8
 
 
-def estimate_tokens_per_row(manifest: Manifest, split: str, spec: SourceSpec, encoder: ChatEncoder, seed: int) -> float:
+def estimate_tokens_per_row(manifest: Manifest, split: str, spec: SourceSpec, encoder, seed: int) -> float:
     """Mean templated tokens (after truncation) of the usable rows in a seeded sample: a few rows from each
     of up to TOKEN_SAMPLE_SHARDS shards, so a huge split costs a few dozen small reads. With no usable
     row sampled, max_length (the pre-flight check then reports the split)."""

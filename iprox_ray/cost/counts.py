@@ -2,7 +2,7 @@
 take on disk.
 
 Rows come from the same manifest the run freezes (Parquet metadata, JSONL newline count); tokens
-from a seeded sample encoded with the workers' ChatEncoder; padding from the workers' batch plan.
+from a seeded sample encoded with the workers' encoder (corpus/formats.py); padding from the workers' batch plan.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iprox_ray.corpus.batching import Batch, make_batches, plan_batches
-from iprox_ray.corpus.encode import ChatEncoder, Encoded
+from iprox_ray.corpus.encode import Encoded
+from iprox_ray.corpus.formats import encode_all
 from iprox_ray.corpus.manifest import Manifest, build_manifest
 from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.shard_reader import read_shard
@@ -30,7 +31,7 @@ CRC_BYTES = 4
 SYNTHETIC_SHARDS = 8  # length draws per shard size when the sample is not the whole split
 
 
-def manifest_of(job: JobSpec, split: str, source: SourceSpec, encoder: ChatEncoder) -> Manifest:
+def manifest_of(job: JobSpec, split: str, source: SourceSpec, encoder) -> Manifest:
     """The manifest a run would freeze for this source (nothing written; "auto" shard sizes from
     the run's own token probe)."""
     return build_manifest(discover(source.paths, source.format, job.base_dir), source.rows_per_shard,
@@ -65,7 +66,7 @@ class SplitSample:
         return int(round(self.manifest.n_rows * self.mean_tokens))
 
 
-def sample_split(split: str, manifest: Manifest, source: SourceSpec, encoder: ChatEncoder, count: int,
+def sample_split(split: str, manifest: Manifest, source: SourceSpec, encoder, count: int,
                  seed: int) -> SplitSample:
     """Encode a seeded uniform sample of `count` rows (all rows when the split is smaller)."""
     chosen = sample_count(manifest, count, seed)
@@ -75,18 +76,18 @@ def sample_split(split: str, manifest: Manifest, source: SourceSpec, encoder: Ch
     for shard_id, local in sorted(chosen.items()):
         shard = manifest.shards[shard_id]
         t0 = time.perf_counter()
-        rows = read_shard(split, shard, source, None, only=set(local))  # parse only: encoding is timed below
+        rows = read_shard(split, shard, source, encoder, only=set(local), encode=False)  # encoding is timed below
         read_s += time.perf_counter() - t0
         read_rows += shard.n_rows  # the reader walks the whole shard
         lengths = out.lengths_by_shard.setdefault(shard_id, [])
         t0 = time.perf_counter()
         for conv in rows.conversations:
             try:
-                enc = encoder.encode(conv.messages)
+                rows_of = encode_all(encoder, conv)
             except RowError:
                 continue  # quarantined by the worker too
-            out.encoded.append(enc)
-            lengths.append(enc.n_tokens)
+            out.encoded += rows_of
+            lengths += [enc.n_tokens for enc in rows_of]
         encode_s += time.perf_counter() - t0
     out.read_seconds_per_row = read_s / max(1, read_rows)
     out.encode_seconds_per_row = encode_s / max(1, out.sampled)

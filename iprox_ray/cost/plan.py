@@ -74,7 +74,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     base = rss()  # the driver's interpreter and imports, before any model or data
     layout = worker_layout(job)
     reason = config_only_reason(job)
-    inputs = sample_inputs(job, scoring.needs, sample_rows)
+    inputs = sample_inputs(job, scoring.needs, sample_rows, run_dir, notes)
     timed = None
     if reason is not None:
         notes.append(f"sizes from the model's config alone (meta device): {reason}; nothing was timed (seconds "

@@ -4,11 +4,12 @@ method sketches, each split's counts and sketch bytes, and the notes about the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from iprox_ray.cost.counts import SplitSample, manifest_of, sample_split, shard_padded_tokens, sketch_array_bytes
 from iprox_ray.cost.result import SplitCost
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.stages.inputs import encoder_for
+from iprox_ray.stages.inputs import encoder_for, render_now, windowed
 from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.layout import POOL, target_split
 
@@ -26,18 +27,26 @@ class Inputs:
     pad_id: int
 
 
-def sample_inputs(job: JobSpec, needs, sample_rows: int) -> Inputs:
-    encoder = encoder_for(job)
+def sample_inputs(job: JobSpec, needs, sample_rows: int, run_dir: Path | None, notes: list[str]) -> Inputs:
+    # Windowed text splits are sampled as documents, each counted as all its windows.
+    encoders = {split: encoder_for(job, split, render_now(run_dir), documents=True) for split in (MAIN_TARGET, POOL)}
     seed = job.run.seed + 1009  # a sample of its own, not the warm-up's
-    samples = {split: sample_split(split, manifest_of(job, split, source, encoder), source, encoder, sample_rows, seed)
+    samples = {split: sample_split(split, manifest_of(job, split, source, encoders[split]), source, encoders[split],
+                                   sample_rows, seed)
                for split, source in ((MAIN_TARGET, job.data.target), (POOL, job.data.pool))}
+    for split, sample in samples.items():
+        if windowed(job, split):
+            notes.append(f"{split}: data.text_windows = \"all\": its {sample.manifest.n_rows} documents make about "
+                         f"{sample.manifest.n_rows * sample.usable_share:.0f} window rows ({sample.usable_share:.2f} "
+                         "per document in the sample); tokens, seconds and sketched rows count every window, its "
+                         "rows, shards and store bytes count documents")
     pool = samples[POOL]
     usable_pool = max(1, int(round(pool.manifest.n_rows * pool.usable_share)))
     share = {MAIN_TARGET: 1.0 if needs.target_sketch else 0.0,
              POOL: {"all": 1.0, "none": 0.0}.get(needs.pool_sketch, 1.0)}
     if needs.pool_sketch == "landmarks" and job.scoring.landmarks.sketch == "landmarks":
         share[POOL] = min(1.0, job.scoring.landmarks.count / usable_pool)
-    return Inputs(samples, share, max(1, len(job.sketch.checkpoints)), seed, encoder.tokenizer.pad_token_id)
+    return Inputs(samples, share, max(1, len(job.sketch.checkpoints)), seed, encoders[POOL].tokenizer.pad_token_id)
 
 
 def split_costs(job: JobSpec, inputs: Inputs, dim: int) -> tuple[list[SplitCost], dict[str, dict[int, float]]]:

@@ -20,6 +20,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass, field
@@ -86,23 +87,31 @@ def require_ray(version: str | None = None) -> None:
 
 def private_dir(path: str) -> str:
     """Create `path` with mode 0700, or accept an existing one only if it is a real directory of
-    ours that nobody else can enter: it sits in a shared /tmp and will hold Ray's sockets."""
+    ours that nobody else can enter: it sits in a shared /tmp and will hold Ray's sockets. When
+    the name is taken by something else (another user's folder, a symlink, a folder open to
+    others), a fresh private folder beside it is used instead, and said; returns the folder used."""
     try:
         os.mkdir(path, 0o700)
         os.chmod(path, 0o700)  # whatever the umask
     except FileExistsError:
         pass
+    problem = _not_private(path)
+    if problem is None:
+        return path
+    fresh = tempfile.mkdtemp(prefix=f"{os.path.basename(path)}-", dir=os.path.dirname(path))  # mode 0700
+    print(f"note: {path} {problem}; using {fresh} instead (it will not be trusted or touched)", file=sys.stderr)
+    return fresh
+
+
+def _not_private(path: str) -> str | None:
     st = os.lstat(path)  # lstat: a symlink planted by someone else is refused, never followed
     if not stat.S_ISDIR(st.st_mode):
-        raise PermissionError(f"{path} exists and is not a plain directory (a symlink?); remove it or "
-                              "choose another path")
+        return "exists and is not a plain directory (a symlink?)"
     if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); "
-                              "refusing it as a private Ray folder")
+        return f"belongs to uid {st.st_uid}, not to this user (uid {os.getuid()})"
     if st.st_mode & 0o077:
-        raise PermissionError(f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
-                              "remove it (its contents cannot be trusted) or chmod 700 it")
-    return path
+        return f"is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
 
 
 def ray_temp_dir(private: str) -> str:

@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
 from iprox_ray.execution.executors import Callbacks, short_error
-from iprox_ray.execution.task import ShardRef, ShardTask
+from iprox_ray.execution.task import ShardRef, ShardTask, WorkersLostError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,11 @@ class RayActorPoolExecutor:
                         deaths += 1
                         log.warning("actor died on %s (%s); re-queueing it", shard, short_error(exc))
                         if deaths > death_budget:
-                            raise RuntimeError(f"{deaths} actor deaths; last: {short_error(exc)}") from exc
+                            raise WorkersLostError(
+                                f"{deaths} Ray actor deaths in one stage (at most {death_budget} are replaced); the "
+                                f"last on {shard.stage} shard {shard.shard}: {short_error(exc).splitlines()[-1]}. "
+                                "Finished shards are kept: rerun to resume. Actors killed for memory: lower "
+                                "sketch.token_budget or cluster.actors") from exc
                         pending.appendleft(shard)
                         self.actors.remove(actor)
                         replacement = self._spawn(task)

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import shutil
 import tempfile
 from typing import Iterator
 
@@ -39,7 +40,10 @@ def ray_session(address: str = "local", num_cpus: int | None = None, auth: str =
     with contextlib.ExitStack() as stack:
         if address == "local":
             # "local" always starts a fresh embedded cluster (never a stale /tmp/ray one).
-            folder = private_dir(f"/tmp/ipr-ray-{os.getuid()}")
+            wanted = f"/tmp/ipr-ray-{os.getuid()}"
+            folder = private_dir(wanted)
+            if folder != wanted:  # a fresh folder of this session only: removed after it
+                stack.callback(shutil.rmtree, folder, True)
             kwargs.update(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
                           _temp_dir=ray_temp_dir(folder))
             stack.enter_context(_local_cluster_env(auth, folder))

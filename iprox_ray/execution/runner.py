@@ -44,8 +44,10 @@ def run_sharded_stages(
     max_retries: int = 2,
     show_progress: bool = True,
     select: Callable[[ShardRef], bool] | None = None,
+    guard: Callable[[str], None] | None = None,
 ) -> StageReport:
-    """`select` restricts the run to some shards (an array job owns a fixed subset)."""
+    """`select` restricts the run to some shards (an array job owns a fixed subset); `guard(what)`
+    raises when the caller may no longer write (e.g. its run lock was taken over)."""
     markers = {w.stage: w.markers for w in work}
     todo = []
     for w in work:
@@ -73,6 +75,8 @@ def run_sharded_stages(
         markers[ref.stage].mark_started(ref.shard, {**info, "driver": driver})
 
     def on_result(ref: ShardRef, stats: dict) -> None:
+        if guard is not None:
+            guard(f"mark {ref.stage} shard {ref.shard} done")
         markers[ref.stage].mark_done(ref.shard, stats)
         markers[ref.stage].clear_started(ref.shard)
         report.shards_run += 1

@@ -50,3 +50,7 @@ class ShardFailed(RuntimeError):
         ref, error = next(iter(failures.items()))
         super().__init__(f"{len(failures)} shard(s) failed; {ref.stage} shard {ref.shard}: {error}")
         self.failures = failures
+
+
+class WorkersLostError(RuntimeError):
+    """More workers died (killed, out of memory, a crashed node) than the executor allows."""

@@ -4,11 +4,12 @@ propagated to the pool by kernel ridge regression on cheap JVP embeddings."""
 from __future__ import annotations
 
 from iprox_ray.influence.less import unit_rows
+from iprox_ray.spec import SpecError
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmark_fidelity import landmark_fidelity
 from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.scorers import EmbeddingScorer, Scorer, TargetFeatures, checkpoint_weights, fit_landmark_model, sketch_rows
+from iprox_ray.stages.scorers import EmbeddingScorer, Scorer, TargetFeatures, fit_landmark_model, sketch_rows
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import open_root
 
@@ -18,9 +19,12 @@ class InfluenceDistillation(ScoringMethod):
     needs = Needs(pool_sketch="landmarks", target_sketch=True, embeddings=("jvp",))
     second_order = True
 
+    def validate(self, job) -> None:
+        super().validate(job)
+        if len(job.sketch.checkpoints) > 1:
+            raise SpecError("sketch.checkpoints: influence-distillation scores one model: sketch a single checkpoint")
+
     def build_scorer(self, inputs: TargetInputs) -> Scorer:
-        if len(checkpoint_weights(inputs.pool)) > 1:
-            raise ValueError("influence-distillation scores one model: sketch a single checkpoint (no sketch.checkpoints)")
         ctx = inputs.ctx
         features = TargetFeatures.build(unit_rows(sketch_rows(inputs.target, inputs.rows, 0)), inputs.columns)
         embeddings = EmbeddingStore.open(ctx.layout.store, "jvp", POOL)

@@ -76,18 +76,28 @@ class AdamState:
         return state
 
 
+def adam_state_files(path: Path) -> list[Path]:
+    """The files an Adam state at `path` is read from: an iprox-ray state folder's two files, a
+    Trainer/accelerate optimizer.pt/.bin inside a folder, or that file itself."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    if (path / "optimizer.json").is_file():
+        return [path / "optimizer.json", path / "optimizer.safetensors"]
+    for candidate in ("optimizer.pt", "optimizer.bin"):
+        if (path / candidate).is_file():
+            return [path / candidate]
+    raise FileNotFoundError(f"{path} holds neither optimizer.json ({FORMAT}) nor optimizer.pt/.bin")
+
+
 def load_adam_state(path: Path, model: nn.Module | None = None) -> AdamState:
     """An iprox-ray state folder, or a Trainer/accelerate optimizer file (needs the model)."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "optimizer.json").exists():
-            return AdamState.load(path)
-        for candidate in ("optimizer.pt", "optimizer.bin"):
-            if (path / candidate).exists():
-                path = path / candidate
-                break
-        else:
-            raise FileNotFoundError(f"{path} holds neither optimizer.json ({FORMAT}) nor optimizer.pt/.bin")
+    files = adam_state_files(Path(path))
+    if files[0].name == "optimizer.json":
+        return AdamState.load(files[0].parent)
+    path = files[0]
     if model is None:
         raise ValueError(f"importing {path} needs the model, to map parameter indices to names")
     return import_torch_optimizer(path, model)

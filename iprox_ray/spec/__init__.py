@@ -8,10 +8,11 @@ from iprox_ray.spec.output import OutputSpec
 from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
 from iprox_ray.spec.proxy import FidelitySpec, ProxySpec
 from iprox_ray.spec.sketch import SketchSpec
+from iprox_ray.spec.store import StoreSpec
 from iprox_ray.spec.warmup import WarmupSpec
 
 __all__ = [
     "ClusterSpec", "DataSpec", "FidelitySpec", "JobSpec", "ModelSpec", "OutputSpec", "ProxySpec", "RunSpec",
-    "ScoringSpec", "SelectionSpec", "SketchSpec", "SlurmSpec", "SourceSpec", "SpecError",
+    "ScoringSpec", "SelectionSpec", "SketchSpec", "SlurmSpec", "SourceSpec", "SpecError", "StoreSpec",
     "WarmupSpec", "build_job", "fingerprint", "load_job",
 ]

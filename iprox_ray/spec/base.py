@@ -40,15 +40,18 @@ class Section(BaseModel):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid spec {source}:"]
+    """One line per problem (one line in all for a single one), naming its key path."""
+    lines = []
     for item in err.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
             reason = "unknown key"
         else:
-            reason = item["msg"]
-        lines.append(f"  {path}: {reason}")
-    return "\n".join(lines)
+            reason = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {reason}")
+    if len(lines) == 1:
+        return f"invalid spec {source}: {lines[0]}"
+    return "\n".join([f"invalid spec {source}:", *(f"  {line}" for line in lines)])
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -57,6 +60,13 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise SpecError(f"spec file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise SpecError(f"{path} is a folder, not a spec file: give the job's .toml file") from exc
+    except PermissionError as exc:
+        raise SpecError(f"cannot read spec file {path}: permission denied") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "TOML files are UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from exc
 

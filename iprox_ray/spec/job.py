@@ -22,6 +22,7 @@ from iprox_ray.spec.output import OutputSpec
 from iprox_ray.spec.selection import ScoringSpec, SelectionSpec
 from iprox_ray.spec.proxy import FidelitySpec, ProxySpec
 from iprox_ray.spec.sketch import SketchSpec
+from iprox_ray.spec.store import StoreSpec
 from iprox_ray.spec.warmup import WarmupSpec
 
 # Sections that change no computed number: excluded from every fingerprint.
@@ -42,6 +43,7 @@ class JobSpec(Section):
     proxy: ProxySpec = Field(default_factory=ProxySpec)
     fidelity: FidelitySpec = Field(default_factory=FidelitySpec)
     sketch: SketchSpec = Field(default_factory=SketchSpec)
+    store: StoreSpec = Field(default_factory=StoreSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)

@@ -15,12 +15,17 @@ LOW_RANK_METHODS = ("ipsvd", "svd", "random")
 class ProxySpec(Section):
     """How the proxy is made. Stage 1 (`method`), then optional stage-2 alignment of the factors.
 
+    auto (default): build the `auto_candidate` proxy, check it against the target and exact
+    influence on probe rows (the fidelity report), and sketch with it only when the verdict says
+    it pays ([fidelity] pays_* thresholds); otherwise sketch with the target and say so;
     none: the warmed target itself; ipsvd / svd / random: every matched linear replaced by A·B;
     layer_extraction: keep round((1−ρ)·L) decoder layers (the first of every block);
     model: an off-the-shelf smaller model at `model_path` (same tokenizer).
     """
 
-    method: Literal["none", "ipsvd", "svd", "random", "layer_extraction", "model"] = "ipsvd"
+    method: Literal["auto", "none", "ipsvd", "svd", "random", "layer_extraction", "model"] = "auto"
+    auto_candidate: Literal["ipsvd", "svd", "random", "layer_extraction"] = Field(
+        "ipsvd", description="method = 'auto': the proxy built and checked")
     rho: float = Field(0.5, gt=0, lt=1, description="fraction of each layer's parameters removed")
     rank_multiple: int = Field(128, ge=1)
     rank_rule: Literal["uniform", "global"] = Field(
@@ -74,8 +79,13 @@ class ProxySpec(Section):
         return self
 
     @property
+    def built_method(self) -> str:
+        """The proxy construction that runs: the candidate under 'auto', else the method itself."""
+        return self.auto_candidate if self.method == "auto" else self.method
+
+    @property
     def is_low_rank(self) -> bool:
-        return self.method in LOW_RANK_METHODS
+        return self.built_method in LOW_RANK_METHODS
 
 
 class FidelitySpec(Section):
@@ -89,3 +99,11 @@ class FidelitySpec(Section):
         32, ge=0, description="probe rows also scored by exact bs=1 gradients of the warmed target (every "
                               "trained parameter, no projection), so the report shows sketch-vs-exact; 0 skips"
     )
+    # The verdict (and proxy.method = 'auto'): the proxy pays when it sketches this much faster and
+    # keeps this share of the target sketch's Spearman against exact influence (without exact
+    # rows: this Spearman against the target's own sketch scores).
+    pays_speedup: float = Field(1.5, gt=0, description="measured sketch speed-up the proxy must reach")
+    pays_fidelity_share: float = Field(0.9, gt=0, le=1, description="share of the target sketch's Spearman vs "
+                                                                     "exact influence the proxy must keep")
+    pays_spearman: float = Field(0.8, gt=-1, le=1, description="without exact rows: the proxy's Spearman vs the "
+                                                               "target's sketch scores")

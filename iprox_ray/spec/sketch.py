@@ -58,7 +58,7 @@ class SketchSpec(Section):
     )
     optimizer_state: str | None = Field(None, description="Adam state for the features; default: the warm-up's")
     checkpoints: list[CheckpointSpec] = Field(
-        default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none')"
+        default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none' or 'auto')"
     )
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     token_budget: int | Literal["auto"] = Field(

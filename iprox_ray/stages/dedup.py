@@ -26,6 +26,7 @@ from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.batched_reads import read_rows_at, shard_batches
 from iprox_ray.stages.context import RunContext
 from iprox_ray.store.atomic import atomic_parquet_writer
+from iprox_ray.store.chunks import row_chunk_keys, store_root, sync_files
 from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
 from iprox_ray.store.layout import dedup_stage
@@ -189,13 +190,17 @@ def find_duplicates(store: SplitStore, memory_bytes: int = DEFAULT_MEMORY_BYTES,
 
 
 def mark_duplicates(store: SplitStore, dup_rows: np.ndarray) -> None:
-    """Set `written` to DUPLICATE at the (sorted) rows, rewriting whole shards in batches."""
+    """Set `written` to DUPLICATE at the (sorted) rows, rewriting whole shards in batches; the
+    rewritten chunk files are durable when this returns (Zarr replaces each one atomically)."""
+    arr = store.group["written"]
     for span in shard_batches(store):
         lo, hi = np.searchsorted(dup_rows, [span.start, span.stop])
         if hi > lo:
             written = read_span(store.group, "written", span)
             written[dup_rows[lo:hi] - span.start] = DUPLICATE
-            store.group["written"][span] = written
+            arr[span] = written
+            shards = np.unique(dup_rows[lo:hi] // store.rows_per_shard).tolist()
+            sync_files(store_root(arr), [key for shard in shards for key in row_chunk_keys(arr, shard)])
 
 
 def quarantine_batches(store: SplitStore, manifest: Manifest, split: str, dup_rows: np.ndarray,
@@ -224,6 +229,7 @@ def run_dedup(ctx: RunContext, split: str, manifest: Manifest) -> int:
         return int(done["duplicates"])
     store = SplitStore.open(ctx.layout.store, split)
     dup_rows, first_rows = find_duplicates(store, spill_dir=ctx.layout.root)
+    ctx.guard(f"rewrite the row status of {split}")
     mark_duplicates(store, dup_rows)
     out = ctx.layout.duplicates(split)
     with atomic_parquet_writer(out, QUARANTINE_SCHEMA) as writer:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
+from iprox_ray.spec import DataSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed_task import EmbedInputs, EmbedShardTask
-from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.layout import embed_stage
@@ -26,8 +28,7 @@ def embedding_settings(ctx: RunContext, kind: str) -> dict:
 
 
 def embedding_fingerprint(ctx: RunContext, kind: str, split: str) -> str:
-    data = "data.pool" if split == POOL else "data.target"
-    sections = ["run.seed", "model", "warmup", "proxy", "data.max_length", "data.truncation", data]
+    sections = ["run.seed", "model", "warmup", "proxy", *DataSpec.encoding_keys(split == POOL)]
     return ctx.job.stage_fingerprint(*sections, *(f"scoring.embed.{k}" for k in JVP_SETTINGS if kind == "jvp"))
 
 
@@ -48,7 +49,7 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         return None
     job = ctx.job
     open_root(ctx.layout.store, job.fingerprint())
-    work, inputs = [], {}
+    work, inputs, encodings = [], {}, {}
     for kind, split in wanted:
         manifest = manifest_for(ctx, split)
         attrs = {"fingerprint": embedding_fingerprint(ctx, kind, split), "settings": embedding_settings(ctx, kind),
@@ -56,7 +57,11 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         store = EmbeddingStore.create(ctx.layout.store, kind, split, manifest.n_shards, manifest.rows_per_shard,
                                       embedding_dim(ctx, kind, ref), attrs)
         stage = embed_stage(kind, split)
-        work.append(StageWork(stage, store.n_shards, embed_markers(ctx, kind, split)))
+        markers = embed_markers(ctx, kind, split)
+        record_group(ctx, stage, store)
+        redo_lost_shards(ctx, stage, markers)
+        work.append(StageWork(stage, store.n_shards, markers))
+        encodings[stage] = encoding_for(ctx, split)
         inputs[stage] = EmbedInputs(split, kind, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)))
     task = EmbedShardTask(
@@ -66,9 +71,8 @@ def run_embed(ctx: RunContext, wanted: list[tuple[str, str]], ref: ModelRef, pla
         embed=job.scoring.embed,
         model=ref,
         tokenizer_dir=tokenizer_path(ctx.job),
-        max_length=job.data.max_length,
-        truncation=job.data.truncation,
+        encodings=encodings,
         store_path=ctx.layout.store,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
-                              show_progress=not ctx.quiet)
+                              show_progress=not ctx.quiet, guard=ctx.guard)

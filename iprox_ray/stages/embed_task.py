@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
@@ -25,6 +25,7 @@ from iprox_ray.sketch.jvp import JvpEmbedder
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.spec import SourceSpec
 from iprox_ray.spec.selection import EmbedSpec
+from iprox_ray.stages.compute import compute_record
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
@@ -55,8 +56,7 @@ class EmbedShardTask:
     embed: EmbedSpec
     model: ModelRef
     tokenizer_dir: Path
-    max_length: int
-    truncation: str
+    encodings: dict[str, EncodingSettings]  # by stage: how its rows become tokens (data.format)
     store_path: Path
     _state: dict = field(default_factory=dict, repr=False)
 
@@ -66,10 +66,12 @@ class EmbedShardTask:
         kinds = sorted({v.kind for v in self.splits.values()})
         # Forward-mode AD has no rule for fused attention kernels: eager attention when JVPs are due.
         model = (dataclasses.replace(self.model, attn="eager") if "jvp" in kinds else self.model).load()
-        if torch.cuda.is_available() and self.resources.gpus:
+        use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
+        if use_gpu:
             model = model.to("cuda")
         self._state = {
-            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "compute": compute_record(self.model.dtype, use_gpu),  # embeddings run in the weights' dtype
+            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "embedders": {kind: make_embedder(kind, model, self.embed) for kind in kinds},
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
@@ -88,7 +90,7 @@ class EmbedShardTask:
         store: EmbeddingStore = st["stores"][ref.stage]
         embedder = st["embedders"][inputs.kind]
         shard = st["manifests"][ref.stage].shards[ref.shard]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
         n = shard.n_rows
         matrix = np.zeros((n, store.dim), dtype=np.float32)
         written = np.full(n, SKIPPED, dtype=np.uint8)
@@ -103,6 +105,7 @@ class EmbedShardTask:
             written[target] = np.where(finite, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~finite).sum())
-        digest = store.write_shard(ref.shard, matrix, written)
-        return {"group": store.location, "digest": digest, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
-                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start}
+        record = store.write_shard(ref.shard, matrix, written)  # durable before the marker is written
+        return {"group": store.location, **record, "rows": n, "embedded": len(rows.encoded) - nonfinite, "nonfinite": nonfinite,
+                "skipped": n - len(rows.encoded), "tokens": tokens, "seconds": time.perf_counter() - start,
+                "compute": st["compute"]}

@@ -21,9 +21,9 @@ from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained
 from iprox_ray.proxy.artifact import read_manifest
 from iprox_ray.proxy.build import stage2_summary
-from iprox_ray.proxy.fidelity import forward_flops_per_token
-from iprox_ray.sketch.factory import make_sketcher
-from iprox_ray.spec import SketchSpec
+from iprox_ray.proxy.fidelity import forward_flops_per_token, sketch_flops_per_token
+from iprox_ray.sketch.factory import make_sketcher, sketched_modules
+from iprox_ray.spec import FidelitySpec, SketchSpec
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.spec.proxy import LOW_RANK_METHODS
 from iprox_ray.stages.context import RunContext
@@ -33,6 +33,7 @@ from iprox_ray.stages.inputs import (
     make_encoder,
     manifest_for,
     sample_rows,
+    source_for,
     target_split,
 )
 from iprox_ray.stages.model_ref import ModelRef
@@ -58,14 +59,15 @@ def sketch_rows(model: torch.nn.Module, encoded, s: SketchSpec, pad_id: int) -> 
 
 def probe_data(ctx: RunContext):
     spec = ctx.job.fidelity
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, POOL)
     pool_manifest = manifest_for(ctx, POOL)
     fraction = min(1.0, spec.pool_rows / pool_manifest.n_rows)
     pool = encode_sample(ctx, pool_manifest, sample_rows(pool_manifest, fraction, seed=ctx.job.run.seed + 8), encoder)
-    target_manifest = manifest_for(ctx, target_split("main"))
+    split = target_split("main")
+    target_manifest, target_encoder = manifest_for(ctx, split), make_encoder(ctx, split)
     target = []
     for shard in target_manifest.shards:
-        target += read_shard("target", shard, ctx.job.data.target, encoder).encoded
+        target += read_shard(split, shard, source_for(ctx, split), target_encoder).encoded
         if len(target) >= spec.target_rows:
             break
     return pool, target[: spec.target_rows], encoder.tokenizer.pad_token_id
@@ -106,8 +108,12 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     share, hits, k = top_overlap(a, b, spec.top_fraction)
     exact = _exact_section(full, pool, target, full_scores, proxy_scores, spec)
     mean_len = float(np.mean([e.n_tokens for e in pool]))
+    loss_share = float(sum(int(e.trainable.sum()) for e in pool) / max(1, sum(e.n_tokens for e in pool)))
+    s = ctx.job.sketch
+    bound = {name: sketch_flops_per_token(m, sketched_modules(m, s), mean_len, loss_share, s.proj_in, s.proj_out)
+             for name, m in (("target", full), ("proxy", small))}
     report = {
-        "proxy": {"kind": proxy.kind, "method": ctx.job.proxy.method, "rho": ctx.job.proxy.rho},
+        "proxy": {"kind": proxy.kind, "method": ctx.job.proxy.built_method, "rho": ctx.job.proxy.rho},
         "pool_rows": int(ok.sum()), "target_rows": len(target),
         "spearman": spearman(a, b), "kendall": kendall_tau_b(a, b),
         "top_fraction": spec.top_fraction, "top_overlap": share, "top_hits": hits, "top_k": k,
@@ -115,11 +121,14 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "forward_flops_per_token": {"target": forward_flops_per_token(full, mean_len),
                                     "proxy": forward_flops_per_token(small, mean_len), "mean_length": mean_len},
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
+        "sketch_flops_per_token": bound,
+        "flop_bound_speedup": bound["target"] / max(bound["proxy"], 1.0),
         **_build_info(proxy),
         "exact": exact,
+        "points": {"target": _finite_list(full_scores), "proxy": _finite_list(proxy_scores)},  # the HTML report's scatter
         "key": key,
     }
-    report["verdict"] = verdict(report)
+    report["pays"], report["verdict"] = verdict(report, spec)
     _scatter(a, b, report, scatter_path)
     atomic_write_json(report_path, report)  # last: its key marks the report complete
     report["plot"] = str(scatter_path)
@@ -137,29 +146,24 @@ def _build_info(proxy: ModelRef) -> dict:
             "stage2": stage2}
 
 
-# The proxy pays when it sketches this much faster and keeps this share of the target sketch's
-# agreement with exact influence (or, without exact rows, this Spearman against the target).
-PAYS_SPEEDUP = 1.5
-PAYS_FIDELITY_SHARE = 0.9
-PAYS_SPEARMAN = 0.8
-
-
-def verdict(r: dict) -> str:
-    """One line: does the proxy pay at this ρ on these rows?"""
+def verdict(r: dict, spec: FidelitySpec) -> tuple[bool, str]:
+    """(pays, one line): does the proxy pay at this ρ on these rows? Thresholds: spec.pays_*."""
     t = r["sketch_tokens_per_s"]
     speed = t["proxy"] / max(t["target"], 1e-9)
     exact = r.get("exact")
     if exact:
         kept = exact["proxy"]["spearman"] / max(exact["target_sketch"]["spearman"], 1e-9)
-        faithful, how = kept >= PAYS_FIDELITY_SHARE, f"keeps {kept:.0%} of the target sketch's Spearman vs exact"
+        faithful, how = kept >= spec.pays_fidelity_share, f"keeps {kept:.0%} of the target sketch's Spearman vs exact"
+        need = f"{spec.pays_fidelity_share:.0%}"
     else:
-        faithful, how = r["spearman"] >= PAYS_SPEARMAN, f"Spearman {r['spearman']:.2f} vs the target"
-    fast = speed >= PAYS_SPEEDUP
-    pays = "pays" if fast and faithful else "does not pay"
-    why = [] if fast else [f"sketches only {speed:.2f}x faster (needs {PAYS_SPEEDUP}x)"]
-    why += [] if faithful else [f"{how} (needs {PAYS_FIDELITY_SHARE:.0%})" if exact else f"{how} (needs {PAYS_SPEARMAN})"]
+        faithful, how = r["spearman"] >= spec.pays_spearman, f"Spearman {r['spearman']:.2f} vs the target"
+        need = f"{spec.pays_spearman}"
+    fast = speed >= spec.pays_speedup
+    pays = fast and faithful
+    why = [] if fast else [f"sketches only {speed:.2f}x faster (needs {spec.pays_speedup}x)"]
+    why += [] if faithful else [f"{how} (needs {need})"]
     detail = "; ".join(why) if why else f"{speed:.2f}x the sketch throughput, {how}"
-    return f"verdict: the proxy {pays} at rho={r['proxy']['rho']} ({detail})"
+    return pays, f"verdict: the proxy {'pays' if pays else 'does not pay'} at rho={r['proxy']['rho']} ({detail})"
 
 
 def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict | None:
@@ -176,7 +180,13 @@ def _exact_section(full, pool, target, full_scores, proxy_scores, spec) -> dict 
         share, _, _ = top_overlap(exact[ok], scores[:n][ok], spec.top_fraction)
         return {"spearman": spearman(exact[ok], scores[:n][ok]), "top_overlap": share}
 
-    return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores)}
+    return {"rows": n, "seconds": seconds, "target_sketch": versus(full_scores), "proxy": versus(proxy_scores),
+            "scores": _finite_list(exact)}  # the first n probe rows', as in points
+
+
+def _finite_list(values: np.ndarray) -> list[float | None]:
+    """JSON-safe scores (None where not finite)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def _stage2_line(r: dict) -> str:
@@ -214,7 +224,9 @@ def format_report(r: dict) -> str:
         f"top-{r['top_fraction']:.0%} overlap {r['top_overlap']:.2f} ({r['top_hits']}/{r['top_k']})",
         f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
         f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
-        f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x)"
+        f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x"
+        + (f"; FLOP-bound {r['flop_bound_speedup']:.2f}x, so {t['proxy'] / t['target'] / r['flop_bound_speedup']:.0%} of it"
+           if r.get("flop_bound_speedup") else "") + ")"
         + (f"   proxy build {r['build_seconds']:.1f}s" if r.get("build_seconds") is not None else ""),
         *([] if not r.get("exact") else [
             f"  vs exact influence ({r['exact']['rows']} rows, bs=1, every trained parameter): "

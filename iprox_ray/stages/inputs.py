@@ -1,36 +1,57 @@
-"""Inputs for the driver-side stages: frozen manifests, tokenizer, and seeded row samples."""
+"""Inputs for the driver-side stages: frozen manifests, the split's encoder, and seeded row samples."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import collate
-from iprox_ray.corpus.encode import ChatEncoder, Encoded
+from iprox_ray.corpus.encode import DataFormatError, Encoded
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
 from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
+from iprox_ray.corpus.windows import windows_source
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import JobSpec, SourceSpec
 from iprox_ray.stages.context import RunContext
-from iprox_ray.store.layout import POOL, target_split
+from iprox_ray.stages.windows import cut_windows
+from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.store.layout import POOL, RunLayout, target_split
+
+
+def windowed(job: JobSpec, split: str) -> bool:
+    """Is the split read as the windows cut from its documents (corpus/windows.py)?"""
+    return job.data.format_of(split == POOL) == "text" and job.data.text_windows == "all"
+
+
+def input_source(job: JobSpec, split: str) -> SourceSpec:
+    """The split's inputs as the job names them."""
+    return job.data.pool if split == POOL else job.data.target
 
 
 def source_for(ctx: RunContext, split: str) -> SourceSpec:
-    return ctx.job.data.pool if split == POOL else ctx.job.data.target
+    """What the split's manifest and readers read: its inputs, or the windows cut from them."""
+    source = input_source(ctx.job, split)
+    return windows_source(source, ctx.layout.windows_dir(split)) if windowed(ctx.job, split) else source
 
 
 def token_probe(job: JobSpec, split: str, source: SourceSpec,
-                encoder: Callable[[], ChatEncoder]) -> Callable[[Manifest], float]:
+                encoder: Callable[[], object]) -> Callable[[Manifest], float]:
     """What sizes `rows_per_shard = "auto"`: mean tokens per row of a seeded sample of a probe
     manifest (called, and the encoder built, only when an auto size is first chosen)."""
     return lambda probe: estimate_tokens_per_row(probe, split, source, encoder(), job.run.seed + 11)
 
 
 def manifest_for(ctx: RunContext, split: str) -> Manifest:
+    if windowed(ctx.job, split):
+        cut_windows(ctx, split, input_source(ctx.job, split), lambda: make_encoder(ctx, split, documents=True))
     source = source_for(ctx, split)
-    tokens_per_row = token_probe(ctx.job, split, source, lambda: make_encoder(ctx))
+    tokens_per_row = token_probe(ctx.job, split, source, lambda: make_encoder(ctx, split))
     return freeze_manifest(
         source.paths,
         source.format,
@@ -47,13 +68,69 @@ def tokenizer_path(job: JobSpec):
     return job.resolve_path(job.model.tokenizer or job.model.path)
 
 
-def encoder_for(job: JobSpec) -> ChatEncoder:
-    """The workers' encoder: the job's tokenizer, max_length and truncation."""
-    return ChatEncoder(load_tokenizer(tokenizer_path(job)), job.data.max_length, job.data.truncation)
+def template_text(job: JobSpec) -> str | None:
+    """The Jinja text of data.template_file (None when no split uses format "template")."""
+    if not job.data.template_file:
+        return None
+    path = job.resolve_path(job.data.template_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"data.template_file: cannot read {path}: {exc}") from None
 
 
-def make_encoder(ctx: RunContext) -> ChatEncoder:
-    return encoder_for(ctx.job)
+def encoding_settings(job: JobSpec, split: str, now: str | None = None, documents: bool = False) -> EncodingSettings:
+    """How the split's rows are encoded. A windowed text split is read as its cut windows, or
+    with `documents` as the documents themselves (to cut them, or to count their windows)."""
+    data = job.data
+    fmt = data.format_of(split == POOL)
+    windows = "cut" if windowed(job, split) and not documents else data.text_windows
+    return EncodingSettings(fmt, data.max_length, data.truncation, data.system_prompt,
+                            template_text(job) if fmt == "template" else None, now, windows)
+
+
+def render_record(ctx: RunContext) -> dict:
+    """The inputs a template reads besides the row, fixed at the run's first encode and read by
+    every later one (a resume, `iprox-ray score` of a new target): the instant its clock shows,
+    and the template file's digest (a changed file refuses)."""
+    path = ctx.layout.render_record
+    template = template_text(ctx.job)
+    digest = hashlib.sha256(template.encode()).hexdigest() if template is not None else None
+    if not path.exists():
+        atomic_write_json(path, {"now": datetime.now().isoformat(timespec="seconds"), "template_sha256": digest})
+    record = read_json(path)
+    if digest is not None and record.get("template_sha256") not in (None, digest):
+        raise DataFormatError(f"data.template_file {ctx.job.data.template_file} changed since run directory "
+                              f"{ctx.layout.root} was started; restore it, or use --force-new to start anew")
+    return record
+
+
+def encoding_for(ctx: RunContext, split: str, documents: bool = False) -> EncodingSettings:
+    """The settings every encoder of this run's split is built from (driver and workers)."""
+    return encoding_settings(ctx.job, split, render_record(ctx)["now"], documents)
+
+
+def render_now(run_dir: Path | None) -> str | None:
+    """A run directory's recorded template clock, if it has one (`iprox-ray plan --run-dir`)."""
+    path = RunLayout(Path(run_dir)).render_record if run_dir is not None else None
+    return read_json(path)["now"] if path is not None and path.exists() else None
+
+
+def encoder_for(job: JobSpec, split: str, now: str | None = None, documents: bool = False):
+    """An encoder outside a run directory (`iprox-ray plan`, the settings check)."""
+    return build_encoder(encoding_settings(job, split, now, documents), load_tokenizer(tokenizer_path(job)))
+
+
+def make_encoder(ctx: RunContext, split: str, documents: bool = False):
+    return build_encoder(encoding_for(ctx, split, documents), load_tokenizer(tokenizer_path(ctx.job)))
+
+
+def check_data_formats(job: JobSpec) -> None:
+    """The settings check: each split's format can be built with this tokenizer (a chat template
+    where "chat" needs one, an eos token for "tulu", a readable template file)."""
+    tokenizer = load_tokenizer(tokenizer_path(job))
+    for split in (POOL, target_split("main")):
+        build_encoder(encoding_settings(job, split, documents=True), tokenizer)
 
 
 def sample_rows(manifest: Manifest, fraction: float, seed: int, min_rows: int = 1) -> dict[int, list[int]]:
@@ -72,11 +149,12 @@ def sample_count(manifest: Manifest, count: int, seed: int) -> dict[int, list[in
     return {int(shards[lo]): local[lo:hi] for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo}
 
 
-def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[int]], encoder: ChatEncoder) -> list[Encoded]:
-    """Encoded rows of a sample, in sample order; quarantined rows are simply absent."""
+def encode_sample(ctx: RunContext, manifest: Manifest, chosen: dict[int, list[int]], encoder) -> list[Encoded]:
+    """Encoded pool rows of a sample, in sample order; quarantined rows are simply absent."""
     out: list[Encoded] = []
+    source = source_for(ctx, POOL)
     for shard_id, local_rows in sorted(chosen.items()):
-        rows = read_shard(POOL, manifest.shards[shard_id], ctx.job.data.pool, encoder, only=set(local_rows))
+        rows = read_shard(POOL, manifest.shards[shard_id], source, encoder, only=set(local_rows))
         out.extend(rows.encoded)
     return out
 

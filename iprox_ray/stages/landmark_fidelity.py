@@ -33,7 +33,7 @@ def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, cont
     emb = EmbeddingStore.open(store, "jvp", POOL, mode="r")
     t_rows = np.flatnonzero(target.read("written") == OK)
     subtasks = by_subtask(target.gather("subtask", t_rows))
-    columns = subtasks.reduce_rows(unit_rows(target.gather("sketch", t_rows)))  # [J, D]
+    columns = subtasks.reduce_rows(unit_rows(target.units(t_rows)))  # [J, D]
     how = ctx.job.scoring.resolved_aggregate()
     propagated = open_root(store)[scores_name]
     landmarks = read_landmarks(ctx)
@@ -44,7 +44,7 @@ def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, cont
         local = np.flatnonzero(ok)
         if not len(local):
             continue
-        units = unit_rows(pool.read("sketch", span)[local])
+        units = unit_rows(pool.units(span)[local])
         rows.append(span.start + local)
         exact.append(aggregate(units @ columns.T, subtasks, how))
         approx.append(propagated[span][local])

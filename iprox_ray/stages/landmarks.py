@@ -9,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from iprox_ray.influence import landmarks
+from iprox_ray.spec import DataSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.sketch import RowSubset
+from iprox_ray.store import driver_arrays
+from iprox_ray.store.digest import read_checked
 from iprox_ray.store.embedding_store import OK, EmbeddingStore
 from iprox_ray.store.sketch_store import open_root
 from iprox_ray.store.layout import LANDMARKS, LANDMARKS_STAGE
@@ -21,12 +24,12 @@ ARRAY = LANDMARKS
 
 
 def landmark_fingerprint(ctx: RunContext) -> str:
-    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "data.pool", "data.max_length",
-                                     "data.truncation", "scoring.embed", "scoring.landmarks")
+    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", *DataSpec.encoding_keys(True),
+                                     "scoring.embed", "scoring.landmarks")
 
 
 def read_landmarks(ctx: RunContext) -> np.ndarray:
-    return np.asarray(open_root(ctx.layout.store)[ARRAY][:], dtype=np.int64)
+    return np.asarray(read_checked(open_root(ctx.layout.store)[ARRAY]), dtype=np.int64)
 
 
 def run_landmarks(ctx: RunContext) -> RowSubset:
@@ -40,12 +43,12 @@ def run_landmarks(ctx: RunContext) -> RowSubset:
     rows = landmarks.choose(spec.method, valid, spec.count, spec.seed, spec.candidates,
                             lambda r: emb.gather("embedding", r))
     root = open_root(ctx.layout.store)
-    if ARRAY in root:
-        del root[ARRAY]  # left by an interrupted run
-    arr = root.create_array(ARRAY, shape=(len(rows),), chunks=(max(1, len(rows)),), dtype="int64")
+    ctx.guard("replace the landmarks")
+    arr = driver_arrays.create(root, ARRAY, shape=(len(rows),), chunks=(max(1, len(rows)),), dtype="int64")
     arr[:] = rows
     arr.attrs.update({"method": spec.method, "requested": spec.count, "seed": spec.seed,
                       "fingerprint": landmark_fingerprint(ctx)})
     ctx.say(f"landmarks: {len(rows)} of {len(valid)} embedded pool rows ({spec.method})")
-    ctx.mark_stage_done(STAGE, {"count": int(len(rows)), "valid": int(len(valid))}, outputs=(ctx.layout.store / ARRAY,))
+    ctx.mark_stage_done(STAGE, {"count": int(len(rows)), "valid": int(len(valid)),
+                                "arrays": driver_arrays.seal(root, [ARRAY])}, outputs=(ctx.layout.store / ARRAY,))
     return RowSubset(STAGE, rows, landmark_fingerprint(ctx))

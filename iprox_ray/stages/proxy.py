@@ -26,6 +26,7 @@ from iprox_ray.stages.inputs import (
     tokenizer_path,
 )
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.proxy_choice import choose_model
 from iprox_ray.store.layout import PROXY_STAGE
 
 STAGE = PROXY_STAGE  # stages/<STAGE>.json
@@ -39,7 +40,7 @@ def construction_rows(ctx: RunContext):
     flat = [(shard, row) for shard, rows in sorted(chosen.items()) for row in rows]
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(job.run.seed + 6)).tolist()
     n_probe = min(len(flat), max(spec.min_probe_rows, round(spec.probe_fraction * len(flat))))
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, POOL)
 
     def encode(picks):
         grouped: dict[int, list[int]] = {}
@@ -78,7 +79,7 @@ def finite_rows(model: torch.nn.Module, encoded: list, pad_id: int, batch_size: 
 
 def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     """Make the proxy of the model at target_dir and save it in out_dir; returns its manifest info."""
-    spec, seed = ctx.job.proxy, ctx.job.run.seed
+    spec, seed = ctx.job.proxy.model_copy(update={"method": ctx.job.proxy.built_method}), ctx.job.run.seed
     target = load_pretrained(target_dir, "float32", ctx.job.model.attn_implementation).to(device_for_build())
     probes, align_rows, pad_id = construction_rows(ctx)
     probes, bad_probes = finite_rows(target, probes, pad_id)
@@ -96,7 +97,7 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
     built = make_proxy(target, spec, probe_batches, len(probes), epochs, seed, heldout)
     proxy, report, plans, kept = built.model, built.stage2, built.plans, built.kept_layers
     info = {
-        "method": spec.method,
+        "method": spec.method,  # the construction that ran (under 'auto': the candidate)
         "rho": spec.rho,
         "rank_multiple": spec.rank_multiple,
         "target_fingerprint": ctx.job.stage_fingerprint("run.seed", "model", "data.pool", "warmup"),
@@ -117,18 +118,46 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
 
 
 def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
+    """The model the sketch stage uses: the warmed target, an off-the-shelf model, or the built
+    proxy (under 'auto' only when the fidelity check says it pays: stages/proxy_choice.py)."""
     spec, model_spec = ctx.job.proxy, ctx.job.model
+    target = ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
     if spec.method == "none":
-        return ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
+        return target
     if spec.method == "model":
         return off_the_shelf(ctx)
-    ref = ModelRef("proxy", ctx.layout.proxy_dir, model_spec.dtype, model_spec.attn_implementation)
+    if spec.method == "auto" and ctx.job.sketch.checkpoints:
+        ctx.say("proxy: method 'auto' sketches the target itself: sketch.checkpoints sketch their own models")
+        return target
+    ref = built_proxy(ctx, warmed_dir)
+    if spec.method != "auto":
+        return ref
+    return choose_model(ctx, warmed_dir, ref, target)
+
+
+def proxy_ref(ctx: RunContext) -> ModelRef:
+    """The run's proxy artifact (built or not yet)."""
+    return ModelRef("proxy", ctx.layout.proxy_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
+
+
+def checked_model(ctx: RunContext, used: ModelRef) -> ModelRef:
+    """The model the fidelity report compares with the target: the one sketching, or under 'auto'
+    the candidate proxy whether or not it was chosen."""
+    auto = ctx.job.proxy.method == "auto" and not ctx.job.sketch.checkpoints
+    return proxy_ref(ctx) if auto else used
+
+
+def built_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
+    """Build (or reuse) the run's proxy artifact."""
+    spec = ctx.job.proxy
+    ref = proxy_ref(ctx)
     if ctx.stage_done(STAGE):
         return ref
+    ctx.guard("build the proxy")
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
     aligned = f"; {stage2_summary(stage2)}" if stage2 else ""
-    ctx.say(f"proxy ({spec.method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
+    ctx.say(f"proxy ({spec.built_method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
             f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
     ctx.mark_stage_done(STAGE, info, outputs=(ref.path,))
     return ref

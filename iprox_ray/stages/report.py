@@ -12,18 +12,28 @@ import pyarrow.parquet as pq
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
 from iprox_ray.stages.batched_reads import rows_with_status, shard_batches
 from iprox_ray.stages.context import RunContext
+from iprox_ray.stages.proxy_choice import decision_line
 from iprox_ray.stages.scorers import holdout_line
-from iprox_ray.store.atomic import atomic_write_json, atomic_write_parquet
-from iprox_ray.store.digest import read_span
+from iprox_ray.stages.preflight import reason_counts
+from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json, read_json
+from iprox_ray.store.digest import read_checked, read_span
+from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
 
-def merge_quarantine(ctx: RunContext) -> pa.Table:
+def merge_quarantine(ctx: RunContext) -> Counter:
+    """quarantine.parquet from every split's quarantine files, one file at a time; returns the
+    quarantined rows per (split, reason), counted by Arrow (no Python object per record)."""
     folder = ctx.layout.quarantine_root
-    parts = [pq.read_table(p) for p in sorted(folder.rglob("*.parquet"))] if folder.exists() else []
-    table = pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
-    atomic_write_parquet(ctx.layout.quarantine_all, table)
-    return table
+    counts: Counter = Counter()
+    with atomic_parquet_writer(ctx.layout.quarantine_all, QUARANTINE_SCHEMA) as writer:
+        for path in sorted(folder.rglob("*.parquet")) if folder.exists() else []:
+            table = pq.read_table(path).cast(QUARANTINE_SCHEMA)
+            writer.write_table(table)
+            pairs = table.group_by(["split", "reason"]).aggregate([([], "count_all")])
+            counts.update(dict(zip(zip(pairs.column("split").to_pylist(), pairs.column("reason").to_pylist()),
+                                   pairs.column("count_all").to_pylist())))
+    return counts
 
 
 def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, float]:
@@ -34,6 +44,14 @@ def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, flo
 
 def domain_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
     return domain_shares_from_counts(Counter(str(x) or "(none)" for x in labels))
+
+
+def column_domain_shares(column) -> dict[str, float]:
+    """domain_shares of an Arrow text column, counted by Arrow."""
+    counts: Counter = Counter()
+    for label, n in reason_counts(column).items():
+        counts[str(label or "") or "(none)"] += n
+    return domain_shares_from_counts(counts)
 
 
 def pool_domain_counts(pool: SplitStore) -> Counter:
@@ -62,7 +80,7 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
     S = arr.chunks[0]
     lo, hi = np.inf, -np.inf
     for start in range(0, arr.shape[0], S):  # pass 1: range; pass 2: counts (memory O(chunk))
-        v = arr[start : start + S]
+        v = read_checked(arr, slice(start, start + S))
         v = v[np.isfinite(v)]
         if v.size:
             lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
@@ -71,7 +89,7 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     for start in range(0, arr.shape[0], S):
-        v = arr[start : start + S]
+        v = read_checked(arr, slice(start, start + S))
         counts += np.histogram(v[np.isfinite(v)], bins=edges)[0]
     weights = selection.column("weight").to_numpy() if selection is not None and selection.num_rows else None
     weighted = weights is not None and np.ptp(weights) > 1e-12 * max(1.0, float(np.abs(weights).max()))
@@ -102,10 +120,9 @@ def score_histogram(ctx: RunContext, scores_name: str, cutoff: float | None, out
 
 def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manifests: dict,
                   out: Path | None = None, extra: dict | None = None) -> dict:
-    quarantine = merge_quarantine(ctx)
-    reasons = Counter(zip(quarantine.column("split").to_pylist(), quarantine.column("reason").to_pylist()))
+    reasons = merge_quarantine(ctx)
     pool = SplitStore.open(ctx.layout.store, "pool")
-    selection = pq.read_table(selection_info["selection"])
+    selection = pq.read_table(selection_info["selection"], columns=["domain"])
     summary = {
         "run_dir": str(ctx.layout.root),
         "config_fingerprint": ctx.job.fingerprint(),
@@ -121,13 +138,23 @@ def build_summary(ctx: RunContext, target_name: str, selection_info: dict, manif
         "method": ctx.job.scoring.method,
         "strategy": selection_info.get("strategy", "topk"),
         "domain_share_pool": domain_shares_from_counts(pool_domain_counts(pool)),
-        "domain_share_selection": domain_shares(selection.column("domain").to_pylist()),
+        "domain_share_selection": column_domain_shares(selection.column("domain")),
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "selection": selection_info["selection"],
+        **proxy_choice(ctx),
         **(extra or {}),
     }
     atomic_write_json(out or ctx.layout.summary, summary)
     return summary
+
+
+def proxy_choice(ctx: RunContext) -> dict:
+    """proxy.method = 'auto': which model sketched and why (the proxy-choice stage record)."""
+    path = ctx.layout.stage_done(PROXY_CHOICE_STAGE)
+    if not path.exists():
+        return {}
+    record = read_json(path)
+    return {"proxy_choice": {k: v for k, v in record.items() if k not in ("stage", "finished_at", "outputs")}}
 
 
 def format_summary(summary: dict) -> str:
@@ -153,6 +180,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
                      f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
                      f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
+    if summary.get("proxy_choice"):
+        lines.append("  " + decision_line(summary["proxy_choice"]))
     budget = summary.get("sketch_token_budget")
     if budget and budget.get("tokens"):
         lines.append(f"  sketch token budget: {budget['tokens']}" + (" (auto)" if budget.get("auto") else ""))

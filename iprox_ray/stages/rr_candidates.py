@@ -12,6 +12,8 @@ import numpy as np
 
 from iprox_ray.influence.column_topk import BYTES_PER_CANDIDATE, candidate_bytes
 from iprox_ray.spec import SpecError
+from iprox_ray.store import driver_arrays
+from iprox_ray.store.digest import read_checked
 from iprox_ray.spec.selection import SelectionSpec
 
 WRITE_BYTES = 64 << 20  # columns written per batch: at most this much of the [C, k] matrices
@@ -44,12 +46,13 @@ def write_candidates(root, path: str, rows: list[np.ndarray], scores: list[np.nd
     """Store the per-column candidate lists (best first) as [C, k] arrays, a batch of columns at a time."""
     if path in root:
         del root[path]
-    group = root.create_group(path)
+    root.create_group(path)
     n_cols = len(rows)
     step = max(1, min(n_cols, WRITE_BYTES // (8 * k)))
-    row_arr = group.create_array("rows", shape=(n_cols, k), chunks=(step, k), dtype="int64", fill_value=-1)
-    score_arr = group.create_array("scores", shape=(n_cols, k), chunks=(step, k), dtype="float32",
-                                   fill_value=np.nan)
+    row_arr = driver_arrays.create(root, f"{path}/rows", shape=(n_cols, k), chunks=(step, k), dtype="int64",
+                                   fill_value=-1)
+    score_arr = driver_arrays.create(root, f"{path}/scores", shape=(n_cols, k), chunks=(step, k), dtype="float32",
+                                     fill_value=np.nan)
     for lo in range(0, n_cols, step):
         hi = min(n_cols, lo + step)
         r = np.full((hi - lo, k), -1, np.int64)
@@ -59,7 +62,7 @@ def write_candidates(root, path: str, rows: list[np.ndarray], scores: list[np.nd
             s[j - lo, : len(scores[j])] = scores[j]
         row_arr[lo:hi] = r
         score_arr[lo:hi] = s
-    group.attrs.update({"columns": "examples", "labels": list(labels), "k": int(k)})
+    root[path].attrs.update({"columns": "examples", "labels": list(labels), "k": int(k)})
 
 
 def read_candidates(group, k: int) -> tuple[list[np.ndarray], list[str]]:
@@ -73,6 +76,6 @@ def read_candidates(group, k: int) -> tuple[list[np.ndarray], list[str]]:
     step = max(1, min(n_cols, WRITE_BYTES // (8 * stored_k)))
     out = []
     for lo in range(0, n_cols, step):
-        for column in arr[lo : lo + step]:
+        for column in read_checked(arr, slice(lo, lo + step)):
             out.append(column[:k][column[:k] >= 0])
     return out, list(group.attrs.get("labels", []))

@@ -14,6 +14,7 @@ from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
 from iprox_ray.methods import method_for
 from iprox_ray.methods.base import ScoringMethod, TargetInputs
+from iprox_ray.spec import SpecError
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL
 from iprox_ray.stages.landmarks import read_landmarks
@@ -22,6 +23,7 @@ from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candidates
 from iprox_ray.stages.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
+from iprox_ray.store import driver_arrays
 from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
 from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
 
@@ -64,22 +66,23 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     to_subtasks = subtasks.mean_matrix().astype(np.float32) if per_example else None
     second_order = spec.second_order.enabled
     if second_order and (not method.second_order or per_example or ref is None):
-        raise ValueError(f"scoring.second_order needs a method that has it (not {method.name!r}), one aggregated "
+        raise SpecError(f"scoring.second_order needs a method that has it (not {method.name!r}), one aggregated "
                          "score (selection.strategy 'topk' or 'weights') and the model")
 
     root = open_root(ctx.layout.store)
     col_name = score_columns(target_name)
     cand_name = score_candidates(target_name)
+    ctx.guard(f"replace the score arrays of target {target_name!r}")
     for path in (name, col_name, cand_name):
         if path in root:
             del root[path]  # a half-written array from an interrupted run
     S = pool.rows_per_shard
-    scores = root.create_array(name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
+    scores = driver_arrays.create(root, name, shape=(pool.n_rows,), chunks=(S,), dtype="float32", fill_value=np.nan)
     col_arr = None
     candidates = ColumnTopK(columns.count, max(1, k)) if round_robin else None
     if columns.count > 1 and not round_robin:
-        col_arr = root.create_array(col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
-                                    dtype="float32", fill_value=np.nan)
+        col_arr = driver_arrays.create(root, col_name, shape=(pool.n_rows, columns.count), chunks=(S, columns.count),
+                                       dtype="float32", fill_value=np.nan)
         col_arr.attrs.update({"columns": columns.kind, "labels": list(columns.labels)})
     attrs = {"method": method.name, "target": target_split, "target_examples": int(len(t_rows)), "aggregate": how,
              "columns": columns.kind, "subtasks": list(subtasks.labels), **scorer.info}
@@ -103,7 +106,9 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
                                         scorer.embeddings, ctx.job.selection.size_for(valid), valid))
         scores.attrs.update(attrs)
     extra = col_name if col_arr is not None else cand_name if candidates is not None else None
+    written = [name, *([extra] if extra else []), *([attrs["second_order"]["first_order_array"]] if second_order else [])]
     ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None,
-                                "candidates": cand_name if candidates is not None else None, **attrs},
+                                "candidates": cand_name if candidates is not None else None, **attrs,
+                                "arrays": driver_arrays.seal(root, written)},
                         outputs=(ctx.layout.store / name,) + ((ctx.layout.store / extra,) if extra else ()))
     return name

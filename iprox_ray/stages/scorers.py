@@ -14,6 +14,7 @@ import numpy as np
 
 from iprox_ray.influence import krr
 from iprox_ray.influence.columns import Columns
+from iprox_ray.influence.int8_scores import row_scores
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.spec.selection import LandmarkSpec, ScoringSpec
 from iprox_ray.stages.batched_reads import rows_with_status
@@ -23,8 +24,7 @@ from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_
 
 def sketch_rows(store: SplitStore, rows: np.ndarray, checkpoint: int = 0) -> np.ndarray:
     """The fp32 gradient sketch rows (unit row × norm) at store rows, for one checkpoint."""
-    units = store.gather(checkpoint_array("sketch", checkpoint), rows).astype(np.float32)
-    return units * store.gather(checkpoint_array("sketch_norm", checkpoint), rows)[:, None]
+    return store.units(rows, checkpoint) * store.gather(checkpoint_array("sketch_norm", checkpoint), rows)[:, None]
 
 
 def checkpoint_weights(store: SplitStore) -> list[float]:
@@ -39,7 +39,7 @@ def landmark_features(pool: SplitStore, rows: np.ndarray) -> np.ndarray:
     when `sketch.optimizer = "influence-distillation"`, else plain gradients; projected by
     `sketch.kind` (Kronecker, or SRHT as in §5 step 3).
     """
-    return unit_rows(pool.gather("sketch", rows))
+    return unit_rows(pool.units(rows))
 
 
 def candidate_mask(pool: SplitStore, span: slice, need_sketch: bool) -> np.ndarray:
@@ -89,12 +89,10 @@ class SketchScorer(Scorer):
         if ok.any():
             total = np.zeros((int(ok.sum()), self.n_columns), dtype=np.float32)
             for c, (target, weight) in enumerate(zip(self.targets, self.weights)):
-                units = self.pool.read(checkpoint_array("sketch", c), span)[ok].astype(np.float32)
-                if self.raw:
-                    feats = units * self.pool.read(checkpoint_array("sketch_norm", c), span)[ok][:, None]
-                else:
-                    feats = unit_rows(units)
-                total += np.float32(weight) * (feats @ target.rows.T)
+                payload, scale = self.pool.payload(span, c)
+                norm = self.pool.read(checkpoint_array("sketch_norm", c), span)[ok] if self.raw else None
+                total += np.float32(weight) * row_scores(payload[ok], None if scale is None else scale[ok],
+                                                         target.rows, norm)
             out[ok] = total
         return out
 

@@ -28,10 +28,11 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import make_encoder, source_for
+from iprox_ray.stages.inputs import POOL, make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
+from iprox_ray.store import driver_arrays
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import first_order_scores
@@ -41,7 +42,7 @@ from iprox_ray.store.layout import first_order_scores
 def encode_rows(ctx: RunContext, split: str, store_rows: np.ndarray, rows_per_shard: int) -> list[Encoded]:
     """The encoded rows at `store_rows` of a split, in that order (they must be valid rows)."""
     manifest = Manifest.load(ctx.layout.manifest(split), ctx.layout.manifest_info(split))
-    encoder = make_encoder(ctx)
+    encoder = make_encoder(ctx, split)
     by_row: dict[int, Encoded] = {}
     for shard_id in np.unique(np.asarray(store_rows) // rows_per_shard).tolist():
         rows = read_shard(split, manifest.shards[shard_id], source_for(ctx, split), encoder)
@@ -65,7 +66,7 @@ def second_order_direction(ctx: RunContext, ref: ModelRef, pool: SplitStore, tar
     model = dataclasses.replace(ref, attn="eager").load()  # double backward: no fused attention
     if ctx.job.sketch.lowrank == "product":  # the sketched weights are the products A·B
         densify(model)
-    pad_id = make_encoder(ctx).tokenizer.pad_token_id
+    pad_id = make_encoder(ctx, POOL).tokenizer.pad_token_id
     support_rows = encode_rows(ctx, "pool", support, pool.rows_per_shard)
     s = sketch_spec(ctx, ref)
     sketcher = make_sketcher(model, s)
@@ -94,12 +95,11 @@ def apply_second_order(ctx: RunContext, ref: ModelRef, scores_name: str, target_
     root = open_root(ctx.layout.store)
     pool = SplitStore.open(ctx.layout.store, "pool")
     target = SplitStore.open(ctx.layout.store, target_split)
-    scores = root[scores_name]
+    scores = driver_arrays.reopen(root, scores_name)  # rewritten below: every chunk keeps its file
     S = pool.rows_per_shard
     first_name = first_order_scores(target_name)
-    if first_name in root:
-        del root[first_name]
-    first = root.create_array(first_name, shape=scores.shape, chunks=scores.chunks, dtype="float32", fill_value=np.nan)
+    first = driver_arrays.create(root, first_name, shape=scores.shape, chunks=scores.chunks, dtype="float32",
+                                 fill_value=np.nan)
     for start in range(0, pool.n_rows, S):
         first[start : start + S] = scores[start : start + S]
     landmark_rows = usable_landmarks(pool, embeddings, landmark_rows)

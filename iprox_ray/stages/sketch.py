@@ -18,9 +18,11 @@ from iprox_ray.models.selection import linear_dims
 from iprox_ray.sketch.factory import (
     features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
 )
-from iprox_ray.spec import SketchSpec
+from iprox_ray.spec import DataSpec, SketchSpec
+from iprox_ray.stages.compute import require_precision, sketch_precision
 from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
@@ -68,30 +70,23 @@ class Checkpoints:
 
 
 def plan_checkpoints(ctx: RunContext, ref: ModelRef) -> Checkpoints:
+    """The models (and Adam states) to sketch; their presence was checked with the settings
+    (stages/model_files.py), before any work."""
     job, spec = ctx.job, ctx.job.sketch
     wants_adam = spec.optimizer != "none"
     if not spec.checkpoints:
         state = job.resolve_path(spec.optimizer_state) if spec.optimizer_state else ctx.layout.warmup_dir
-        if wants_adam and not (state / "optimizer.json").exists() and not state.is_file():
-            raise ValueError(f"sketch.optimizer = {spec.optimizer!r} needs an Adam state: none at {state} "
-                             "(enable the warm-up, or set sketch.optimizer_state)")
         return Checkpoints(["final"], [1.0], [ref], [state if wants_adam else None])
-    if job.proxy.method != "none":
-        raise ValueError("sketch.checkpoints sketch the checkpoints' own models: set proxy.method = 'none'")
-    models, states = [], []
-    for i, c in enumerate(spec.checkpoints):
-        models.append(ModelRef("hf", job.resolve_path(c.model), job.model.dtype, job.model.attn_implementation))
-        if wants_adam and c.optimizer is None:
-            raise ValueError(f"sketch.checkpoints[{i}] has no optimizer state but sketch.optimizer = {spec.optimizer!r}")
-        states.append(job.resolve_path(c.optimizer) if wants_adam else None)
+    models = [ModelRef("hf", job.resolve_path(c.model), job.model.dtype, job.model.attn_implementation)
+              for c in spec.checkpoints]
+    states = [job.resolve_path(c.optimizer) if wants_adam else None for c in spec.checkpoints]
     names = [c.name or f"ckpt{i}" for i, c in enumerate(spec.checkpoints)]
     return Checkpoints(names, spec.checkpoint_weights(), models, states)
 
 
 def sketch_fingerprint(ctx: RunContext, split: str) -> str:
-    data = "data.pool" if split == POOL else "data.target"
-    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch",
-                                     "data.max_length", "data.truncation", data)
+    return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", "sketch", "store",
+                                     *DataSpec.encoding_keys(split == POOL))
 
 
 def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
@@ -99,13 +94,27 @@ def markers_for(ctx: RunContext, split: str) -> ShardMarkers:
     return ShardMarkers(ctx.layout.completions(stage), ctx.layout.failures(stage), ctx.layout.inflight(stage))
 
 
+def stored_precisions(root) -> dict[str, str]:
+    """{split: precision} of every split already in the store."""
+    groups = [root["pool"]] if "pool" in root else []
+    if "targets" in root:
+        groups += [group for _, group in root["targets"].groups()]
+    return {str(g.attrs.get("split")): g.attrs["precision"] for g in groups if "precision" in g.attrs}
+
+
 def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
-                       checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all") -> SplitStore:
+                       checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all",
+                       precision: str = "float32") -> SplitStore:
+    """`precision` (stages/compute.py) must be the one every split of the store was sketched in."""
     job = ctx.job
     checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
     vectors = vectors_record(checkpoints.models[0].meta(), job.sketch)
     manifest = manifest_for(ctx, split)
-    open_root(ctx.layout.store, job.fingerprint())
+    root = open_root(ctx.layout.store, job.fingerprint())
+    for other, have in stored_precisions(root).items():
+        require_precision(have, precision, f"the store's split {other!r}",
+                          "Resume on the kind of device the run started on, or use another run directory (a "
+                          "sketch.autocast of 'off' or 'bf16' resolves alike on GPU and CPU).")
     return SplitStore.create(
         ctx.layout.store,
         split,
@@ -115,12 +124,14 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
             "projection": projection_record(job.sketch),
+            "sketch_dtype": job.store.sketch_dtype,
             "features": features_record(job.sketch, split == POOL),
             "checkpoints": checkpoints.record(),
             "modules": modules,
             "vectors": vectors,
             "model": ref.identity(),
             "sketched_rows": sketched_rows,
+            "precision": precision,
         },
     )
 
@@ -131,15 +142,21 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
     job = ctx.job
     checkpoints = plan_checkpoints(ctx, ref)
     modules = sketch_modules(checkpoints.models[0], job.sketch)
+    precision = sketch_precision(job.model.dtype, job.sketch.autocast, plan.resources.gpus >= 1)
     subsets = subsets or {}
-    work, inputs, only_rows = [], {}, {}
+    work, inputs, only_rows, encodings = [], {}, {}, {}
     for split in splits:
         subset = subsets.get(split)
-        store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all")
+        store = create_split_store(ctx, split, ref, modules, checkpoints, subset.describe() if subset else "all",
+                                   precision)
         stage = sketch_stage(split)
         if subset is not None:
             only_rows[stage] = subset.by_shard(store.rows_per_shard)
-        work.append(StageWork(stage, store.n_shards, markers_for(ctx, split)))
+        markers = markers_for(ctx, split)
+        record_group(ctx, stage, store)
+        redo_lost_shards(ctx, stage, markers)
+        work.append(StageWork(stage, store.n_shards, markers))
+        encodings[stage] = encoding_for(ctx, split)
         inputs[stage] = SplitInputs(split, source_for(ctx, split),
                                     (ctx.layout.manifest(split), ctx.layout.manifest_info(split)),
                                     ctx.layout.quarantine_dir(split))
@@ -151,10 +168,10 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx.job),
-        max_length=job.data.max_length,
-        truncation=job.data.truncation,
+        encodings=encodings,
         store_path=ctx.layout.store,
         only_rows=only_rows or None,
+        precision=precision,
     )
     return run_sharded_stages(work, task, make_executor(plan), job.cluster.max_shard_retries,
-                              show_progress=not ctx.quiet, select=ctx.shard_filter)
+                              show_progress=not ctx.quiet, select=ctx.shard_filter, guard=ctx.guard)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
@@ -30,6 +30,7 @@ from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
+from iprox_ray.stages.compute import compute_record, require_precision, sketch_precision
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import POOL, shard_file
@@ -55,18 +56,22 @@ class SketchShardTask:
     models: list[ModelRef]  # one per checkpoint
     adam_states: list[Path | None]  # per checkpoint; used for pool rows when sketch.optimizer != none
     tokenizer_dir: Path
-    max_length: int
-    truncation: str
+    encodings: dict[str, EncodingSettings]  # by stage: how its rows become tokens (data.format)
     store_path: Path
     # Optional row subset per stage: {stage: {shard: local rows}}; a stage absent here sketches
     # every row. Valid rows outside the subset get metadata only (written = NOT_SKETCHED).
     only_rows: dict[str, dict[int, tuple[int, ...]]] | None = None
+    precision: str = "float32"  # what the store's splits hold (stages/compute.py); a worker computing
+    # anything else refuses its shards
     _state: dict = field(default_factory=dict, repr=False)
 
     def setup(self) -> None:
         torch.set_num_threads(self.resources.threads)
         tokenizer = load_tokenizer(self.tokenizer_dir)
-        use_gpu = torch.cuda.is_available() and self.resources.gpus
+        use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
+        mine = sketch_precision(self.models[0].dtype, self.sketch.autocast, use_gpu)
+        require_precision(self.precision, mine, "the store", "This worker's device differs from the run's "
+                          "(a node without a GPU?): give every worker the same kind of device.")
         train_split = any(v.split == POOL for v in self.splits.values())
         sketchers = []
         for ref, state_path in zip(self.models, self.adam_states):
@@ -80,7 +85,8 @@ class SketchShardTask:
             adam = plain if state is None else make_sketcher(model, self.sketch, state)
             sketchers.append({"plain": plain, "adam": adam})
         self._state = {
-            "encoder": ChatEncoder(tokenizer, self.max_length, self.truncation),
+            "compute": compute_record(mine, use_gpu),
+            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
             "pad_id": tokenizer.pad_token_id,
             "sketchers": sketchers,
             "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
@@ -99,12 +105,12 @@ class SketchShardTask:
         inputs = self.splits[ref.stage]
         shard_id = ref.shard
         shard = st["manifests"][ref.stage].shards[shard_id]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoder"])
+        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
         n = shard.n_rows
         role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
         sketchers = [pair[role] for pair in st["sketchers"]]
         dim = sketchers[0].dim
-        sketches = [np.zeros((n, dim), dtype=np.float16) for _ in sketchers]
+        sketches = [np.zeros((n, dim), dtype=np.float32) for _ in sketchers]  # the store picks the disk dtype
         columns = {
             "sample_id": np.full(n, "", dtype=object),
             "domain": np.full(n, "", dtype=object),
@@ -143,8 +149,9 @@ class SketchShardTask:
                 norms = np.linalg.norm(values, axis=1)
                 finite = out.finite.cpu().numpy()
                 safe = np.where(finite & (norms > 0), norms, 1.0)
-                # Unit rows in fp16 keep full relative precision; the norm is kept apart in fp32.
-                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0).astype(np.float16)
+                # Unit rows (the store quantises them: fp16 or int8) keep full relative precision; the
+                # norm is kept apart in fp32.
+                sketches[c][target] = np.where(finite[:, None], values / safe[:, None], 0)
                 columns[checkpoint_array("sketch_norm", c)][target] = np.where(finite, norms, 0)
                 columns[checkpoint_array("loss", c)][target] = out.loss.cpu().numpy()
                 ok &= finite
@@ -155,7 +162,7 @@ class SketchShardTask:
             tokens += batch.n_tokens
             nonfinite += int((~ok).sum())
         store = st["stores"][ref.stage]
-        digest = store.write_shard(shard_id, sketches, columns)
+        record = store.write_shard(shard_id, sketches, columns)  # durable before the marker is written
         if rows.quarantine:
             atomic_write_parquet(shard_file(inputs.quarantine_dir, shard_id), rows.quarantine_table())
         domains: dict[str, int] = {}
@@ -163,7 +170,7 @@ class SketchShardTask:
             domains[conv.domain] = domains.get(conv.domain, 0) + 1
         return {
             "group": store.location,
-            "digest": digest,
+            **record,
             "rows": n,
             "sketched": len(encoded),
             "kept": len(rows.conversations) - nonfinite,
@@ -175,6 +182,7 @@ class SketchShardTask:
             # the machine (what `iprox-ray plan`'s predictions are checked against)
             "cpu_seconds": time.process_time() - cpu_start,
             "domains": domains,
+            "compute": st["compute"],
             **peak_memory(),
         }
 

@@ -54,7 +54,7 @@ def run_warmup(ctx: RunContext) -> Path:
     info = {"model_dir": str(out_dir / "model"), "trained": spec.enabled}
     if spec.enabled:
         manifest = manifest_for(ctx, POOL)
-        encoder = make_encoder(ctx)
+        encoder = make_encoder(ctx, POOL)
         chosen = sample_rows(manifest, spec.fraction, seed=job.run.seed + 1)
         encoded = encode_sample(ctx, manifest, chosen, encoder)
         epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
@@ -65,11 +65,13 @@ def run_warmup(ctx: RunContext) -> Path:
                          on_step=lambda step, loss: losses.append(loss), on_skip=skipped.append)
         if skipped:
             ctx.say(f"warm-up: skipped {len(skipped)} batch(es) with a non-finite loss or gradient")
+        ctx.guard("save the warm-up's model and Adam state")
         state.save(out_dir)
         info.update({"rows": len(encoded), "steps": len(losses), "skipped_nonfinite_batches": len(skipped),
                      "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None})
         trend = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
         ctx.say(f"warm-up: {len(encoded)} rows, {len(losses)} steps{trend}")
+    ctx.guard("save the warm-up's model")
     save_model(model, out_dir / "model")
     ctx.mark_stage_done(STAGE, info, outputs=(out_dir / "model",))
     return out_dir / "model"

@@ -11,18 +11,29 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a crash right after must not bring back the old name)."""
+def fsync_path(path: Path, folder: bool = False) -> bool:
+    """fsync a file (or, with `folder`, a directory's entries); False if it does not exist."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
     except OSError:
-        return
+        if folder:
+            return True
+        raise
     try:
         os.fsync(fd)
     except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is as durable as they allow
+        if not folder:
+            raise  # some filesystems refuse fsync on a directory; a rename is as durable as they allow
     finally:
         os.close(fd)
+    return True
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash right after must not bring back the old name)."""
+    fsync_path(folder, folder=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -8,6 +8,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from iprox_ray.store.chunks import chunk_key, store_root
+
 # Per-array views applied before hashing (e.g. a later stage's legitimate edits that are not damage).
 Views = Mapping[str, Callable[[np.ndarray], np.ndarray]]
 
@@ -40,14 +42,52 @@ def shard_digest(arrays: Mapping[str, np.ndarray], views: Views | None = None) -
 
 
 def read_span(group, name: str, rows, shard: int | None = None):
-    """group[name][rows], with a damaged chunk reported by array, rows and shard."""
+    """group[name][rows], with a damaged chunk reported by its file, array and shard."""
+    return read_checked(group[name], rows, shard)
+
+
+def read_checked(arr, rows=slice(None), shard: int | None = None):
+    """arr[rows] (a slice of rows, or sorted row indices); a chunk that cannot be decoded (checksum,
+    codec) is reported in one line naming its file, never as a codec traceback."""
     try:
-        return group[name][rows]
+        return arr[rows] if isinstance(rows, slice) else arr.get_orthogonal_selection(np.asarray(rows))
     except (ValueError, RuntimeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
+        key, cause = _failing_chunk(arr, rows, exc)
         where = f"shard {shard}" if shard is not None else (
             f"rows {rows.start or 0}:{'' if rows.stop is None else rows.stop}" if isinstance(rows, slice) else "rows")
         raise StoreDamagedError(
-            f"{group.store_path}/{name} ({where}) cannot be read: {exc} Run `iprox-ray verify RUN_DIR --repair`, "
-            "then rerun: only the damaged shards are redone", detail=f"{name}: {exc}") from exc
+            f"{store_root(arr) / key} ({arr.path}, {where}) cannot be read: {cause} Run `iprox-ray verify RUN_DIR "
+            "--repair`, then rerun: only what is damaged is redone", detail=f"{key}: {cause}") from exc
+
+
+def _failing_chunk(arr, rows, exc: BaseException) -> tuple[str, BaseException]:
+    """The first chunk file among those `rows` touch that does not decode (and its error)."""
+    size = int(arr.metadata.chunk_grid.chunk_shape[0])
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(arr.shape[0])
+        chunks = range(start // size, -(-stop // size))
+    else:
+        chunks = np.unique(np.asarray(rows, dtype=np.int64) // size).tolist()
+    for i in chunks:
+        for other in np.ndindex(*arr.cdata_shape[1:]):
+            coords = (int(i), *other)
+            try:
+                arr.get_block_selection(coords)
+            except (ValueError, RuntimeError, OSError) as bad:
+                return chunk_key(arr, coords), bad
+    return f"{arr.path} (chunk unknown)", exc
+
+
+def array_digest(arr, batch_bytes: int = 64 << 20) -> str:
+    """sha256 over a whole array (shape, dtype, values), read a batch of whole row chunks at a time."""
+    h = hashlib.sha256()
+    kind = "text" if arr.dtype.kind in "OUT" or str(arr.dtype).startswith("<U") else str(arr.dtype)
+    h.update(f"{kind}|{tuple(arr.shape)}|".encode())
+    size = int(arr.metadata.chunk_grid.chunk_shape[0])
+    row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * max(1, arr.dtype.itemsize))
+    step = size * max(1, batch_bytes // (size * row_bytes))
+    for start in range(0, arr.shape[0], step):
+        h.update(_value_bytes(np.asarray(read_checked(arr, slice(start, start + step)))))
+    return "sha256:" + h.hexdigest()

@@ -13,12 +13,15 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from iprox_ray.store.chunks import sync_shard
 from iprox_ray.store.digest import read_span, shard_digest
 from iprox_ray.store.layout import embedding_group
 from iprox_ray.store.sketch_store import (
     SplitStore,
     StoreMismatchError,
+    checked_codecs,
     open_root,
+    refuse_lost_metadata,
     require_same_attrs,
 )
 
@@ -60,6 +63,7 @@ class EmbeddingStore:
         """Create the arrays, or reopen them if they were made with identical attributes."""
         root = open_root(store_path)
         path = embedding_group(kind, split)
+        refuse_lost_metadata(store_path, path)
         want = {**attrs, "kind": kind, "split": split, "n_shards": n_shards, "rows_per_shard": rows_per_shard, "dim": dim}
         if path in root:
             require_same_attrs(f"store group {path!r} at {store_path}", dict(root[path].attrs), want)
@@ -68,21 +72,24 @@ class EmbeddingStore:
         n_rows = n_shards * rows_per_shard
         group.create_array(EMBEDDING, shape=(n_rows, dim), chunks=(_chunk_rows(rows_per_shard, dim), dim),
                            shards=(rows_per_shard, dim), dtype="float32", fill_value=0, compressors=[Crc32cCodec()])
-        group.create_array(WRITTEN, shape=(n_rows,), chunks=(rows_per_shard,), dtype="uint8", fill_value=0)
+        group.create_array(WRITTEN, shape=(n_rows,), chunks=(rows_per_shard,), dtype="uint8", fill_value=0,
+                           compressors=checked_codecs())
         group.attrs.update(want)
         return cls(group, rows_per_shard, n_shards)
 
     @classmethod
     def open(cls, store_path: Path, kind: str, split: str, mode: str = "r+") -> "EmbeddingStore":
         path = embedding_group(kind, split)
+        refuse_lost_metadata(store_path, path)
         try:
             group = zarr.open_group(str(store_path / path), mode=mode)
         except FileNotFoundError as exc:
             raise StoreMismatchError(f"no {kind} embeddings for {split!r} in store {store_path}") from exc
         return cls(group, int(group.attrs["rows_per_shard"]), int(group.attrs["n_shards"]))
 
-    def write_shard(self, shard_id: int, matrix: np.ndarray, written: np.ndarray) -> str:
-        """One corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest."""
+    def write_shard(self, shard_id: int, matrix: np.ndarray, written: np.ndarray) -> dict:
+        """One corpus shard's rows, padded to the whole Zarr shard it owns, made durable; returns
+        what its completion marker records (digest, chunk files)."""
         span = self.shard_rows(shard_id)
         n = len(written)
         if n > self.rows_per_shard or matrix.shape != (n, self.dim):
@@ -93,7 +100,8 @@ class EmbeddingStore:
         flags[:n] = written
         self.group[EMBEDDING][span] = block
         self.group[WRITTEN][span] = flags
-        return shard_digest({EMBEDDING: block, WRITTEN: flags})
+        return {"digest": shard_digest({EMBEDDING: block, WRITTEN: flags}),
+                "chunks": sync_shard(self.group, (EMBEDDING, WRITTEN), shard_id, self.location)}
 
     def array_names(self) -> list[str]:
         return [EMBEDDING, WRITTEN]

@@ -57,6 +57,11 @@ class RunLayout:
     def store(self) -> Path:
         return self.root / "store.zarr"
 
+    @property
+    def report(self) -> Path:
+        """The self-contained HTML report (`iprox-ray report`, also written at the end of a run)."""
+        return self.root / "report.html"
+
     # inputs
     @property
     def manifest_dir(self) -> Path:
@@ -72,6 +77,21 @@ class RunLayout:
         """The flat names of the splits with a frozen manifest."""
         folder = self.manifest_dir
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
+
+    def windows_dir(self, split: str) -> Path:
+        """data.text_windows = "all": the split's documents cut into window rows (NNNNNN.parquet,
+        one per document shard) and the documents' own manifest."""
+        return self.root / "windows" / _flat(split)
+
+    def window_documents(self, split: str) -> tuple[Path, Path]:
+        """The manifest (table, info) of the documents the windows were cut from."""
+        folder = self.windows_dir(split)
+        return folder / "documents.parquet", folder / "documents.json"
+
+    @property
+    def render_record(self) -> Path:
+        """What a chat template reads besides the row, fixed at the run's first encode (the clock)."""
+        return self.root / "render.json"
 
     @property
     def quarantine_root(self) -> Path:
@@ -130,6 +150,26 @@ class RunLayout:
     def completion(self, stage: str, shard_id: int) -> Path:
         return shard_file(self.completions(stage), shard_id, ".json")
 
+    @property
+    def group_records(self) -> Path:
+        return self.root / "groups"
+
+    def group_record(self, stage: str) -> Path:
+        """The store group a sharded stage writes and a copy of its zarr.json (what `verify --repair`
+        puts back if it is lost)."""
+        return self.group_records / f"{stage}.json"
+
+    @property
+    def file_hashes(self) -> Path:
+        """Cache of input files' full hashes by (path, size, mtime_ns, inode): a resume re-reads no
+        unchanged weight file."""
+        return self.root / "cache" / "file-hashes.json"
+
+    @property
+    def errors_dir(self) -> Path:
+        """Full tracebacks of unexpected errors (the CLI prints one line and this path)."""
+        return self.root / "errors"
+
     def failures(self, stage: str) -> Path:
         return self.root / "failures" / stage
 
@@ -169,6 +209,11 @@ class RunLayout:
     def selection_dir(self, name: str) -> Path:
         return self.root / "selections" / name
 
+    def selection_names(self) -> list[str]:
+        """The targets with a selections/<name>/ folder."""
+        folder = self.root / "selections"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
     def selection(self, name: str) -> Path:
         return self.selection_dir(name) / "selection.parquet"
 
@@ -207,6 +252,10 @@ def dedup_stage(split: str) -> str:
 
 def preflight_stage(split: str) -> str:
     return f"preflight-{_flat(split)}"
+
+
+def windows_stage(split: str) -> str:
+    return f"windows-{_flat(split)}"
 
 
 def score_stage(target_name: str) -> str:
@@ -263,10 +312,11 @@ def target_stages(target_name: str) -> tuple[str, ...]:
 def split_stages(split: str, embed_kinds: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The stage markers a split's own passes write."""
     return (sketch_stage(split), *(embed_stage(kind, split) for kind in embed_kinds), dedup_stage(split),
-            preflight_stage(split))
+            preflight_stage(split), windows_stage(split))
 
 
 # Run-level (unsharded) stages.
 WARMUP_STAGE = "warmup"
 PROXY_STAGE = "proxy"
+PROXY_CHOICE_STAGE = "proxy-choice"  # proxy.method = 'auto': the fidelity verdict and the model chosen
 LANDMARKS_STAGE = "landmarks"

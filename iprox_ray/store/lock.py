@@ -39,11 +39,20 @@ def describe_owner(info: dict) -> str:
     return f"host {info.get('host')}, pid {info.get('pid')}{job}, since {time.ctime(info.get('since', 0))}"
 
 
+def _restart_count() -> int:
+    """How many times SLURM has restarted (requeued) this job; 0 outside SLURM or on the first start."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
 def owner_info(nonce: str) -> dict:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart": _restart_count(),
         "since": time.time(),
         "nonce": nonce,
     }
@@ -60,9 +69,11 @@ class RunLock:
     """Exclusive lock file holding host, pid, SLURM job id and a nonce of its owner.
 
     A lock is taken over only when its owner is provably gone, and the takeover is reported:
-    same host and a dead pid; the same SLURM job id (a requeued job resuming itself); or a probe's
-    evidence (e.g. squeue says the owner's SLURM job has ended). Anything else needs `force` (the
-    CLI's --break-lock), because a live run may own it.
+    same host and a dead pid; the same SLURM job restarted since the lock was written (a requeue:
+    SLURM starts it again only once its previous run has ended); or a probe's evidence (e.g.
+    scontrol says the owner's SLURM job has ended). A lock of the same job and the same start (two
+    `run`s, or `run` and `score`, inside one allocation) is a live owner. Anything else needs
+    `force` (the CLI's --break-lock), because a live run may own it.
     """
 
     def __init__(self, path: Path, force: bool = False, report=print, probes: tuple[OwnerProbe, ...] = ()):
@@ -90,8 +101,11 @@ class RunLock:
         return self.gone_reason(info) is not None
 
     def is_own_requeue(self, info: dict) -> bool:
+        """This SLURM job was requeued after the owner wrote the lock: the owner was its previous run."""
         job = os.environ.get("SLURM_JOB_ID")
-        return bool(job) and info.get("slurm_job_id") == job and info.get("pid") != os.getpid()
+        before = info.get("slurm_restart")
+        return (bool(job) and info.get("slurm_job_id") == job and isinstance(before, int)
+                and before < _restart_count())
 
     def _try_create(self) -> bool:
         """Create the lock with its owner already written; False if a lock exists."""
@@ -145,7 +159,8 @@ class RunLock:
                 time.sleep(0.05)
                 owner = self.owner() or {}
             why = "forced" if self.force else (
-                "the same SLURM job, requeued" if self.is_own_requeue(owner) else self._gone(owner))
+                f"SLURM job {owner.get('slurm_job_id')} was requeued since (restart {owner.get('slurm_restart')} -> "
+                f"{_restart_count()}): its previous run has ended" if self.is_own_requeue(owner) else self._gone(owner))
             if not why:
                 raise RunLockedError(
                     f"run directory {self.path.parent} is in use by another run ({describe_owner(owner)}); "

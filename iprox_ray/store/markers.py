@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from iprox_ray.store.atomic import atomic_write_json, read_json
-from iprox_ray.store.layout import shard_file, shard_files
+from iprox_ray.store.chunks import missing_keys
+from iprox_ray.store.layout import DOWNSTREAM_STAGES, RunLayout, shard_file, shard_files
 
 
 class ShardMarkers:
@@ -31,6 +32,27 @@ class ShardMarkers:
 
     def done_ids(self) -> set[int]:
         return {int(p.stem) for p in shard_files(self.done_dir, ".json")}
+
+    def forget(self, shard_id: int) -> None:
+        """The shard is to be redone: its marker goes (its rows are rewritten whole by the redo)."""
+        self._done_path(shard_id).unlink(missing_ok=True)
+
+    def lost_chunks(self, store_root: Path, keep: Callable[[int], bool] | None = None) -> dict[int, list[str]]:
+        """Done shards (those `keep` accepts) whose recorded chunk files are gone, with the missing
+        keys: Zarr would read them back as padding, dropping the shard's rows without a word."""
+        lost = {}
+        for path in shard_files(self.done_dir, ".json"):
+            shard = int(path.stem)
+            if keep is not None and not keep(shard):
+                continue
+            try:
+                chunks = read_json(path).get("chunks") or []
+            except (OSError, json.JSONDecodeError):
+                continue  # being replaced right now
+            missing = missing_keys(store_root, chunks)
+            if missing:
+                lost[shard] = missing
+        return lost
 
     def mark_done(self, shard_id: int, info: dict[str, Any]) -> None:
         atomic_write_json(self._done_path(shard_id), {**info, "shard": shard_id, "finished_at": time.time()})
@@ -75,3 +97,14 @@ def _read_all(folder: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue  # removed or being replaced right now
     return out
+
+
+def forget_downstream(layout: RunLayout) -> list[str]:
+    """Drop the markers of the driver stages that read the shard stores (dedup, score, select): a
+    redone shard invalidates them (dedup's duplicate marks, for one, live in its rows)."""
+    gone = []
+    for pattern in DOWNSTREAM_STAGES:
+        for path in layout.stages_done(pattern):
+            path.unlink(missing_ok=True)
+            gone.append(path.stem)
+    return gone

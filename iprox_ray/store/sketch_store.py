@@ -1,4 +1,4 @@
-"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v1.
+"""The Zarr v3 store of per-row sketches and row metadata, laid out per storage_schema/v2.
 
 Every corpus shard owns whole Zarr shards (rows [shard_id*S, (shard_id+1)*S)), so workers never
 share a file; only the driver creates arrays or edits attributes.
@@ -12,11 +12,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from iprox_ray.store.chunks import sync_shard
 from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
+from iprox_ray.store.quantize import dequantize_rows, quantize_rows
 
-SCHEMA_VERSION = 1
+# 2: every array carries a crc32c checksum, markers list the chunk files a shard wrote and the compute
+# precision (version 1 stores are refused: their markers cannot show a lost chunk); sketch dtype per
+# split (float16 | int8 + sketch_scale), re-projection, hashed small blocks.
+SCHEMA_VERSION = 2
 
 # Row status codes held in the `written` array.
 EMPTY, OK, QUARANTINED, NONFINITE, DUPLICATE = 0, 1, 2, 3, 4
@@ -37,9 +42,10 @@ ROW_ARRAYS: dict[str, Any] = {
     "written": np.dtype("uint8"),
 }
 SKETCH = "sketch"
-SKETCH_DTYPE = np.dtype("float16")
+SKETCH_DTYPE = np.dtype("float16")  # the default; a split records its own (`sketch_dtype` attribute)
+SCALE = "sketch_scale"  # int8 splits: float32 per row, unit row ≈ scale · int8 row (store/quantize.py)
 # With several checkpoints (TracIn / LESS), checkpoint c >= 1 has its own copy of these arrays.
-PER_CHECKPOINT = ("sketch", "sketch_norm", "loss")
+PER_CHECKPOINT = ("sketch", "sketch_norm", "loss", SCALE)
 
 
 def checkpoint_array(name: str, index: int) -> str:
@@ -47,12 +53,17 @@ def checkpoint_array(name: str, index: int) -> str:
     return name if index == 0 else f"{name}_ckpt{index}"
 
 
-def row_arrays(n_checkpoints: int = 1) -> dict[str, Any]:
+def row_arrays(n_checkpoints: int = 1, sketch_dtype: str = "float16") -> dict[str, Any]:
     """Every one-value-per-row array of a split holding n_checkpoints sketches."""
-    arrays = dict(ROW_ARRAYS)
+    base = dict(ROW_ARRAYS)
+    if sketch_dtype == "int8":
+        base[SCALE] = np.dtype("float32")
+    arrays = dict(base)
     for c in range(1, n_checkpoints):
-        arrays.update({checkpoint_array(n, c): ROW_ARRAYS[n] for n in PER_CHECKPOINT if n in ROW_ARRAYS})
+        arrays.update({checkpoint_array(n, c): base[n] for n in PER_CHECKPOINT if n in base})
     return arrays
+
+
 SKETCH_CHUNK_BYTES = 4 << 20
 
 
@@ -64,9 +75,15 @@ def _fill(dtype: Any) -> Any:
     return "" if dtype is str else 0
 
 
-def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
+def checked_codecs() -> list:
+    """Compression plus a crc32c of every chunk: a damaged chunk fails its read (and names its file),
+    never decodes into other values."""
+    return [ZstdCodec(level=0), Crc32cCodec()]
+
+
+def sketch_chunk_rows(rows_per_shard: int, dim: int, itemsize: int = SKETCH_DTYPE.itemsize) -> int:
     """Largest divisor of the shard's row count whose chunk stays under SKETCH_CHUNK_BYTES."""
-    limit = max(1, SKETCH_CHUNK_BYTES // max(1, dim * SKETCH_DTYPE.itemsize))
+    limit = max(1, SKETCH_CHUNK_BYTES // max(1, dim * itemsize))
     best = 1
     for d in range(1, min(rows_per_shard, limit) + 1):
         if rows_per_shard % d == 0:
@@ -74,12 +91,20 @@ def sketch_chunk_rows(rows_per_shard: int, dim: int) -> int:
     return best
 
 
+def refuse_lost_metadata(store: Path, path: str = "") -> None:
+    """Refuse a group folder (and each folder above it in the store) that holds data but lost its
+    zarr.json: creating it anew would hide or delete the arrays under it."""
+    parts = path.split("/") if path else []
+    for folder in [store] + [store.joinpath(*parts[: i + 1]) for i in range(len(parts))]:
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "zarr.json").exists():
+            raise StoreDamagedError(f"{folder} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
+                                    "--repair` to rebuild the store metadata")
+
+
 def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
     """Open (or create) the root group; refuses a store written under another schema, and one
     whose root metadata is gone (creating it anew would delete the arrays under it)."""
-    if path.exists() and any(path.iterdir()) and not (path / "zarr.json").exists():
-        raise StoreDamagedError(f"{path} has no zarr.json but holds data; run `iprox-ray verify RUN_DIR "
-                                "--repair` to rebuild the store metadata")
+    refuse_lost_metadata(path)
     if (path / "zarr.json").exists():
         root = zarr.open_group(str(path), mode="r+")
         version = root.attrs.get("schema_version")
@@ -116,6 +141,13 @@ class SplitStore:
     def n_checkpoints(self) -> int:
         return len(self.group.attrs.get("checkpoints") or [None])
 
+    @property
+    def sketch_dtype(self) -> str:
+        return str(self.group.attrs.get("sketch_dtype", SKETCH_DTYPE.name))
+
+    def row_arrays(self) -> dict[str, Any]:
+        return row_arrays(self.n_checkpoints, self.sketch_dtype)
+
     @classmethod
     def create(
         cls,
@@ -128,8 +160,10 @@ class SplitStore:
     ) -> "SplitStore":
         """Create the split's arrays, or reopen them if they were made with identical attributes.
 
-        `attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds."""
+        `attrs["checkpoints"]` (a list, default one) sets how many sketch arrays the split holds;
+        `attrs["sketch_dtype"]` (default float16) how their rows are kept (store/quantize.py)."""
         root = open_root(store_path)
+        refuse_lost_metadata(store_path, split)
         want = {
             **attrs,
             "split": split,
@@ -143,24 +177,27 @@ class SplitStore:
         group = root.create_group(split)
         n_rows = n_shards * rows_per_shard
         n_checkpoints = len(attrs.get("checkpoints") or [None])
-        for name, dtype in row_arrays(n_checkpoints).items():
-            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype))
-        chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim)
+        dtype_name = attrs.get("sketch_dtype", SKETCH_DTYPE.name)
+        for name, dtype in row_arrays(n_checkpoints, dtype_name).items():
+            group.create_array(name, shape=(n_rows,), chunks=(rows_per_shard,), dtype=dtype, fill_value=_fill(dtype),
+                               compressors=checked_codecs())
+        chunk_rows = sketch_chunk_rows(rows_per_shard, sketch_dim, np.dtype(dtype_name).itemsize)
         for c in range(n_checkpoints):
             group.create_array(
                 checkpoint_array(SKETCH, c),
                 shape=(n_rows, sketch_dim),
                 chunks=(chunk_rows, sketch_dim),
                 shards=(rows_per_shard, sketch_dim),
-                dtype=SKETCH_DTYPE,
+                dtype=dtype_name,
                 fill_value=0,
-                compressors=[Crc32cCodec()],  # integrity check; fp16 sketches do not compress
+                compressors=[Crc32cCodec()],  # integrity check; sketches do not compress
             )
         group.attrs.update(want)
         return cls(group, rows_per_shard, n_shards)
 
     @classmethod
     def open(cls, store_path: Path, split: str, mode: str = "r+") -> "SplitStore":
+        refuse_lost_metadata(store_path, split)
         try:
             group = zarr.open_group(str(store_path / split), mode=mode)
         except FileNotFoundError as exc:
@@ -171,10 +208,13 @@ class SplitStore:
         start = shard_id * self.rows_per_shard
         return slice(start, start + self.rows_per_shard)
 
-    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> str:
-        """Write one corpus shard's rows, padded to the whole Zarr shard it owns; returns their digest.
+    def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> dict:
+        """Write one corpus shard's rows, padded to the whole Zarr shard it owns, and make them
+        durable; returns what its completion marker records: the rows' digest and chunk files.
 
-        `sketch` is one array per checkpoint (a bare array when there is one)."""
+        `sketch` is one array per checkpoint (a bare array when there is one) of float unit rows
+        (zero rows where nothing was sketched); they are kept in the split's dtype, and for int8
+        the per-row scale is written beside them (`rows` need not hold it)."""
         sketches = sketch if isinstance(sketch, (list, tuple)) else [sketch]
         if len(sketches) != self.n_checkpoints:
             raise ValueError(f"shard {shard_id}: {len(sketches)} sketch arrays for {self.n_checkpoints} checkpoints")
@@ -183,7 +223,15 @@ class SplitStore:
         n = sketches[0].shape[0]
         if n > self.rows_per_shard:
             raise ValueError(f"shard {shard_id} has {n} rows > rows_per_shard {self.rows_per_shard}")
-        for name, dtype in row_arrays(self.n_checkpoints).items():
+        dtype_name = self.sketch_dtype
+        payloads = []
+        rows = dict(rows)
+        for c, values in enumerate(sketches):
+            payload, scale = quantize_rows(values, dtype_name)
+            payloads.append(payload)
+            if scale is not None:
+                rows[checkpoint_array(SCALE, c)] = scale
+        for name, dtype in self.row_arrays().items():
             values = np.asarray(rows[name])
             if len(values) != n:
                 raise ValueError(f"shard {shard_id}: {name} has {len(values)} rows, sketch has {n}")
@@ -191,16 +239,16 @@ class SplitStore:
             padded[:n] = values
             written[name] = padded.astype(str) if dtype is str else padded
             self.group[name][span] = written[name]
-        for c, values in enumerate(sketches):
-            block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=SKETCH_DTYPE)
+        for c, values in enumerate(payloads):
+            block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=dtype_name)
             block[:n] = values
             written[checkpoint_array(SKETCH, c)] = block
             self.group[checkpoint_array(SKETCH, c)][span] = block
-        return shard_digest(written, DIGEST_VIEWS)
+        return {"digest": shard_digest(written, DIGEST_VIEWS), "chunks": sync_shard(self.group, written, shard_id, self.location)}
 
     def array_names(self) -> list[str]:
         """Every array a shard writes."""
-        return [*row_arrays(self.n_checkpoints), *(checkpoint_array(SKETCH, c) for c in range(self.n_checkpoints))]
+        return [*self.row_arrays(), *(checkpoint_array(SKETCH, c) for c in range(self.n_checkpoints))]
 
     def stored_digest(self, shard_id: int) -> str:
         """The digest of what the store holds now for this shard (StoreDamagedError if unreadable)."""
@@ -222,6 +270,19 @@ class SplitStore:
                 out = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
             out[pick] = block[rows[pick] - shard_id * self.rows_per_shard]
         return out if out is not None else np.empty(0)
+
+    def payload(self, rows: slice, checkpoint: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the sketch rows as stored, their int8 scales or None) of a span: what the scorers read
+        without making a float copy (influence/int8_scores.py)."""
+        payload = self.read(checkpoint_array(SKETCH, checkpoint), rows)
+        scale = self.read(checkpoint_array(SCALE, checkpoint), rows) if self.sketch_dtype == "int8" else None
+        return payload, scale
+
+    def units(self, rows: slice | np.ndarray, checkpoint: int = 0) -> np.ndarray:
+        """Float32 unit sketch rows at a span or at arbitrary rows (small reads: landmarks, targets)."""
+        fetch = self.read if isinstance(rows, slice) else self.gather
+        scale = fetch(checkpoint_array(SCALE, checkpoint), rows) if self.sketch_dtype == "int8" else None
+        return dequantize_rows(fetch(checkpoint_array(SKETCH, checkpoint), rows), scale)
 
     def iter_blocks(self, name: str, shard_ids: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first global row, block) one corpus shard at a time: memory is O(rows_per_shard)."""

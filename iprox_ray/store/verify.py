@@ -1,5 +1,6 @@
-"""`iprox-ray verify`: re-read every finished shard, compare it with the digest in its completion
-marker and, with repair, forget damaged shards so that the next run redoes only them."""
+"""`iprox-ray verify`: re-read every finished shard and every array the driver wrote, compare them
+with the digests their markers recorded (and the chunk files they listed) and, with repair,
+forget what is damaged so that the next run redoes only that (and what was computed from it)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,35 @@ from pathlib import Path
 
 import zarr
 
-from iprox_ray.store.atomic import read_json, remove_tree_inside
+from iprox_ray.store.atomic import atomic_write_bytes, read_json, remove_tree_inside
+from iprox_ray.store.chunks import missing_keys
 from iprox_ray.store.digest import StoreDamagedError
+from iprox_ray.store.driver_arrays import check_digest
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.layout import DOWNSTREAM_STAGES, RunLayout, shard_files
+from iprox_ray.store.layout import LANDMARKS_STAGE, RunLayout, select_stage, shard_files
+from iprox_ray.store.markers import forget_downstream
 from iprox_ray.store.sketch_store import SCHEMA_VERSION, SplitStore
-
-# Driver stages that read the shard stores: their results go stale when a shard is redone.
 
 
 @dataclass
 class Damage:
     stage: str
-    shard: int
+    shard: int | None  # None: an array the driver wrote (`group` is its path)
     group: str
     reason: str
+
+    def describe(self) -> str:
+        what = f"shard {self.shard} ({self.group})" if self.shard is not None else f"({self.group})"
+        return f"{self.stage} {what}: {self.reason}"
 
 
 @dataclass
 class VerifyReport:
     checked: int = 0
+    arrays: int = 0  # driver-written arrays checked
     unverifiable: int = 0  # markers written before digests existed
     damaged: list[Damage] = field(default_factory=list)
+    rerun: list[str] = field(default_factory=list)  # what to run afterwards, one line each
     rebuilt_metadata: list[str] = field(default_factory=list)
     removed_groups: list[str] = field(default_factory=list)
     repaired: bool = False
@@ -63,7 +71,21 @@ def _missing_group_metadata(store: Path) -> list[Path]:
     return sorted(missing)
 
 
-def _rebuild_metadata(layout: RunLayout, folder: Path) -> None:
+def _group_records(layout: RunLayout) -> dict[str, str]:
+    """{group path: its zarr.json} from the copies the sharded stages keep (groups/<stage>.json)."""
+    folder = layout.group_records
+    out = {}
+    for record in sorted(folder.glob("*.json")) if folder.exists() else []:
+        info = read_json(record)
+        out[info["group"]] = info["zarr_json"]
+    return out
+
+
+def _rebuild_metadata(layout: RunLayout, folder: Path, records: dict[str, str]) -> None:
+    kept = records.get(str(folder.relative_to(layout.store))) if folder != layout.store else None
+    if kept is not None:  # a split or embedding group: its own metadata, attributes and all
+        atomic_write_bytes(folder / "zarr.json", kept.encode())
+        return
     group = zarr.open_group(str(folder), mode="a")  # writes zarr.json, keeps what lies under it
     if folder == layout.store:
         fingerprint = read_json(layout.config).get("fingerprint") if layout.config.exists() else None
@@ -80,6 +102,9 @@ def _check(store: Path, stage: str, marker: Path, groups: dict, report: VerifyRe
         report.unverifiable += 1
         return None
     report.checked += 1
+    missing = missing_keys(store, info.get("chunks") or [])
+    if missing:
+        return Damage(stage, shard, path, f"chunk file {store.name}/{missing[0]} is missing")
     try:
         if path not in groups:
             groups[path] = _open_group(store, path)
@@ -109,10 +134,11 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
     if not layout.config.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     report = VerifyReport(repaired=repair)
+    records = _group_records(layout)
     for folder in _missing_group_metadata(layout.store):
         report.rebuilt_metadata.append(str(folder.relative_to(layout.root)))
         if repair:
-            _rebuild_metadata(layout, folder)
+            _rebuild_metadata(layout, folder, records)
     groups: dict = {}
     completions = layout.completions_root
     for stage_dir in sorted(completions.iterdir()) if completions.exists() else []:
@@ -120,22 +146,59 @@ def verify_run(run_dir: Path, repair: bool = False, say=print) -> VerifyReport:
             damage = _check(layout.store, stage_dir.name, marker, groups, report)
             if damage:
                 report.damaged.append(damage)
-                say(f"damaged: {damage.stage} shard {damage.shard} ({damage.group}): {damage.reason}")
+    for marker in layout.stages_done():
+        for path, digest in (read_json(marker).get("arrays") or {}).items():
+            report.arrays += 1
+            reason = check_digest(layout.store, path, digest)
+            if reason:
+                report.damaged.append(Damage(marker.stem, None, path, reason))
+    for damage in report.damaged:
+        say(f"damaged: {damage.describe()}")
+    report.rerun = sorted({_rerun_hint(layout, d.stage) for d in report.damaged})
     if repair and report.damaged:
-        for damage in report.damaged:
-            _forget_shard(layout.store, damage, layout)
-        for path in sorted({d.group for d in report.damaged if _unopenable(layout.store, d.group)}):
-            remove_tree_inside(layout.store, layout.store / path)
-            report.removed_groups.append(path)
-            for d in report.damaged:  # every marker of a removed group goes too
-                if d.group == path:
-                    for marker in shard_files(completions / d.stage, ".json"):
-                        if (read_json(marker).get("group") or path) == path:
-                            marker.unlink(missing_ok=True)
-        for pattern in DOWNSTREAM_STAGES:
-            for path in layout.stages_done(pattern):
-                path.unlink(missing_ok=True)
+        _repair(layout, report)
     return report
+
+
+def _repair(layout: RunLayout, report: VerifyReport) -> None:
+    completions = layout.completions_root
+    shards = [d for d in report.damaged if d.shard is not None]
+    if shards or any(d.stage == LANDMARKS_STAGE for d in report.damaged):
+        forget_downstream(layout)  # before the shards: a crash in between must not leave them standing
+    for damage in shards:
+        _forget_shard(layout.store, damage, layout)
+    for path in sorted({d.group for d in shards if _unopenable(layout.store, d.group)}):
+        remove_tree_inside(layout.store, layout.store / path)
+        report.removed_groups.append(path)
+        for d in shards:  # every marker of a removed group goes too
+            if d.group == path:
+                for marker in shard_files(completions / d.stage, ".json"):
+                    if (read_json(marker).get("group") or path) == path:
+                        marker.unlink(missing_ok=True)
+    for damage in report.damaged:
+        if damage.shard is None:  # the stage that wrote the array is redone (and the selection after it)
+            layout.stage_done(damage.stage).unlink(missing_ok=True)
+            if damage.stage.startswith("score-"):
+                layout.stage_done(select_stage(damage.stage[len("score-"):])).unlink(missing_ok=True)
+
+
+def _target_of(stage: str) -> str | None:
+    """The target a stage belongs to (None: the pool's or the run's)."""
+    for prefix in ("score-", "select-"):
+        if stage.startswith(prefix):
+            return stage[len(prefix):]
+    if "-targets-" in stage:
+        return stage.split("-targets-", 1)[1]
+    return None
+
+
+def _rerun_hint(layout: RunLayout, stage: str) -> str:
+    target = _target_of(stage)
+    if target is None or target == "main" or stage == LANDMARKS_STAGE:
+        return f"`iprox-ray run` with the run's job (--run-dir {layout.root}) redoes {stage}"
+    record = layout.target_record(target)
+    paths = " ".join(read_json(record).get("paths", [])) if record.exists() else "FILE..."
+    return f"`iprox-ray score {layout.root} --target {paths} --name {target}` redoes {stage}"
 
 
 def _unopenable(store: Path, path: str) -> bool:
@@ -147,15 +210,18 @@ def _unopenable(store: Path, path: str) -> bool:
 
 
 def format_report(report: VerifyReport) -> str:
-    lines = [f"verified {report.checked} finished shard(s); {len(report.damaged)} damaged"
+    lines = [f"verified {report.checked} finished shard(s) and {report.arrays} array(s) the driver wrote; "
+             f"{len(report.damaged)} damaged"
              + (f"; {report.unverifiable} without a digest (written by an older version)" if report.unverifiable else "")]
     if report.rebuilt_metadata:
         lines.append(("rebuilt" if report.repaired else "missing") + " store metadata: "
                      + ", ".join(report.rebuilt_metadata))
     if report.damaged and report.repaired:
-        lines.append(f"repaired: forgot {len(report.damaged)} shard(s)"
+        lines.append(f"repaired: forgot {len(report.damaged)} damaged item(s)"
                      + (f" and removed group(s) {', '.join(report.removed_groups)}" if report.removed_groups else "")
-                     + "; the next run redoes only them (and the scoring after them)")
+                     + "; the next run redoes only them (and the scoring after them):")
+        lines += [f"  {hint}" for hint in report.rerun]
     elif not report.ok:
-        lines.append("run `iprox-ray verify RUN_DIR --repair` to forget the damaged shards, then rerun")
+        lines.append("run `iprox-ray verify RUN_DIR --repair` to forget what is damaged, then rerun:")
+        lines += [f"  {hint}" for hint in report.rerun]
     return "\n".join(lines)
