@@ -95,9 +95,9 @@ def test_bad_inputs_give_clear_errors(make_job, tmp_path, capsys):
 def test_store_bytes_formula_and_scheduling(make_job):
     job = load_job(make_job(n_pool=40, rows_per_shard=16))
     manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))
-    assert sketch_array_bytes(manifest, 64, 0.0) == 0
-    full = sketch_array_bytes(manifest, 64, 1.0)
-    assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
+    assert sketch_array_bytes(manifest, 64, 0.0, "float16") == 0
+    full = sketch_array_bytes(manifest, 64, 1.0, "float16")
+    assert 0 < sketch_array_bytes(manifest, 64, 0.1, "float16") < full
     assert list_schedule([3.0, 1.0, 1.0, 1.0], 2) == (3.0, 3)  # the free worker takes the next shard
     assert list_schedule(list(np.ones(5)), 1) == (5.0, 5)
 

@@ -129,3 +129,45 @@ def test_a_model_too_large_for_this_machine_is_sized_from_its_config(make_job, m
     assert any("would not fit beside a timing" in n for n in sized.notes)
     assert sized.sketch_sizes == measured.sketch_sizes and sized.store_bytes == measured.store_bytes
     assert sized.sketch_seconds is None and sized.worker_peak_bytes == sized.worker_peak_modelled_bytes > 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_store_bytes_follow_the_store_dtype(make_job, tmp_path, dtype):
+    """The formula against a real store of that dtype, at a width where the dtype also changes the
+    chunking (float16 chunks of 8 rows, int8 of 16: a chunk stays under 4 MiB)."""
+    import numpy as np
+
+    from iprox_ray.cost.counts import manifest_of, sketch_array_bytes
+    from iprox_ray.stages.inputs import POOL, encoder_for
+    from iprox_ray.store.sketch_store import SplitStore
+
+    from test_plan import sketch_files_bytes
+
+    job = load_job(make_job(n_pool=40, rows_per_shard=16))
+    manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))
+    dim = 200_000
+    store = SplitStore.create(tmp_path / "s.zarr", POOL, manifest.n_shards, manifest.rows_per_shard, dim,
+                              {"sketch_dtype": dtype})
+    rng = np.random.default_rng(0)
+    for shard in manifest.shards:
+        n = shard.n_rows
+        units = rng.standard_normal((n, dim)).astype(np.float32)
+        rows = {"sample_id": np.asarray([f"r{shard.shard_id}-{i}" for i in range(n)], dtype=object),
+                "domain": np.full(n, "", dtype=object), "subtask": np.full(n, "", dtype=object),
+                "n_tokens": np.ones(n, np.int32), "loss": np.ones(n, np.float32),
+                "sketch_norm": np.ones(n, np.float32), "written": np.ones(n, np.uint8)}
+        store.write_shard(shard.shard_id, units / np.linalg.norm(units, axis=1, keepdims=True), rows)
+    assert sketch_array_bytes(manifest, dim, 1.0, dtype) == sketch_files_bytes(tmp_path / "s.zarr")
+
+
+def test_plan_sizes_rows_in_the_store_dtype(make_job):
+    """`store.sketch_dtype = "int8"`: a row is the width in bytes plus its norm and scale, and the
+    store about half the float16 one."""
+    path = make_job(n_pool=24)
+    half = load_job(path, ["store.sketch_dtype='float16'", "sketch.token_budget=4096"])
+    int8 = load_job(path, ["store.sketch_dtype='int8'", "sketch.token_budget=4096"])
+    sizes = {job.store.sketch_dtype: plan_job(job, sample_rows=8, batches=1) for job in (half, int8)}
+    width = sizes["int8"].sketch_sizes["width"]
+    assert sizes["int8"].sketch_sizes["dtype"] == "int8" and sizes["int8"].sketch_sizes["row_bytes"] == width + 8
+    assert sizes["float16"].sketch_sizes["row_bytes"] == 2 * width + 4
+    assert 0.45 < sizes["int8"].store_bytes / sizes["float16"].store_bytes < 0.55

@@ -86,7 +86,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
     meta, config = sketched_meta(job, timed)
     job, auto = resolve_budget(job, layout, run_dir, meta, config, notes)
     sizes = sketch_sizes(meta, job.sketch, store_dtype(job))
-    costs, padded = split_costs(job, inputs, sizes.width)
+    costs, padded = split_costs(job, inputs, sizes.width, sizes.dtype)
     inline = job.cluster.executor == "inline"
     peaks = peak_model(job, meta, config, base if inline else WORKER_BASE_BYTES)
     if timed is None:

@@ -49,8 +49,9 @@ def sample_inputs(job: JobSpec, needs, sample_rows: int, run_dir: Path | None, n
     return Inputs(samples, share, max(1, len(job.sketch.checkpoints)), seed, encoders[POOL].tokenizer.pad_token_id)
 
 
-def split_costs(job: JobSpec, inputs: Inputs, dim: int) -> tuple[list[SplitCost], dict[str, dict[int, float]]]:
-    """(each split's counts and sketch bytes, each shard's padded tokens by split) at the job's budget."""
+def split_costs(job: JobSpec, inputs: Inputs, dim: int, dtype: str) -> tuple[list[SplitCost], dict[str, dict[int, float]]]:
+    """(each split's counts and sketch bytes at the store's `dtype`, each shard's padded tokens by
+    split) at the job's budget."""
     costs, padded_by_split = [], {}
     for split, sample in inputs.samples.items():
         padded = shard_padded_tokens(sample, job.sketch.token_budget, job.sketch.max_batch_rows, inputs.seed)
@@ -60,7 +61,7 @@ def split_costs(job: JobSpec, inputs: Inputs, dim: int) -> tuple[list[SplitCost]
             split, m.n_rows, m.n_shards, m.rows_per_shard, sample.sampled, round(sample.usable_share, 4),
             round(sample.mean_tokens, 2), sample.tokens, int(round(sum(padded.values()))),
             int(round(m.n_rows * sample.usable_share * inputs.share[split])),
-            sketch_array_bytes(m, dim, inputs.share[split]) * inputs.checkpoints))
+            sketch_array_bytes(m, dim, inputs.share[split], dtype) * inputs.checkpoints))
     return costs, padded_by_split
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 from torch import nn
 
 from iprox_ray.models.loading import meta_model
 from iprox_ray.sketch.factory import sketch_dim, sketched_modules, vectors_record
 from iprox_ray.spec import JobSpec, SketchSpec
+from iprox_ray.store.quantize import row_bytes
 from iprox_ray.store.sketch_store import SKETCH_DTYPE
-
-NORM_BYTES = 4  # the float32 row norm each sketch row keeps beside it (`sketch_norm`)
 
 
 @dataclass(frozen=True)
@@ -28,16 +26,16 @@ class SketchSizes:
     matrix_block: int  # the linears' columns before any re-projection (Kronecker: modules x k_out x k_in)
     vector_block: int  # the norm-weight / bias columns (exact or projected)
     width: int  # columns of a stored row
-    dtype: str  # the store's element type
-    row_bytes: int  # a row in the store: the sketch and its norm
+    dtype: str  # the store's element type (`store.sketch_dtype`)
+    row_bytes: int  # a row in the store: the sketch, its float32 norm and, for int8, its float32 scale
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def store_dtype(job: JobSpec | None = None) -> str:
-    """The element type the sketch store writes rows in."""
-    return SKETCH_DTYPE.name
+    """The element type the job's sketch store writes rows in (the store's default without a job)."""
+    return job.store.sketch_dtype if job is not None else SKETCH_DTYPE.name
 
 
 def sketch_sizes(model: nn.Module, spec: SketchSpec, dtype: str) -> SketchSizes:
@@ -47,7 +45,7 @@ def sketch_sizes(model: nn.Module, spec: SketchSpec, dtype: str) -> SketchSizes:
     width = sketch_dim(spec, len(linears), vectors)
     matrix = len(linears) * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
     return SketchSizes(sum(p.numel() for p in model.parameters()), len(linears), matrix, int(vectors["dim"]),
-                       width, dtype, width * np.dtype(dtype).itemsize + NORM_BYTES)
+                       width, dtype, row_bytes(width, dtype))
 
 
 def config_sizes(config, spec: SketchSpec, dtype: str) -> SketchSizes:

@@ -20,6 +20,7 @@ from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import JobSpec
 from iprox_ray.stages.embed_task import make_embedder
+from iprox_ray.stages.model_files import sketched_model_folder
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.sketch_budget import sketched_config
 
@@ -136,19 +137,11 @@ def embed_step(kind: str, job: JobSpec, timed: TimedModel, device: str, holder: 
     return load
 
 
-def sketched_folder(job: JobSpec) -> tuple[Path, bool]:
-    """(the HF folder of the model a sketch worker holds when nothing is built first, whether its
-    weights are needed: a random-init target is built from its config)."""
-    if job.sketch.checkpoints:
-        return job.resolve_path(job.sketch.checkpoints[0].model), True
-    if job.proxy.method == "model":
-        return job.resolve_path(job.proxy.model_path), True
-    return job.resolve_path(job.model.path), job.model.init == "pretrained"
-
-
 def config_only_reason(job: JobSpec) -> str | None:
     """Why this machine cannot time the sketched model (then the plan works from its config), or None."""
-    folder, needs_weights = sketched_folder(job)
+    folder = sketched_model_folder(job)
+    # A random-init target is built from its config; every other sketched folder needs its weights.
+    needs_weights = folder != job.resolve_path(job.model.path) or job.model.init == "pretrained"
     if needs_weights and not (folder.is_dir() and has_weight_files(folder)):
         return f"the weights of {folder} are absent"
     size, free = weight_bytes(job, folder), psutil.virtual_memory().available
@@ -160,9 +153,9 @@ def config_only_reason(job: JobSpec) -> str | None:
 
 def sketched_meta(job: JobSpec, timed: TimedModel | None) -> tuple[torch.nn.Module, object]:
     """(the sketched model on the meta device, the config its activations are modelled from: a
-    proxy's is its target's, an upper bound). `timed` None: the model of `sketched_folder`."""
+    proxy's is its target's, an upper bound). `timed` None: the model of `sketched_model_folder`."""
     if timed is not None and timed.ref is not None:
         return timed.ref.meta(), sketched_config(job, timed.ref)
-    folder = sketched_folder(job)[0] if timed is None else job.resolve_path(job.model.path)
+    folder = sketched_model_folder(job) if timed is None else job.resolve_path(job.model.path)
     config = load_config(folder)
     return meta_model(config), config
