@@ -149,3 +149,20 @@ def test_a_share_too_small_for_one_row_is_a_clear_error(make_job, tmp_path, caps
     last = err.splitlines()[-1]
     assert last.startswith("error: sketch.token_budget = 'auto': one row of data.max_length = 192 tokens needs")
     assert "cluster.slurm.mem_gb = 1" in last and "Traceback" not in err
+
+
+def test_an_undecided_auto_proxy_is_budgeted_as_its_target(make_job, tmp_path, tiny_model_dir):
+    """proxy.method = "auto" chooses at the proxy's fidelity check, before the verdict that may
+    sketch the target instead: the models counted are the target's (the proxy is never read)."""
+    from iprox_ray.models.loading import load_config, meta_model
+    from iprox_ray.stages.context import RunContext
+    from iprox_ray.stages.model_ref import ModelRef
+    from iprox_ray.stages.sketch_budget import sketch_spec
+    from iprox_ray.store.layout import RunLayout
+
+    job = load_job(make_job(n_pool=16), [f"model.path='{tiny_model_dir}'", "proxy.method='auto'"])
+    ctx = RunContext(job, RunLayout(tmp_path / "run"), quiet=True)
+    sketch_spec(ctx, ModelRef("proxy", tmp_path / "no-proxy-here"))
+    record = json.loads(ctx.layout.stage_done("sketch-budget").read_text())
+    target = sum(p.numel() for p in meta_model(load_config(tiny_model_dir)).parameters())
+    assert record["model_bytes"] == target * 4 * (1 if job.sketch.optimizer == "none" else 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from iprox_ray.execution.layout import Layout, worker_layout, worker_memory
-from iprox_ray.models.loading import load_config
+from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.sketch.memory import BudgetChoice, choose_budget, peak_model
 from iprox_ray.spec import JobSpec, SketchSpec, SpecError
 from iprox_ray.stages.context import RunContext
@@ -42,7 +42,11 @@ def sketch_spec(ctx: RunContext, ref: ModelRef) -> SketchSpec:
         return spec
     done = ctx.stage_done(SKETCH_BUDGET_STAGE)
     if done is None:
-        choice = budget_for(ctx.job, ref.meta(), sketched_config(ctx.job, ref))
+        config = sketched_config(ctx.job, ref)
+        # Under proxy.method = "auto" a proxy's fidelity check chooses before the verdict, which may
+        # sketch the target instead: size for the target (the larger model) then.
+        undecided = ref.kind == "proxy" and ctx.job.proxy.method == "auto"
+        choice = budget_for(ctx.job, meta_model(config) if undecided else ref.meta(), config)
         if choice is None:
             raise SpecError("sketch.token_budget = 'auto' needs the GPU workers' memory, and this driver sees no "
                             "GPU; set sketch.token_budget")
