@@ -37,7 +37,7 @@ def test_int8_store_round_trip_and_digest(tmp_path):
             "domain": np.full(10, "", dtype=object), "subtask": np.full(10, "", dtype=object),
             "n_tokens": np.ones(10, np.int32), "loss": np.ones(10, np.float32),
             "sketch_norm": np.ones(10, np.float32), "written": np.ones(10, np.uint8)}
-    digest = store.write_shard(1, u, rows)
+    marker = store.write_shard(1, u, rows)
     span = store.shard_rows(1)
     payload, scale = store.payload(span)
     q, expected_scale = quantize_rows(u, "int8")
@@ -45,7 +45,8 @@ def test_int8_store_round_trip_and_digest(tmp_path):
     assert np.array_equal(scale[:10], expected_scale) and np.all(scale[10:] == 0)
     np.testing.assert_array_equal(store.units(span)[:10], dequantize_rows(q, expected_scale))
     np.testing.assert_array_equal(store.units(np.asarray([17, 16])), dequantize_rows(q[[1, 0]], expected_scale[[1, 0]]))
-    assert store.stored_digest(1) == digest and SCALE in store.array_names()
+    assert store.stored_digest(1) == marker["digest"] and SCALE in store.array_names()
+    assert "pool/sketch_scale/c/1" in marker["chunks"]  # a lost scale chunk is noticed like any other
 
 
 @pytest.mark.parametrize("raw", [False, True])
