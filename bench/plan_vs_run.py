@@ -6,7 +6,8 @@ Measured: store bytes = the chunk files of every sketch array (`sketch`, `sketch
 store.zarr; sketch seconds = summary.json's stage_seconds.sketch; pool rows / shards / tokens from
 the pool store (n_tokens of the rows written OK); sketch CPU seconds = the sum of the sketch
 completion markers' cpu_seconds (load-independent, unlike wall seconds); worker peak = the largest peak_rss_mib (or
-peak_gpu_mib) in the sketch completion markers.
+peak_gpu_mib) in the sketch completion markers, against the plan's measured worker peak and the
+config memory model's (`worker_peak_modelled`).
 """
 
 from __future__ import annotations
@@ -66,15 +67,18 @@ def main() -> None:
     label = args.job or plan["job"]
     if args.markdown:
         print("| job | quantity | predicted | measured | ratio |\n|---|---|---:|---:|---:|")
+    if plan.get("worker_peak_modelled_bytes"):  # the config's memory model (sketch/memory.py)
+        plan["worker_peak_modelled"] = plan["worker_peak_modelled_bytes"]
+        got["worker_peak_modelled"] = got["worker_peak_bytes"]
     for key, value in got.items():
-        if key not in plan:
+        if plan.get(key) is None:  # not in this plan, or not timed (a plan from the config alone)
             continue
         ratio = plan[key] / value if value else float("nan")
         if args.markdown:
             print(f"| {label} | {key} | {plan[key]:,} | {value:,} | {ratio:.2f} |")
         else:
             print(f"{label:<12} {key:<18} {plan[key]:>16,} {value:>16,} {ratio:6.2f}")
-    if "sketch_seconds_idle" in plan:
+    if plan.get("sketch_seconds_idle") is not None and plan.get("sketch_timing"):
         print(f"(idle-CPU prediction {plan['sketch_seconds_idle']:.1f} s; the timed batches got "
               f"{plan['sketch_timing']['cpu_share']:.0%} of the worker's threads)")
 

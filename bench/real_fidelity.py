@@ -39,6 +39,7 @@ from iprox_ray.sketch.projection import projection_matrix
 from iprox_ray.sketch.vectors import vector_params
 from iprox_ray.spec import SketchSpec, SourceSpec
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
+from sketch_common import bench_budget
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "bench" / "out" / "real"
@@ -137,7 +138,7 @@ def product_check(model, spec: SketchSpec, encoded, want: np.ndarray, pad_id: in
     got = np.zeros((len(encoded), sketcher.dim), np.float32)
     tokens, start = 0, time.perf_counter()
     try:
-        for b in make_batches(encoded, spec.token_budget, spec.max_batch_rows, pad_id):
+        for b in make_batches(encoded, bench_budget(spec), spec.max_batch_rows, pad_id):
             out = sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
             got[b.rows] = out.sketch.numpy()
             tokens += b.n_tokens

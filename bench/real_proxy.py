@@ -30,6 +30,7 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import ProxySpec, SketchSpec
 from iprox_ray.stages.inputs import fixed_batches, shuffled_epochs
 from real_fidelity import REAL, agreement, encode_file, keep_freed_memory
+from sketch_common import bench_budget
 
 OUT = REAL / "proxy"
 # name -> (ProxySpec fields or None for the full model, SketchSpec fields, probe rows)
@@ -69,7 +70,7 @@ def sketch(model, spec: SketchSpec, rows, pad_id: int) -> tuple[np.ndarray, int,
     out, losses = None, np.zeros(len(rows))
     tokens, start = 0, time.perf_counter()
     try:
-        for b in make_batches(rows, spec.token_budget, spec.max_batch_rows, pad_id):
+        for b in make_batches(rows, bench_budget(spec), spec.max_batch_rows, pad_id):
             got = sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
             if out is None:
                 out = np.zeros((len(rows), got.sketch.shape[1]), np.float32)

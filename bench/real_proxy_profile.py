@@ -19,6 +19,7 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
 from real_fidelity import real_rows_and_model
 from real_proxy_speed import shape_proxy
+from sketch_common import bench_budget
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     proxy = shape_proxy(target, "svd", args.rho)
     fields = dict(kv.split("=", 1) for kv in args.sketch.split(",") if kv)
     spec = SketchSpec(**{k: ([] if v == "[]" else v) for k, v in fields.items()})
-    batches = make_batches(rows, spec.token_budget, spec.max_batch_rows, tokenizer.pad_token_id)
+    batches = make_batches(rows, bench_budget(spec), spec.max_batch_rows, tokenizer.pad_token_id)
     for name, model in (("full", target), (f"svd proxy rho={args.rho}", proxy)):
         sketcher = make_sketcher(model, spec)
         tensors = [tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)) for b in batches]

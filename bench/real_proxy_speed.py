@@ -22,6 +22,7 @@ from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import ProxySpec, SketchSpec
 from real_fidelity import REAL, real_rows_and_model
 from real_sketch_cost import interleaved_seconds
+from sketch_common import BENCH_TOKEN_BUDGET
 
 
 def shape_proxy(target, method: str, rho: float):
@@ -52,7 +53,7 @@ def main() -> None:
         "layer extraction ρ=0.5 (15 of 30 layers)": ("layer_extraction 0.5", SketchSpec()),
     }
     sketchers = {name: make_sketcher(models[m], spec) for name, (m, spec) in settings.items()}
-    batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
+    batches = make_batches(rows, BENCH_TOKEN_BUDGET, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
     seconds, tokens = interleaved_seconds(sketchers, batches, args.repeats)
     base = float(np.median(seconds["full, default sketch"]))
     out = {}

@@ -19,6 +19,7 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
 from real_fidelity import real_rows_and_model
+from sketch_common import BENCH_TOKEN_BUDGET
 
 SETTINGS = {
     "kron16 (linears only, old default)": SketchSpec(vectors=[], biases=False),
@@ -57,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     tokenizer, rows, model = real_rows_and_model(args.rows)
     sketchers = {name: make_sketcher(model, spec) for name, spec in SETTINGS.items()}
-    batches = make_batches(rows, SketchSpec().token_budget, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
+    batches = make_batches(rows, BENCH_TOKEN_BUDGET, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
     seconds, tokens = interleaved_seconds(sketchers, batches, args.repeats)
     base = np.median(seconds[next(iter(SETTINGS))])
     print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds, torch threads {torch.get_num_threads()}")

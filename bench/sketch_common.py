@@ -28,6 +28,15 @@ CONFIGS = {  # name: (layers, hidden, intermediate, heads, kv heads)
 }
 
 
+# What these benchmarks batch with where a SketchSpec says "auto" (the run's memory-fitted budget,
+# stages/sketch_budget.py): the former default, so their figures stay comparable.
+BENCH_TOKEN_BUDGET = 8192
+
+
+def bench_budget(spec) -> int:
+    return BENCH_TOKEN_BUDGET if spec.token_budget == "auto" else spec.token_budget
+
+
 def llama_config(name: str, max_positions: int = 8192) -> LlamaConfig:
     layers, hidden, inter, heads, kv = CONFIGS[name]
     return LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,

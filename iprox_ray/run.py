@@ -30,6 +30,7 @@ from iprox_ray.stages.report import build_summary, format_summary, score_histogr
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import RowSubset, run_sketch
+from iprox_ray.stages.sketch_budget import budget_summary
 from iprox_ray.stages.subset import write_subset
 from iprox_ray.store.atomic import remove_tree_inside
 from iprox_ray.store.layout import POOL, RunLayout, embedding_group, split_stages, target_arrays, target_split, target_stages
@@ -139,7 +140,7 @@ class Run:
             if ctx.job.output.plot:
                 picked = pq.read_table(info["selection"], columns=["score", "weight"])
                 score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=picked)
-        extra = self.method.summary_extra(ctx, split, scores_name)
+        extra = {**self.method.summary_extra(ctx, split, scores_name), **budget_summary(ctx)}
         summary = build_summary(ctx, name, info, manifests, summary_path, extra)
         print(format_summary(summary))
         write_run_report(ctx)

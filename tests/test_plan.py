@@ -95,9 +95,9 @@ def test_bad_inputs_give_clear_errors(make_job, tmp_path, capsys):
 def test_store_bytes_formula_and_scheduling(make_job):
     job = load_job(make_job(n_pool=40, rows_per_shard=16))
     manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))
-    assert sketch_array_bytes(manifest, 64, 0.0) == 0
-    full = sketch_array_bytes(manifest, 64, 1.0)
-    assert 0 < sketch_array_bytes(manifest, 64, 0.1) < full
+    assert sketch_array_bytes(manifest, 64, 0.0, "float16") == 0
+    full = sketch_array_bytes(manifest, 64, 1.0, "float16")
+    assert 0 < sketch_array_bytes(manifest, 64, 0.1, "float16") < full
     assert list_schedule([3.0, 1.0, 1.0, 1.0], 2) == (3.0, 3)  # the free worker takes the next shard
     assert list_schedule(list(np.ones(5)), 1) == (5.0, 5)
 
@@ -105,7 +105,9 @@ def test_store_bytes_formula_and_scheduling(make_job):
 def test_threads_beyond_this_machine_are_capped_and_said(make_job):
     import os
 
-    job = load_job(make_job(n_pool=16), ["cluster.threads_per_actor=4096"])
+    # A Ray actor's threads (the inline worker takes the cores its process is given instead).
+    job = load_job(make_job(n_pool=16),
+                   ["cluster.executor=ray", "cluster.use_gpus=no", "cluster.threads_per_actor=4096"])
     plan = plan_job(job, sample_rows=8, batches=1)
     assert plan.sketch_timing.threads == min(4096, os.cpu_count())
     assert plan.per_worker.threads_per_worker == 4096
@@ -182,13 +184,15 @@ def test_warmup_step_is_measured_in_a_fresh_process(make_job):
 
 
 def test_a_warmup_too_big_for_this_machine_is_modelled_and_said(make_job, monkeypatch):
-    from iprox_ray.cost import driver_steps
+    from iprox_ray.cost import driver_steps, plan as plan_module
 
     class Tiny:
         available = 1024
 
     monkeypatch.setattr(driver_steps.psutil, "virtual_memory", lambda: Tiny())
-    plan = plan_job(load_job(make_job(n_pool=16)), sample_rows=8, batches=1)
+    monkeypatch.setattr(plan_module, "config_only_reason", lambda job: None)  # the sketch still timed
+    plan = plan_job(load_job(make_job(n_pool=16), ["sketch.token_budget=4096"]), sample_rows=8, batches=1)
+    assert plan.sizes_from == "model"
     assert any("warm-up step was modelled, not measured" in n for n in plan.notes)
     assert plan.driver_peak_bytes > 0
 
@@ -197,17 +201,19 @@ def test_siblings_that_do_not_fit_or_fail_leave_the_timing_alone_and_say_so(make
     import contextlib
     import os
 
-    from iprox_ray.cost import contention
+    from iprox_ray.cost import contention, plan as plan_module
 
     if os.cpu_count() < 2:
         return  # one core: no sibling is ever started
-    job = load_job(make_job(n_pool=16), ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no"])
+    job = load_job(make_job(n_pool=16), ["cluster.executor=ray", "cluster.actors=2", "cluster.use_gpus=no",
+                                         "sketch.token_budget=4096"])
 
     class Tiny:
         available = 1024
 
     with monkeypatch.context() as m:
         m.setattr(contention.psutil, "virtual_memory", lambda: Tiny())
+        m.setattr(plan_module, "config_only_reason", lambda job: None)  # the model is still timed here
         plan = plan_job(job, sample_rows=8, batches=1)
     assert plan.sketch_timing.concurrent_workers == 1
     assert any("0 of 1 sibling worker(s) fit" in n for n in plan.notes)

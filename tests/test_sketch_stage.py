@@ -23,7 +23,7 @@ from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.warmup import run_warmup
-from iprox_ray.store.layout import RunLayout
+from iprox_ray.store.layout import SKETCH_BUDGET_STAGE, RunLayout
 from iprox_ray.store.sketch_store import OK, SplitStore, checkpoint_array
 
 TARGET = target_split("main")
@@ -50,7 +50,9 @@ def _direct_rows(ctx, model, spec, state, split, shard_id=0):
     rows = read_shard(split, manifest.shards[shard_id], source, encoder)
     sketcher = make_sketcher(copy.deepcopy(model), spec, state)
     out = np.zeros((len(rows.encoded), sketcher.dim), np.float32)
-    for batch in make_batches(rows.encoded, spec.token_budget, spec.max_batch_rows, encoder.tokenizer.pad_token_id):
+    budget = spec.token_budget  # "auto": the budget the stage chose and recorded
+    budget = ctx.stage_done(SKETCH_BUDGET_STAGE)["token_budget"] if budget == "auto" else budget
+    for batch in make_batches(rows.encoded, budget, spec.max_batch_rows, encoder.tokenizer.pad_token_id):
         ids, attn, train = (torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable))
         out[batch.rows] = sketcher.sketch(ids, attn, train).sketch.numpy()
     return np.asarray(rows.local_rows), out

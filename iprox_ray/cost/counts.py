@@ -22,7 +22,7 @@ from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.corpus.sources import discover
 from iprox_ray.spec import JobSpec, SourceSpec
 from iprox_ray.stages.inputs import sample_count, token_probe
-from iprox_ray.store.sketch_store import SKETCH_DTYPE, sketch_chunk_rows
+from iprox_ray.store.sketch_store import sketch_chunk_rows
 
 # Zarr v3 sharding: each shard file ends with an index of (offset, nbytes) uint64 pairs per inner
 # chunk plus the index's crc32c; each stored chunk carries its own crc32c (the sketch codec).
@@ -119,15 +119,17 @@ def sample_batches(sample: SplitSample, token_budget: int, max_rows: int, pad_id
     return make_batches(sample.encoded, token_budget, max_rows, pad_id)
 
 
-def sketch_array_bytes(manifest: Manifest, dim: int, sketched_share: float) -> int:
-    """Chunk files of one sketch array (one checkpoint) on disk.
+def sketch_array_bytes(manifest: Manifest, dim: int, sketched_share: float, dtype: str) -> int:
+    """Chunk files of one sketch array (one checkpoint) on disk, its rows kept in `dtype`
+    (`store.sketch_dtype`: the chunking follows the item size too).
 
     Zarr writes no chunk that holds only the fill value (0): padding rows past a shard's end and
     unsketched rows cost nothing, so a chunk is stored when any of its rows is sketched. With a
     partial subset (landmarks) the expected count is used."""
     S = manifest.rows_per_shard
-    chunk_rows = sketch_chunk_rows(S, dim)
-    per_chunk = chunk_rows * dim * SKETCH_DTYPE.itemsize + CRC_BYTES
+    itemsize = np.dtype(dtype).itemsize
+    chunk_rows = sketch_chunk_rows(S, dim, itemsize)
+    per_chunk = chunk_rows * dim * itemsize + CRC_BYTES
     index = (S // chunk_rows) * INDEX_BYTES_PER_CHUNK + CRC_BYTES
     if sketched_share <= 0:
         return 0

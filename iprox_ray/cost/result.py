@@ -40,7 +40,7 @@ class PassTiming:
     read_seconds_per_row: float  # reading + parsing the shard's file
     encode_seconds_per_row: float  # chat template + tokeniser
     model_bytes: int  # resident growth from loading the model (GPU: allocated)
-    activation_bytes: int  # growth above the loaded model during the timed batches
+    activation_bytes: int  # growth above the loaded model (its weights resident) during the timed batches
     largest_timed_batch: int  # padded tokens of the largest timed batch
     peak_bytes: int  # one worker at token_budget (activation_bytes scaled to the budget)
     concurrent_workers: int = 1  # workers running the same batches at once while timed (a node's CPU workers)
@@ -54,8 +54,8 @@ class WorkerCost:
     device: str  # what the profile's workers use (cpu | cuda)
     threads_per_worker: int
     max_shards: int  # most shards one worker gets (list scheduling in stage order)
-    sketch_seconds: float  # the busiest worker: setup + its shards
-    embed_seconds: float
+    sketch_seconds: float | None  # the busiest worker: setup + its shards (None: nothing was timed)
+    embed_seconds: float | None
 
 
 @dataclass
@@ -67,21 +67,29 @@ class CostPlan:
     tokens: int  # pool tokens after truncation
     shards: int  # pool shards
     store_bytes: int  # sketch arrays of every sketched split, on disk
-    sketch_seconds: float  # wall-clock of the sketch stage with the profile's workers, at the load measured
-    sketch_seconds_idle: float  # the same on idle CPUs (timed seconds x cpu_share; = sketch_seconds on GPU)
-    sketch_worker_seconds: float  # the same work done by one worker (sum over shards)
-    sketch_cpu_seconds: float  # CPU seconds of the shards' work (load-independent: cpu_share x threads)
-    embed_seconds: float  # wall-clock of the embedding pass(es); 0 when the method needs none
-    embed_worker_seconds: float
-    worker_peak_bytes: int
+    # Seconds are None when nothing was timed (sizes_from = "config": the model was not loaded).
+    sketch_seconds: float | None  # wall-clock of the sketch stage with the profile's workers, at the load measured
+    sketch_seconds_idle: float | None  # the same on idle CPUs (timed seconds x cpu_share; = sketch_seconds on GPU)
+    sketch_worker_seconds: float | None  # the same work done by one worker (sum over shards)
+    sketch_cpu_seconds: float | None  # CPU seconds of the shards' work (load-independent: cpu_share x threads)
+    embed_seconds: float | None  # wall-clock of the embedding pass(es); 0 when the method needs none
+    embed_worker_seconds: float | None
+    worker_peak_bytes: int  # measured and scaled to the budget; modelled when nothing was timed
     driver_peak_bytes: int
     driver_peak_stage: str  # which driver-side step sets driver_peak_bytes
     timed: str  # what was timed: model and device
     per_worker: WorkerCost
     splits: list[SplitCost]
-    sketch_timing: PassTiming
+    sketch_timing: PassTiming | None
     embed_timing: PassTiming | None = None
     notes: list[str] = field(default_factory=list)
+    # cost.sizes.SketchSizes: width (columns of a stored row), row_bytes (the row at dtype, its norm
+    # and int8 scale), dtype, and the width's parts (modules, matrix_block, vector_block)
+    sketch_sizes: dict = field(default_factory=dict)
+    token_budget: int = 0  # the sketch batches' budget the run uses (auto: as chosen)
+    token_budget_auto: dict | None = None  # sketch.token_budget = "auto": the choice (stages/sketch_budget.py)
+    sizes_from: str = "model"  # model: the loaded model was timed; config: meta device, nothing timed
+    worker_peak_modelled_bytes: int = 0  # the config's memory model at token_budget (sketch/memory.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +114,10 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _seconds(s: float | None) -> str:
+    return "not timed" if s is None else human_seconds(s)
+
+
 def format_plan(plan: CostPlan) -> str:
     """A short readable table."""
     w = plan.per_worker
@@ -117,21 +129,33 @@ def format_plan(plan: CostPlan) -> str:
     for s in plan.splits:
         if s.split != "pool":
             rows.append((s.split, f"{s.rows:,} rows, {s.shards} shards, {s.tokens:,} tokens"))
+    source = "the model's config (meta device)" if plan.sizes_from == "config" else "the model"
+    sizes = plan.sketch_sizes
     rows += [
+        ("sketch row", f"{sizes['width']:,} columns, {sizes['row_bytes']:,} bytes a row ({sizes['dtype']}), "
+                       f"from {source}"),
         ("store", f"{human_bytes(plan.store_bytes)} of sketch arrays ({plan.store_bytes:,} bytes)"),
+        ("token budget", f"{plan.token_budget:,} tokens a batch"
+                         + (" (auto)" if plan.token_budget_auto else "")),
         ("workers", f"{w.workers} x {w.device} ({w.threads_per_worker} thread(s) each) on {w.nodes} node(s); "
                     f"at most {w.max_shards} shard(s) each"),
-        ("sketch", f"{human_seconds(plan.sketch_seconds)} wall ({human_seconds(plan.sketch_worker_seconds)} "
-                   f"on one worker); {human_seconds(plan.sketch_seconds_idle)} on idle CPUs"),
     ]
+    if plan.sketch_seconds is None:
+        rows.append(("sketch", "not timed (the model was not loaded)"))
+    else:
+        rows.append(("sketch", f"{human_seconds(plan.sketch_seconds)} wall ({_seconds(plan.sketch_worker_seconds)} "
+                               f"on one worker); {_seconds(plan.sketch_seconds_idle)} on idle CPUs"))
     if plan.embed_timing is not None:
-        rows.append(("embed", f"{human_seconds(plan.embed_seconds)} wall "
-                              f"({human_seconds(plan.embed_worker_seconds)} on one worker)"))
-    share = plan.sketch_timing.cpu_share
-    if share < 0.9:
-        rows.append(("load", f"the timed batches got {share:.0%} of the worker's CPU threads: other work is running"))
+        rows.append(("embed", f"{_seconds(plan.embed_seconds)} wall "
+                              f"({_seconds(plan.embed_worker_seconds)} on one worker)"))
+    if plan.sketch_timing is not None and plan.sketch_timing.cpu_share < 0.9:
+        rows.append(("load", "the timed batches got "
+                             f"{plan.sketch_timing.cpu_share:.0%} of the worker's CPU threads: other work is running"))
+    measured = plan.sketch_timing is not None
     rows += [
-        ("worker peak", f"{human_bytes(plan.worker_peak_bytes)} per worker at the token budget"),
+        ("worker peak", f"{human_bytes(plan.worker_peak_bytes)} per worker at the token budget "
+                        + (f"(measured; the config's model says {human_bytes(plan.worker_peak_modelled_bytes)})"
+                           if measured else "(modelled from the config)")),
         ("driver peak", f"{human_bytes(plan.driver_peak_bytes)} ({plan.driver_peak_stage})"),
     ]
     width = max(len(k) for k, _ in rows)

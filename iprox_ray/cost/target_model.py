@@ -27,7 +27,11 @@ def target_loader(job: JobSpec, attn: str | None = None) -> Callable[[], torch.n
                              attn or spec.attn_implementation)
 
 
+def weight_bytes(job: JobSpec, folder: Path) -> int:
+    """A model folder's weights at the job's dtype, from its config (nothing loaded)."""
+    return sum(p.numel() for p in meta_model(load_config(folder)).parameters()) * DTYPES[job.model.dtype].itemsize
+
+
 def target_bytes(job: JobSpec) -> int:
-    """The target model's weights at the job's dtype, from its config (nothing loaded)."""
-    model = meta_model(load_config(job.resolve_path(job.model.path)))
-    return sum(p.numel() for p in model.parameters()) * DTYPES[job.model.dtype].itemsize
+    """The target model's weights at the job's dtype."""
+    return weight_bytes(job, job.resolve_path(job.model.path))

@@ -1,49 +1,13 @@
-"""How many workers a cluster profile gives, how shards spread over them, and what the driver holds."""
+"""How shards spread over a profile's workers (execution/layout.py says how many), and what the driver holds."""
 
 from __future__ import annotations
 
 import heapq
-import os
-from dataclasses import dataclass
 
 import torch
 
-from iprox_ray.execution.planning import plan_workers
 from iprox_ray.influence.column_topk import candidate_bytes
-from iprox_ray.spec import JobSpec, SpecError
-
-
-@dataclass(frozen=True)
-class Layout:
-    workers: int
-    nodes: int
-    threads: int
-    uses_gpu: bool
-    per_node: int  # workers sharing one node's cores (what a timing on this machine competes with)
-
-
-def worker_layout(job: JobSpec) -> Layout:
-    """The workers the executor would start, by the same rule (execution.planning.plan_workers).
-
-    Local: this machine's cores and GPUs (what the embedded Ray sees). SLURM gang: the Ray cluster
-    spans `nodes` nodes; array: each job is one node, `array_parallelism` of them at once."""
-    c = job.cluster
-    if c.kind == "local":
-        nodes, cpus, gpus = 1, os.cpu_count() or 1, torch.cuda.device_count()
-    else:
-        s = c.slurm
-        nodes = s.nodes if s.mode == "gang" else min(s.array_jobs, s.array_parallelism or s.array_jobs)
-        cpus, gpus = s.cpus_per_task, s.gpus_per_node
-        if s.mode == "gang":
-            cpus, gpus = cpus * nodes, gpus * nodes
-    try:
-        plan = plan_workers(c.executor, c.use_gpus, c.actors, c.threads_per_actor, cpus, gpus)
-    except RuntimeError as exc:
-        raise SpecError(str(exc)) from exc
-    array = c.kind == "slurm" and c.slurm.mode == "array"
-    workers = plan.num_workers * (nodes if array else 1)
-    per_node = plan.num_workers if array else -(-plan.num_workers // nodes)
-    return Layout(workers, nodes, plan.resources.threads, bool(plan.resources.gpus), per_node)
+from iprox_ray.spec import JobSpec
 
 
 def list_schedule(costs: list[float], workers: int) -> tuple[float, int]:

@@ -29,9 +29,11 @@ def plan_workers(
     cluster_cpus: float,
     cluster_gpus: float,
 ) -> WorkerPlan:
-    """One actor per GPU when GPUs are used; otherwise `actors` CPU actors of `threads` threads."""
+    """One actor per GPU when GPUs are used; otherwise `actors` CPU actors of `threads` threads.
+    Inline: the one worker is the driver, and it uses every core it is given (`cluster_cpus`, else
+    the cores this process may run on); `threads_per_actor` is a Ray actor's setting."""
     if executor == "inline":
-        return WorkerPlan("inline", 1, Resources(cpus=0, gpus=0, threads=threads_per_actor))
+        return WorkerPlan("inline", 1, Resources(cpus=0, gpus=0, threads=int(cluster_cpus) or usable_cores()))
     gpus = int(cluster_gpus)
     if use_gpus == "yes" and gpus == 0:
         raise RuntimeError("cluster.use_gpus = 'yes' but the Ray cluster has no GPU")
@@ -42,6 +44,15 @@ def plan_workers(
     # Never ask for more CPUs than exist, or extra actors would wait forever to be scheduled.
     per_actor = min(float(threads_per_actor), cpus / count)
     return WorkerPlan("ray", count, Resources(cpus=per_actor, gpus=0, threads=threads_per_actor))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM task's cpus_per_task, a
+    container's cpuset), not every core of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity call on this platform
+        return os.cpu_count() or 1
 
 
 def make_executor(plan: WorkerPlan) -> Executor:

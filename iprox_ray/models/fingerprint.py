@@ -18,13 +18,17 @@ class ModelFilesError(FileNotFoundError):
     pass
 
 
+def has_weight_files(folder: Path) -> bool:
+    return any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir())
+
+
 def check_model_folder(folder: Path, what: str, needs_weights: bool) -> None:
     """A clear error naming what is missing (transformers would treat the path as a hub repo id)."""
     if not folder.is_dir():
         raise ModelFilesError(f"{what} folder {folder} does not exist (or is not a folder)")
     if not (folder / "config.json").is_file():
         raise ModelFilesError(f"{what} folder {folder} has no config.json")
-    if needs_weights and not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+    if needs_weights and not has_weight_files(folder):
         raise ModelFilesError(f"{what} folder {folder} has no weight files ({', '.join(WEIGHT_SUFFIXES)}); "
                               "give a folder with weights, or model.init = 'random'")
 

@@ -71,7 +71,8 @@ class ClusterSpec(Section):
     )
     ray_address: ScriptText = Field("local", description="'local' starts an embedded Ray")
     actors: int | None = Field(None, ge=1, description="CPU actors when no GPU; default: cores/threads")
-    threads_per_actor: int = Field(1, ge=1)
+    threads_per_actor: int = Field(1, ge=1, description="a Ray actor's math threads (the inline worker uses "
+                                   "every core its process may run on)")
     use_gpus: Literal["auto", "yes", "no"] = "auto"
     max_shard_retries: int = Field(2, ge=0)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)

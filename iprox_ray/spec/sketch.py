@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from iprox_ray.spec.base import SafeName, Section
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
@@ -61,8 +61,18 @@ class SketchSpec(Section):
         default_factory=list, description="sketch several checkpoints (needs proxy.method = 'none' or 'auto')"
     )
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
-    token_budget: int = Field(8192, ge=16, description="max padded tokens per batch")
+    token_budget: int | Literal["auto"] = Field(
+        "auto", description="max padded tokens per batch; auto: the largest whose predicted worker peak fits "
+                            "the worker's share of its node's memory (sketch/memory.py), chosen at the run's "
+                            "first sketch and kept for its resumes (stages/sketch-budget.json)")
     max_batch_rows: int = Field(64, ge=1)
+
+    @field_validator("token_budget", mode="before")
+    @classmethod
+    def _budget(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 16):
+            return value
+        raise ValueError(f"must be an integer >= 16 or 'auto', got {value!r}")
 
     @model_validator(mode="after")
     def _check(self) -> "SketchSpec":

@@ -37,6 +37,7 @@ from iprox_ray.stages.inputs import (
     target_split,
 )
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
@@ -99,8 +100,9 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     pool, target, pad_id = probe_data(ctx)
     full = load_pretrained(warmed_dir, ctx.job.model.dtype, ctx.job.model.attn_implementation)
     small = proxy.load()
-    full_scores, full_tps = influence_scores(full, pool, target, ctx.job.sketch, pad_id)
-    proxy_scores, proxy_tps = influence_scores(small, pool, target, ctx.job.sketch, pad_id)
+    sketch = sketch_spec(ctx, proxy)
+    full_scores, full_tps = influence_scores(full, pool, target, sketch, pad_id)
+    proxy_scores, proxy_tps = influence_scores(small, pool, target, sketch, pad_id)
     ok = np.isfinite(full_scores) & np.isfinite(proxy_scores)
     a, b = full_scores[ok], proxy_scores[ok]
     share, hits, k = top_overlap(a, b, spec.top_fraction)

@@ -24,6 +24,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed_task import make_embedder
 from iprox_ray.stages.fidelity import influence_scores, probe_data
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.scorers import landmark_holdout
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
@@ -56,7 +57,7 @@ def landmark_section(ctx: RunContext, ref: ModelRef) -> dict:
     start = time.perf_counter()
     embeddings = embed_rows(model, pool, ctx, pad_id)  # before sketching: the sketcher freezes the weights
     embed_seconds = time.perf_counter() - start
-    p, _ = influence_scores(model, pool, target, ctx.job.sketch, pad_id)
+    p, _ = influence_scores(model, pool, target, sketch_spec(ctx, ref), pad_id)
     ok = np.isfinite(p) & np.isfinite(embeddings).all(axis=1)
     lm = ctx.job.scoring.landmarks
     if not lm.holdout_folds:

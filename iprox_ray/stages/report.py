@@ -182,5 +182,8 @@ def format_summary(summary: dict) -> str:
                      f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
     if summary.get("proxy_choice"):
         lines.append("  " + decision_line(summary["proxy_choice"]))
+    budget = summary.get("sketch_token_budget")
+    if budget and budget.get("tokens"):
+        lines.append(f"  sketch token budget: {budget['tokens']}" + (" (auto)" if budget.get("auto") else ""))
     lines.append("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     return "\n".join(lines)

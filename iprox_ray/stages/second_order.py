@@ -26,9 +26,11 @@ from iprox_ray.influence.weights import lambda_bisection
 from iprox_ray.models.lowrank import densify
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
+from iprox_ray.spec import SketchSpec
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, make_encoder, source_for
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.store import driver_arrays
 from iprox_ray.store.embedding_store import EmbeddingStore
@@ -49,8 +51,7 @@ def encode_rows(ctx: RunContext, split: str, store_rows: np.ndarray, rows_per_sh
     return [by_row[int(r)] for r in store_rows]
 
 
-def _batches(encoded: list[Encoded], ctx: RunContext, pad_id: int):
-    s = ctx.job.sketch
+def _batches(encoded: list[Encoded], s: SketchSpec, pad_id: int):
     for b in make_batches(encoded, s.token_budget, s.max_batch_rows, pad_id):
         yield b.rows, (torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask), torch.from_numpy(b.trainable))
 
@@ -67,20 +68,20 @@ def second_order_direction(ctx: RunContext, ref: ModelRef, pool: SplitStore, tar
         densify(model)
     pad_id = make_encoder(ctx, POOL).tokenizer.pad_token_id
     support_rows = encode_rows(ctx, "pool", support, pool.rows_per_shard)
-    s = ctx.job.sketch
+    s = sketch_spec(ctx, ref)
     sketcher = make_sketcher(model, s)
     norms = np.zeros(len(support), dtype=np.float64)
     try:
-        for rows, (ids, mask, trainable) in _batches(support_rows, ctx, pad_id):
+        for rows, (ids, mask, trainable) in _batches(support_rows, s, pad_id):
             norms[rows] = sketcher.sketch(ids, mask, trainable).sketch.norm(dim=1).double().numpy()
     finally:
         sketcher.close()
     for weight in (model.get_parameter(n) for n in names):
         weight.requires_grad_(True)
     coef = torch.from_numpy(np.where(norms > 0, weights / np.where(norms > 0, norms, 1.0), 0.0))
-    u = weighted_gradient(model, names, ((batch, coef[rows]) for rows, batch in _batches(support_rows, ctx, pad_id)))
+    u = weighted_gradient(model, names, ((batch, coef[rows]) for rows, batch in _batches(support_rows, s, pad_id)))
     targets = encode_rows(ctx, target_split, target_rows, target.rows_per_shard)
-    h = target_hvp(model, names, (batch for _, batch in _batches(targets, ctx, pad_id)), u, len(targets))
+    h = target_hvp(model, names, (batch for _, batch in _batches(targets, s, pad_id)), u, len(targets))
     linear = kron_project(h[: len(modules)], modules, projection["seed"], projection["distribution"])
     return np.concatenate([linear, vector_project(h[len(modules) :], vectors)])
 

@@ -24,6 +24,7 @@ from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
 from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.stages.sketch_budget import sketch_spec
 from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
 from iprox_ray.store.markers import ShardMarkers
@@ -163,7 +164,7 @@ def run_sketch(ctx: RunContext, splits: list[str], ref: ModelRef, plan: WorkerPl
         name="sketch",
         resources=plan.resources,
         splits=inputs,
-        sketch=job.sketch,
+        sketch=sketch_spec(ctx, checkpoints.models[0]),
         models=checkpoints.models,
         adam_states=checkpoints.adam_states,
         tokenizer_dir=tokenizer_path(ctx.job),

@@ -238,6 +238,10 @@ def sketch_stage(split: str) -> str:
     return f"sketch-{_flat(split)}"
 
 
+# The sketch batches' token budget a run chose for `sketch.token_budget = "auto"` (kept for its resumes).
+SKETCH_BUDGET_STAGE = "sketch-budget"
+
+
 def embed_stage(kind: str, split: str) -> str:
     return f"embed-{kind}-{_flat(split)}"
 
