@@ -201,13 +201,12 @@ def stage_subset(work: Path, n: int, dim: int, k: int) -> dict:
 
     ctx = context(work, k, "topk")
     path = ctx.layout.selection(TARGET + "-topk")
-    selection = pq.read_table(path, columns=["source_file", "source_row"])
-    out = write_subset(selection, load_manifest(ctx), ctx.layout.subset(TARGET + "-topk"))
-    written = pq.ParquetFile(out).metadata.num_rows
-    first = pq.read_table(out, columns=["id"]).column("id")[0].as_py()
+    out = write_subset(path, load_manifest(ctx), ctx.layout.subset(TARGET + "-topk"))
+    written, selected = pq.ParquetFile(out).metadata.num_rows, pq.ParquetFile(path).metadata.num_rows
+    first = pq.ParquetFile(out).read_row_group(0, columns=["id"]).column("id")[0].as_py()
     want = pq.ParquetFile(path).read_row_group(0, columns=["sample_id"]).column("sample_id")[0].as_py()
-    if written != selection.num_rows or first != want:
-        raise AssertionError(f"subset has {written} rows (first {first!r}); selection {selection.num_rows}")
+    if written != selected or first != want:
+        raise AssertionError(f"subset has {written} rows (first {first!r}); selection {selected}")
     return {"rows": written}
 
 

@@ -135,8 +135,7 @@ class Run:
             ctx.guard(f"write the outputs of target {name!r}")
             # Only the columns each output reads: the selection may hold millions of rows.
             if ctx.job.output.subset:
-                where = pq.read_table(info["selection"], columns=["source_file", "source_row"])
-                write_subset(where, manifests[POOL], ctx.layout.subset(name))
+                write_subset(Path(info["selection"]), manifests[POOL], ctx.layout.subset(name))
             if ctx.job.output.plot:
                 picked = pq.read_table(info["selection"], columns=["score", "weight"])
                 score_histogram(ctx, scores_name, info["cutoff"], ctx.layout.score_plot(name), selection=picked)

@@ -146,3 +146,30 @@ def test_quarantine_is_counted_without_a_python_record_per_row(tmp_path):
     assert peak < 20 << 20, f"{peak / 2**20:.0f} MiB traced"
     assert counts == {("pool", "empty-text"): 225_000, ("pool", "too-long"): 75_000}
     assert pq.ParquetFile(layout.quarantine_all).metadata.num_rows == 3 * n
+
+
+def test_many_small_quarantine_files_merge_into_few_row_groups(tmp_path):
+    """A row group per shard file would grow quarantine.parquet's footer (held in memory until the
+    writer closes) with the pool's shard count; records are grouped instead, none lost."""
+    from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
+    from iprox_ray.stages import report
+    from iprox_ray.store.layout import RunLayout
+
+    layout = RunLayout(tmp_path / "run")
+    for shard in range(40):
+        table = pa.table({"split": ["pool"] * 3, "shard_id": [shard] * 3, "file": ["f.jsonl"] * 3,
+                          "row": [3 * shard, 3 * shard + 1, 3 * shard + 2], "sample_id": ["a", "b", "c"],
+                          "reason": ["too-long"] * 3, "detail": ["d"] * 3}, schema=QUARANTINE_SCHEMA)
+        path = layout.quarantine_shard("pool", shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    original = report.QUARANTINE_GROUP_ROWS
+    try:
+        report.QUARANTINE_GROUP_ROWS = 50
+        counts = report.merge_quarantine(SimpleNamespace(layout=layout))
+    finally:
+        report.QUARANTINE_GROUP_ROWS = original
+    merged = pq.ParquetFile(layout.quarantine_all)
+    assert counts == {("pool", "too-long"): 120}
+    assert merged.metadata.num_rows == 120 and merged.num_row_groups == 3  # 51 + 51 + 18
+    assert sorted(pq.read_table(layout.quarantine_all).column("row").to_pylist()) == list(range(120))

@@ -20,20 +20,38 @@ from iprox_ray.store.digest import read_checked, read_span
 from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
+QUARANTINE_GROUP_ROWS = 1 << 16  # records per row group of quarantine.parquet
+
 
 def merge_quarantine(ctx: RunContext) -> Counter:
     """quarantine.parquet from every split's quarantine files, one file at a time; returns the
     quarantined rows per (split, reason), counted by Arrow (no Python object per record)."""
     folder = ctx.layout.quarantine_root
     counts: Counter = Counter()
+    pending: list[pa.Table] = []
+    rows = 0
     with atomic_parquet_writer(ctx.layout.quarantine_all, QUARANTINE_SCHEMA) as writer:
         for path in sorted(folder.rglob("*.parquet")) if folder.exists() else []:
-            table = pq.read_table(path).cast(QUARANTINE_SCHEMA)
-            writer.write_table(table)
-            pairs = table.group_by(["split", "reason"]).aggregate([([], "count_all")])
-            counts.update(dict(zip(zip(pairs.column("split").to_pylist(), pairs.column("reason").to_pylist()),
-                                   pairs.column("count_all").to_pylist())))
+            pending.append(pq.read_table(path).cast(QUARANTINE_SCHEMA))
+            rows += pending[-1].num_rows
+            if rows >= QUARANTINE_GROUP_ROWS:
+                _write_counted(writer, pending, counts)
+                rows = 0
+        _write_counted(writer, pending, counts)
     return counts
+
+
+def _write_counted(writer, pending: list[pa.Table], counts: Counter) -> None:
+    """One row group of the pending shard files' records (a row group per shard file would grow
+    the file's footer, held in memory until it closes, with the pool's shard count); counts them."""
+    if not pending:
+        return
+    table = pa.concat_tables(pending)
+    pending.clear()
+    writer.write_table(table)
+    pairs = table.group_by(["split", "reason"]).aggregate([([], "count_all")])
+    counts.update(dict(zip(zip(pairs.column("split").to_pylist(), pairs.column("reason").to_pylist()),
+                           pairs.column("count_all").to_pylist())))
 
 
 def domain_shares_from_counts(counts: Counter | dict[str, int]) -> dict[str, float]:

@@ -42,7 +42,7 @@ SELECTION_SCHEMA = pa.schema(
         ("picked_by", pa.string()),  # round-robin: the target example whose turn chose the row
     ]
 )
-BATCH_ROWS = 1 << 20  # selected rows per record batch (and per spilled partition)
+BATCH_ROWS = 1 << 18  # selected rows per record batch and per spilled partition: the memory unit of top-k
 SPILL = pa.schema([("score", pa.float32()), ("row", pa.int64()), ("sample_id", pa.string()), ("domain", pa.string())])
 
 
