@@ -6,9 +6,12 @@ writing and the quarantine records' merge and counts, each stage in its own proc
     python bench/scale_driver.py --rows 1e7 1e8 --dim 16 --out /tmp/scale
     python bench/scale_driver.py --rows 1e7 1e8 --k-fraction 0.05 \
         --stages inputs manifest store score topk subset qgen quarantine     # issue 24: k = 5 % of N
+    python bench/scale_driver.py --rows 1e7 1e8 --k-fraction 0.05 \
+        --stages inputs manifest selgen subset qgen quarantine    # the same without store and scores
 
 With --k-fraction the selection stages (topk, subset) select that share of N; the round-robin
-candidates (score, roundrobin) and mid-PPL keep --k (their memory is C·k and k by design).
+candidates (score, roundrobin) and mid-PPL keep --k (their memory is C·k and k by design). `selgen`
+writes a random selection of k rows where top-k would, for the subset stage without a store.
 
 P6: peak RSS of every stage grows < 1.2x from the smallest to the largest N, and the sketch array
 on disk is N·D·itemsize (+ < 1 %). A tiny warm-up size runs first (not reported) so Numba's
@@ -32,10 +35,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from iprox_ray.store.sketch_store import SKETCH_DTYPE  # noqa: E402
 
-GENERATE = ("inputs", "store", "qgen")  # synthetic data, not product stages (timed, not judged)
-STAGES = ("inputs", "manifest", "store", "dedup", "score", "topk", "roundrobin", "domains", "midppl", "subset",
-          "qgen", "quarantine")
-SELECTION_STAGES = ("topk", "subset")  # the stages whose k is --k-fraction of N when given
+GENERATE = ("inputs", "store", "selgen", "qgen")  # synthetic data, not product stages (timed, not judged)
+STAGES = ("inputs", "manifest", "store", "dedup", "score", "topk", "roundrobin", "domains", "midppl", "selgen",
+          "subset", "qgen", "quarantine")
+SELECTION_STAGES = ("topk", "selgen", "subset")  # the stages whose k is --k-fraction of N when given
 P6_RATIO = 1.2
 
 

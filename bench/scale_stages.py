@@ -195,6 +195,31 @@ def stage_midppl(work: Path, n: int, dim: int, k: int) -> dict:
     return {"selected": int(len(rows)), "exact_band_rows": scorer.info["exact_band_rows"]}
 
 
+def stage_selgen(work: Path, n: int, dim: int, k: int) -> dict:
+    """A selection of k distinct input rows in a random rank order (data generation), where top-k
+    would write it: the subset stage measured without a sketch store and scores."""
+    from iprox_ray.stages.select import SELECTION_SCHEMA
+
+    ctx = context(work, k, "topk")
+    names = pa.array([f.file for f in load_manifest(ctx).files], pa.string())
+    rng = np.random.default_rng(2)
+    step = n / k
+    g = (np.arange(k) * step + rng.uniform(0, step, k)).astype(np.int64)[rng.permutation(k)]  # distinct rows
+    path = ctx.layout.selection(TARGET + "-topk")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, SELECTION_SCHEMA) as writer:
+        for lo in range(0, k, 1 << 18):
+            part = g[lo: lo + (1 << 18)]
+            m = len(part)
+            writer.write_table(pa.table({
+                "sample_id": pa.array(ids_of(part)), "score": pa.array(np.zeros(m)),
+                "rank": pa.array(np.arange(lo + 1, lo + m + 1)), "weight": pa.array(np.ones(m)),
+                "source_file": names.take(pa.array(part // ROWS_PER_FILE)),
+                "source_row": pa.array(part % ROWS_PER_FILE), "domain": pa.array(domains_of(part)),
+                "store_row": pa.array(part), "picked_by": pa.nulls(m, pa.string())}, schema=SELECTION_SCHEMA))
+    return {"selected": k}
+
+
 def stage_subset(work: Path, n: int, dim: int, k: int) -> dict:
     """write_subset of the top-k selection over the Parquet inputs (the columns Run.finish_target reads)."""
     from iprox_ray.stages.subset import write_subset

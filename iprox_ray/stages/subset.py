@@ -32,10 +32,11 @@ from iprox_ray.corpus.sources import CorpusError, InputFile, input_schema
 from iprox_ray.store.atomic import atomic_output
 
 LINE_SCHEMA = pa.schema([("line", pa.binary())])  # JSONL rows are copied byte for byte
-DEFAULT_MEMORY_BYTES = 64 << 20
+DEFAULT_MEMORY_BYTES = 16 << 20  # gathered rows held before a spill; a window writes a quarter of it
 SELECTION_BATCH_ROWS = 1 << 18  # selection rows sorted at a time (16 bytes of keys each)
 BLOCK_ROWS = 1 << 18  # (row, position) pairs of one input file gathered at a time
-SPILL_BATCH_ROWS = 8192  # rows per record batch of a spilled run: the unit a window reads
+SPILL_BATCH_ROWS = 8192  # most rows per record batch of a spilled run (the unit a window reads) ...
+SPILL_BATCH_BYTES = 256 << 10  # ... and about this many bytes: a window's reads stay near its size
 POSITION = "__position"  # the output position column of a spilled run
 
 
@@ -262,8 +263,10 @@ class _Runs:
         table = table.append_column(POSITION, pa.array(positions, pa.int64()))
         path = self.scratch / f"run-{len(self.spilled):05d}.arrow"
         firsts, lasts, at = [], [], 0
+        per_row = max(1, table.nbytes // max(1, table.num_rows))
+        rows = int(min(SPILL_BATCH_ROWS, max(16, SPILL_BATCH_BYTES // per_row)))
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            for batch in table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
+            for batch in table.to_batches(max_chunksize=rows):
                 writer.write_batch(batch)
                 firsts.append(positions[at])
                 lasts.append(positions[at + batch.num_rows - 1])
@@ -273,12 +276,13 @@ class _Runs:
         self.spilled.append((reader, np.asarray(firsts, np.int64), np.asarray(lasts, np.int64)))
 
     def windows(self, n_positions: int) -> Iterator[pa.Table]:
-        """The output in position order, a window of rows at a time (about memory_bytes each)."""
+        """The output in position order, a window of rows at a time (about memory_bytes / 4 each)."""
         if self.pending and self.spilled:
             self._spill()  # the windows then hold only what they write
         resident = self._sorted_pending() if self.pending else None
+        # A window is read, concatenated, put in order and encoded: a few copies of its rows.
         per_row = self.total_bytes / max(1, n_positions)
-        step = int(min(1 << 20, max(1024, self.memory_bytes // max(1.0, per_row))))
+        step = int(min(1 << 20, max(256, self.memory_bytes // 4 // max(1.0, per_row))))
         for first in range(0, n_positions, step):
             last = min(n_positions, first + step)
             parts = list(self._spilled_parts(first, last))
