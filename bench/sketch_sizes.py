@@ -43,7 +43,7 @@ def load_fixture(name: str):
 def table() -> str:
     spec, dtype = SketchSpec(), store_dtype()
     lines = [BEGIN,
-             "| shape | config | parameters | layers × hidden | sketched linears | Kronecker block | vector block "
+             "| shape | config | parameters | layers × hidden | sketched linears | Kronecker block (before the SRHT) | vector block "
              f"| width | bytes a row ({dtype}) | store, {POOL_ROWS:,} rows |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for shape, fixture in SHAPES.items():

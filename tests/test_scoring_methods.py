@@ -15,6 +15,7 @@ from conftest import REPO, arithmetic_row, prose_row
 
 from iprox_ray.influence import krr
 from iprox_ray.influence.less import unit_rows
+from iprox_ray.store.quantize import dequantize_rows
 from iprox_ray.pipeline import run_job
 from iprox_ray.spec import load_job
 from iprox_ray.store.sketch_store import NOT_SKETCHED, OK
@@ -67,7 +68,8 @@ def _selection(run_dir):
 
 def _sketch_features(group, raw=False):
     ok = np.flatnonzero(group["written"][:] == OK)
-    feats = group["sketch"][:][ok].astype(np.float32)
+    scale = group["sketch_scale"][:][ok] if "sketch_scale" in group else None  # int8 rows (the default)
+    feats = dequantize_rows(group["sketch"][:][ok], scale)
     return ok, feats * group["sketch_norm"][:][ok][:, None] if raw else unit_rows(feats)
 
 

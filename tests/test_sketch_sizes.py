@@ -89,11 +89,12 @@ def test_a_fixed_vector_block_grows_with_the_kronecker_part_only():
     assert width_growth_violations(SketchSpec(vector_dim=0))  # exact norm weights grow with depth x width
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27 items 1-3: the default keeps the norm vectors exact "
-                                       "(vector_dim = 0), whose block grows with depth x width; remove this "
-                                       "mark when the default's vector block has a fixed width")
 def test_default_width_grows_no_faster_than_its_kronecker_part():
+    """The default re-projects the Kronecker block and projects the vector block to fixed widths:
+    the same width on every shape of the README's table."""
     assert width_growth_violations(SketchSpec()) == []
+    widths = {config_sizes(fixture_config(r["fixture"]), SketchSpec(), store_dtype()).width for r in readme_rows()}
+    assert widths == {SketchSpec().reproject_dim + SketchSpec().vector_dim}
 
 
 def test_config_plan_says_so_and_times_nothing(make_job, tmp_path, capsys):

@@ -14,9 +14,8 @@ from torch import nn
 
 from iprox_ray.models.loading import meta_model
 from iprox_ray.sketch.factory import sketch_dim, sketched_modules, vectors_record
-from iprox_ray.spec import JobSpec, SketchSpec
+from iprox_ray.spec import JobSpec, SketchSpec, StoreSpec
 from iprox_ray.store.quantize import row_bytes
-from iprox_ray.store.sketch_store import SKETCH_DTYPE
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class SketchSizes:
 
 def store_dtype(job: JobSpec | None = None) -> str:
     """The element type the job's sketch store writes rows in (the store's default without a job)."""
-    return job.store.sketch_dtype if job is not None else SKETCH_DTYPE.name
+    return (job.store if job is not None else StoreSpec()).sketch_dtype
 
 
 def sketch_sizes(model: nn.Module, spec: SketchSpec, dtype: str) -> SketchSizes:

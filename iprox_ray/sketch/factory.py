@@ -28,7 +28,8 @@ def make_sketcher(model: nn.Module, spec: SketchSpec, adam_state: AdamState | No
         def vectors(m, linears):
             return VectorBlock(m, spec.vectors, linears, spec.biases, spec.vector_dim, spec.seed, adam)
     if spec.kind == "kronecker":
-        reproject = DenseProjector(spec.seed, spec.reproject_dim, "srht") if spec.reproject_dim else None
+        k = reproject_dim(spec, len(sketched_modules(model, spec)))
+        reproject = DenseProjector(spec.seed, k, "srht") if k else None
         return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
                                  adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors,
                                  expand_lowrank=expand, reproject=reproject)
@@ -47,16 +48,24 @@ def vectors_record(model: nn.Module, spec: SketchSpec) -> dict:
     return vector_record(vector_params(model, spec.vectors, linears, spec.biases), spec.vector_dim, spec.seed)
 
 
+def reproject_dim(spec: SketchSpec, n_modules: int) -> int:
+    """The re-projection's width, 0 for none: as for the vector block, a block already no wider
+    than `sketch.reproject_dim` (a small model) is kept as it is rather than projected up."""
+    matrix = n_modules * spec.proj_in * spec.proj_out
+    return spec.reproject_dim if spec.kind == "kronecker" and 0 < spec.reproject_dim < matrix else 0
+
+
 def sketch_dim(spec: SketchSpec, n_modules: int, vectors: dict) -> int:
     matrix = n_modules * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
-    return (spec.reproject_dim or matrix) + vectors["dim"]
+    return (reproject_dim(spec, n_modules) or matrix) + vectors["dim"]
 
 
-def projection_record(spec: SketchSpec) -> dict:
+def projection_record(spec: SketchSpec, n_modules: int) -> dict:
     """The store's `projection` attribute: enough to regenerate every projection."""
     if spec.kind == "kronecker":
         return {"kind": "kronecker", "distribution": spec.projection, "seed": spec.seed,
-                "proj_in": spec.proj_in, "proj_out": spec.proj_out, "reproject_dim": spec.reproject_dim}
+                "proj_in": spec.proj_in, "proj_out": spec.proj_out,
+                "reproject_dim": reproject_dim(spec, n_modules)}
     return {"kind": spec.kind, "seed": spec.seed, "dim": spec.dim, "mask_fraction": spec.mask_fraction}
 
 

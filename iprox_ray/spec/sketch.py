@@ -29,19 +29,22 @@ class SketchSpec(Section):
     )
     biases: bool = Field(True, description="also sketch the biases of the sketched linears (exact per sample)")
     vector_dim: int = Field(
-        0, ge=0, description="SRHT columns for the vector parameters; 0 (default) keeps their exact gradients. "
-                             "On the real model 4096 SRHT columns lost most of the gain (bench/RESULTS.md)"
+        1024, ge=0, description="columns of the vector parameters' block (norms, biases): each parameter gets its "
+                                "own seeded SRHT into them, so the width is fixed whatever the model; 0 keeps "
+                                "their exact gradients (a block no wider than this is kept exact). Chosen from "
+                                "the frontier table (bench/RESULTS.md, 'sketch frontier')"
     )
     kind: Literal["kronecker", "srht", "rademacher"] = Field(
         "kronecker", description="kronecker: per-module P_out ⊗ P_in; srht / rademacher: dense projection to `dim`"
     )
-    proj_in: int = Field(16, ge=1, description="Kronecker input-side projection size per module")
-    proj_out: int = Field(16, ge=1, description="Kronecker output-side projection size per module")
+    proj_in: int = Field(32, ge=1, description="Kronecker input-side projection size per module")
+    proj_out: int = Field(32, ge=1, description="Kronecker output-side projection size per module")
     projection: Literal["gaussian", "rademacher"] = Field("gaussian", description="Kronecker factor distribution")
     reproject_dim: int = Field(
-        0, ge=0, description="kronecker: an SRHT of the whole linears' block to this many columns (0 keeps the "
-                             "block); cheap next to the backward, and it decouples the store's width from the "
-                             "model's depth (bench/RESULTS.md, 'sketch frontier')")
+        8192, ge=0, description="kronecker: an SRHT of the whole linears' block to this many columns (0 keeps the "
+                                "block, as does a block no wider than this); cheap next to the backward, and it "
+                                "decouples the store's width from the model's depth (bench/RESULTS.md, 'sketch "
+                                "frontier')")
     dim: int = Field(8192, ge=1, description="dense sketch dimension (srht / rademacher)")
     mask_fraction: float = Field(1.0, gt=0, le=1, description="dense: keep this seeded share of each module's entries")
     seed: int = 0

@@ -11,6 +11,6 @@ from iprox_ray.spec.base import Section
 
 class StoreSpec(Section):
     sketch_dtype: Literal["float16", "int8"] = Field(
-        "float16", description="sketch rows on disk: float16, or int8 with a float32 scale per row (half the "
-                               "bytes; scores read it directly). Measured against exact influence in "
-                               "bench/RESULTS.md, 'sketch frontier'")
+        "int8", description="sketch rows on disk: int8 with a float32 scale per row (the default: half the "
+                            "bytes of float16, scores read it directly, Spearman against exact influence within "
+                            "0.001 of float16's), or float16 (bench/RESULTS.md, 'sketch frontier')")

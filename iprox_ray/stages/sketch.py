@@ -123,7 +123,7 @@ def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list
         sketch_dim(job.sketch, len(modules), vectors),
         {
             "sketch_fingerprint": sketch_fingerprint(ctx, split),
-            "projection": projection_record(job.sketch),
+            "projection": projection_record(job.sketch, len(modules)),
             "sketch_dtype": job.store.sketch_dtype,
             "features": features_record(job.sketch, split == POOL),
             "checkpoints": checkpoints.record(),

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from iprox_ray.store.chunks import sync_shard
+from iprox_ray.store.chunks import advise_shard, sync_shard
 from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
 from iprox_ray.store.quantize import dequantize_rows, quantize_rows
 
@@ -42,7 +42,7 @@ ROW_ARRAYS: dict[str, Any] = {
     "written": np.dtype("uint8"),
 }
 SKETCH = "sketch"
-SKETCH_DTYPE = np.dtype("float16")  # the default; a split records its own (`sketch_dtype` attribute)
+SKETCH_DTYPE = np.dtype("float16")  # a split that records no `sketch_dtype` (schema v1); new ones record theirs
 SCALE = "sketch_scale"  # int8 splits: float32 per row, unit row ≈ scale · int8 row (store/quantize.py)
 # With several checkpoints (TracIn / LESS), checkpoint c >= 1 has its own copy of these arrays.
 PER_CHECKPOINT = ("sketch", "sketch_norm", "loss", SCALE)
@@ -257,6 +257,12 @@ class SplitStore:
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
         return read_span(self.group, name, rows if rows is not None else slice(None))
+
+    def advise(self, shard_id: int) -> None:
+        """Start reading a shard's files into the page cache in the background (a no-op past the
+        last shard): a streaming reader advises shard i + 1 before it works on shard i."""
+        if 0 <= shard_id < self.n_shards:
+            advise_shard(self.group, self.array_names(), shard_id)
 
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Values at arbitrary store rows, reading each touched shard once."""
