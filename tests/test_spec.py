@@ -71,3 +71,11 @@ def test_run_name_is_one_safe_path_component(make_job, name):
     with pytest.raises(SpecError, match=r"run\.name"):
         load_job(make_job(), [f'run.name="{name}"'])
     assert load_job(make_job(), ['run.name="v1.2_x-y"']).run.name == "v1.2_x-y"
+
+
+def test_the_default_reprojection_stays_out_of_a_dense_kind_but_an_explicit_one_is_refused():
+    from iprox_ray.spec import SketchSpec
+
+    assert SketchSpec(kind="srht").reproject_dim == 8192  # the Kronecker default, unused by a dense kind
+    with pytest.raises(ValueError, match="reproject_dim applies to kind = 'kronecker'"):
+        SketchSpec(kind="srht", reproject_dim=4096)

@@ -82,7 +82,8 @@ class SketchSpec(Section):
         names = [c.name or f"ckpt{i}" for i, c in enumerate(self.checkpoints)]
         if len(set(names)) != len(names):
             raise ValueError(f"checkpoint names must be unique, got {names}")
-        if self.reproject_dim and self.kind != "kronecker":
+        # The default re-projection is the Kronecker kind's; only one asked for is refused on a dense kind.
+        if self.reproject_dim and self.kind != "kronecker" and "reproject_dim" in self.model_fields_set:
             raise ValueError("reproject_dim applies to kind = 'kronecker' (a dense kind projects to `dim` directly)")
         return self
 
