@@ -31,6 +31,8 @@ def test_ipsvd_ranks_the_pool_more_like_the_target_than_plain_svd(tmp_path, caps
     assert "Spearman" in printed and "top-5% overlap" in printed and "tokens/s" in printed
     assert "vs exact influence (32 rows" in printed
     assert "verdict: the proxy " in printed and "proxy build" in printed
+    assert "sketches computed in float32 on cpu, compared unquantized (the store keeps int8 rows)" in printed
+    assert ipsvd["precision"] == {"compute": "float32", "device": "cpu", "store_dtype": "int8"}
     assert ipsvd["build_seconds"] > 0 and ipsvd["verdict"].startswith("verdict: the proxy ")
     exact = ipsvd["exact"]
     assert exact["rows"] == 32

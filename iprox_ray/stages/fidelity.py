@@ -26,6 +26,7 @@ from iprox_ray.sketch.factory import make_sketcher, sketched_modules
 from iprox_ray.spec import FidelitySpec, SketchSpec
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.spec.proxy import LOW_RANK_METHODS
+from iprox_ray.stages.compute import device_kind, sketch_precision
 from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.inputs import (
     POOL,
@@ -123,6 +124,9 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
         "sketch_tokens_per_s": {"target": full_tps, "proxy": proxy_tps},
         "sketch_flops_per_token": bound,
         "flop_bound_speedup": bound["target"] / max(bound["proxy"], 1.0),
+        # What these sketches were computed in (the store's rows are then kept in store.sketch_dtype).
+        "precision": {"compute": sketch_precision(ctx.job.model.dtype, sketch.autocast, _on_gpu(full)),
+                      "device": device_kind(_on_gpu(full)), "store_dtype": ctx.job.store.sketch_dtype},
         **_build_info(proxy),
         "exact": exact,
         "points": {"target": _finite_list(full_scores), "proxy": _finite_list(proxy_scores)},  # the HTML report's scatter
@@ -133,6 +137,10 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
     atomic_write_json(report_path, report)  # last: its key marks the report complete
     report["plot"] = str(scatter_path)
     return report
+
+
+def _on_gpu(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).is_cuda
 
 
 def _build_info(proxy: ModelRef) -> dict:
@@ -235,6 +243,16 @@ def format_report(r: dict) -> str:
             f"proxy Spearman {r['exact']['proxy']['spearman']:.3f} "
             f"(top overlap {r['exact']['proxy']['top_overlap']:.2f})"]),
         _stage2_line(r),
+        _precision_line(r),
         f"  {r['verdict']}" if r.get("verdict") else "",
         f"  scatter plot: {r['plot']}" + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
     ] if line)
+
+
+def _precision_line(r: dict) -> str:
+    p = r.get("precision")
+    if not p:
+        return ""
+    return (f"  sketches computed in {p['compute']} on {p['device']}, compared unquantized (the store keeps "
+            f"{p['store_dtype']} rows)")
+

@@ -89,7 +89,9 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     scores.attrs.update(attrs)
     if scorer.info.get("holdout"):
         ctx.say(holdout_line(scorer.info["holdout"]))
+    pool.advise(0)
     for shard_id in range(pool.n_shards):
+        pool.advise(shard_id + 1)  # the disk reads the next shard while this one is scored
         block = scorer.block(shard_id)
         span = pool.shard_rows(shard_id)
         by_subtask_block = block @ to_subtasks if to_subtasks is not None else block

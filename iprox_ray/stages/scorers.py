@@ -90,9 +90,10 @@ class SketchScorer(Scorer):
             total = np.zeros((int(ok.sum()), self.n_columns), dtype=np.float32)
             for c, (target, weight) in enumerate(zip(self.targets, self.weights)):
                 payload, scale = self.pool.payload(span, c)
+                if not ok.all():  # a full shard is scored in place (no copy of its rows)
+                    payload, scale = payload[ok], None if scale is None else scale[ok]
                 norm = self.pool.read(checkpoint_array("sketch_norm", c), span)[ok] if self.raw else None
-                total += np.float32(weight) * row_scores(payload[ok], None if scale is None else scale[ok],
-                                                         target.rows, norm)
+                total += np.float32(weight) * row_scores(payload, scale, target.rows, norm)
             out[ok] = total
         return out
 

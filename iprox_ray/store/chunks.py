@@ -11,6 +11,7 @@ Keys are paths relative to the store root (`pool/written/c/3`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -75,6 +76,25 @@ def sync_files(root: Path, keys: Iterable[str]) -> list[str]:
 def missing_keys(root: Path, keys: Iterable[str]) -> list[str]:
     root = Path(root)
     return [key for key in keys if not (root / key).is_file()]
+
+
+def advise_shard(group, names: Iterable[str], shard_id: int) -> None:
+    """Ask the kernel to start reading corpus shard `shard_id`'s files of `names` into the page
+    cache (POSIX_FADV_WILLNEED returns at once): a reader that advises the next shard before
+    working on this one overlaps its disk reads with its compute. Missing files are skipped."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    folder = store_root(group) / group.path
+    for name in names:
+        for other in np.ndindex(*group[name].cdata_shape[1:]):
+            try:
+                fd = os.open(folder / name / group[name].metadata.encode_chunk_key((shard_id, *other)), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
 
 def sync_shard(group, names: Iterable[str], shard_id: int, location: str) -> list[str]:
