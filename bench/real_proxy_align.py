@@ -28,7 +28,7 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained, load_tokenizer
-from iprox_ray.proxy.artifact import load_proxy, read_manifest, save_proxy
+from iprox_ray.proxy.artifact import load_proxy, proxy_plans, read_manifest, save_proxy
 from iprox_ray.proxy.build import alignment_split, make_proxy, stage2_settings
 from iprox_ray.proxy.stage2 import train_factors
 from iprox_ray.sketch.loss import per_sample_loss
@@ -144,7 +144,8 @@ def stage2(args, config: str, target, pool, parts, pad: int):
         heldout = fixed_batches(held, list(range(len(held))), spec.align_batch_size, pad)
         report = train_factors(target, proxy, epochs, heldout, stage2_settings(spec))
         result["stage2"] = report.summary() | {"history": report.history, "heldout_all": report.heldout}
-        save_proxy(proxy, OUT / "stage2" / f"{args.stage1}--{config}", [], {"config": config})
+        save_proxy(proxy, OUT / "stage2" / f"{args.stage1}--{config}", proxy_plans(OUT / "stage1" / args.stage1),
+                   {"config": config})
     result["eval_loss"], result["eval_kl"] = eval_loss_kl(target, proxy, [pool[i] for i in parts["eval"]], pad)
     return proxy, result
 
