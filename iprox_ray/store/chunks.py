@@ -85,16 +85,22 @@ def advise_shard(group, names: Iterable[str], shard_id: int) -> None:
     if not hasattr(os, "posix_fadvise"):
         return
     folder = store_root(group) / group.path
-    for name in names:
-        for other in np.ndindex(*group[name].cdata_shape[1:]):
-            try:
-                fd = os.open(folder / name / group[name].metadata.encode_chunk_key((shard_id, *other)), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
+    for key in shard_keys(group, names, shard_id):
+        try:
+            fd = os.open(folder / key, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
+def shard_keys(group, names: Iterable[str], shard_id: int) -> list[str]:
+    """The files of corpus shard `shard_id` (row chunk `shard_id`) of every array in `names`, as
+    keys under the group's folder."""
+    return [f"{name}/{group[name].metadata.encode_chunk_key((shard_id, *other))}"
+            for name in names for other in np.ndindex(*group[name].cdata_shape[1:])]
 
 
 def sync_shard(group, names: Iterable[str], shard_id: int, location: str) -> list[str]:
@@ -103,6 +109,4 @@ def sync_shard(group, names: Iterable[str], shard_id: int, location: str) -> lis
     keys under the store root; `location` is the group's path in the store (the group may have been
     opened at its own folder)."""
     folder = store_root(group) / group.path
-    keys = [f"{name}/{group[name].metadata.encode_chunk_key((shard_id, *other))}"
-            for name in names for other in np.ndindex(*group[name].cdata_shape[1:])]
-    return [f"{location}/{key}" for key in sync_files(folder, keys)]
+    return [f"{location}/{key}" for key in sync_files(folder, shard_keys(group, names, shard_id))]
