@@ -15,27 +15,36 @@ from numba import njit, prange
 from iprox_ray.influence.less import unit_rows
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=True, nogil=True)  # nogil: the next shards are read meanwhile
 def _int8_dots(q: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q @ t.T as float32 [n, c], ‖q_i‖² as int64 [n]) for q int8 [n, d], t float32 [c, d]."""
+    """(q @ t.T as float32 [n, c], ‖q_i‖² as int64 [n]) for q int8 [n, d], t float32 [c, d], c ≥ 1.
+    ‖q_i‖² is summed in int32 beside the first column's dot product (one pass over the row): exact
+    while d · 127² < 2³¹, i.e. d < 133,000 (row_scores checks)."""
     n, d = q.shape
     c = t.shape[0]
     out = np.zeros((n, c), dtype=np.float32)
     squares = np.zeros(n, dtype=np.int64)
     for i in prange(n):
         row = q[i]
-        total = 0
+        first = t[0]
+        total = np.int32(0)
+        acc = np.float32(0.0)
         for k in range(d):
-            v = np.int64(row[k])
-            total += v * v
+            v = row[k]
+            total += np.int32(v) * np.int32(v)
+            acc += np.float32(v) * first[k]
         squares[i] = total
-        for j in range(c):
+        out[i, 0] = acc
+        for j in range(1, c):
             tj = t[j]
             acc = np.float32(0.0)
             for k in range(d):
                 acc += np.float32(row[k]) * tj[k]
             out[i, j] = acc
     return out, squares
+
+
+INT32_EXACT_DIM = (2**31 - 1) // (127 * 127)  # widest row whose ‖q‖² fits int32
 
 
 def row_scores(payload: np.ndarray, scale: np.ndarray | None, targets: np.ndarray,
@@ -48,8 +57,11 @@ def row_scores(payload: np.ndarray, scale: np.ndarray | None, targets: np.ndarra
         units = payload.astype(np.float32)
         feats = unit_rows(units) if norms is None else units * norms[:, None]
         return feats @ targets.T
-    if len(payload) == 0:
-        return np.zeros((0, len(targets)), dtype=np.float32)
+    if len(payload) == 0 or len(targets) == 0:
+        return np.zeros((len(payload), len(targets)), dtype=np.float32)
+    if payload.shape[1] > INT32_EXACT_DIM:
+        raise ValueError(f"int8 rows of {payload.shape[1]:,} columns: the kernel sums ‖q‖² in int32, exact "
+                         f"up to {INT32_EXACT_DIM:,}")
     dots, squares = _int8_dots(np.ascontiguousarray(payload), targets)
     if norms is None:
         length = np.sqrt(squares.astype(np.float64))

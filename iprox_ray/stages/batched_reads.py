@@ -7,7 +7,6 @@ from typing import Iterator
 
 import numpy as np
 
-from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import SplitStore
 
 READ_ROWS = 1 << 20  # rows per batched read (rounded to whole shards)
@@ -31,12 +30,12 @@ def read_rows_at(store: SplitStore, name: str, rows: np.ndarray, read_rows: int 
         if hi > lo:
             first = int(rows[lo]) // S * S  # from the first touched shard to the last: whole shards
             last = (int(rows[hi - 1]) // S + 1) * S
-            parts.append(read_span(store.group, name, slice(first, last))[rows[lo:hi] - first])
-    return np.concatenate(parts) if parts else read_span(store.group, name, slice(0, 0))
+            parts.append(store.read(name, slice(first, last))[rows[lo:hi] - first])
+    return np.concatenate(parts) if parts else store.read(name, slice(0, 0))
 
 
 def rows_with_status(store: SplitStore, statuses) -> int:
     """Rows whose `written` code is `statuses` (one code or several), counted a batch of whole
     shards at a time."""
     codes = np.atleast_1d(statuses)
-    return sum(int(np.isin(read_span(store.group, "written", span), codes).sum()) for span in shard_batches(store))
+    return sum(int(np.isin(store.read("written", span), codes).sum()) for span in shard_batches(store))

@@ -16,7 +16,7 @@ from iprox_ray.stages.proxy_choice import decision_line
 from iprox_ray.stages.scorers import holdout_line
 from iprox_ray.stages.preflight import reason_counts
 from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json, read_json
-from iprox_ray.store.digest import read_checked, read_span
+from iprox_ray.store.digest import read_checked
 from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root
 
@@ -77,9 +77,9 @@ def pool_domain_counts(pool: SplitStore) -> Counter:
     shards at a time: memory is one batch plus one entry per distinct domain."""
     counts: Counter = Counter()
     for span in shard_batches(pool):
-        ok = np.isin(read_span(pool.group, "written", span), CANDIDATES)
+        ok = np.isin(pool.read("written", span), CANDIDATES)
         if ok.any():
-            labels, n = np.unique(read_span(pool.group, "domain", span)[ok], return_counts=True)
+            labels, n = np.unique(pool.read("domain", span)[ok], return_counts=True)
             for label, count in zip(labels.tolist(), n.tolist()):
                 counts[str(label) or "(none)"] += count
     return counts

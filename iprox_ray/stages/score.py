@@ -24,7 +24,13 @@ from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candi
 from iprox_ray.stages.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.store import driver_arrays
-from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
+from iprox_ray.store.layout import (
+    score_array,
+    score_candidates,
+    score_columns,
+    score_stage,
+)
+from iprox_ray.store.read_ahead import threads_beside_readers
 from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
 
 SINGLE = Columns("single", ("all",), np.zeros(0, np.int64), np.ones(1, np.int64))
@@ -89,17 +95,25 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     scores.attrs.update(attrs)
     if scorer.info.get("holdout"):
         ctx.say(holdout_line(scorer.info["holdout"]))
+    score_out = driver_arrays.RowWindows(scores)
+    col_out = driver_arrays.RowWindows(col_arr) if col_arr is not None else None
     pool.advise(0)
-    for shard_id in range(pool.n_shards):
-        pool.advise(shard_id + 1)  # the disk reads the next shard while this one is scored
-        block = scorer.block(shard_id)
-        span = pool.shard_rows(shard_id)
-        by_subtask_block = block @ to_subtasks if to_subtasks is not None else block
-        scores[span] = aggregate(by_subtask_block, SINGLE if single else subtasks, how)
-        if col_arr is not None:
-            col_arr[span] = block
-        if candidates is not None:
-            candidates.push(block, span.start)
+    try:
+        with threads_beside_readers():
+            for shard_id in range(pool.n_shards):
+                pool.advise(shard_id + 1)  # the next shards are read while this one is scored
+                block = scorer.block(shard_id)
+                span = pool.shard_rows(shard_id)
+                by_subtask_block = block @ to_subtasks if to_subtasks is not None else block
+                score_out.put(span, aggregate(by_subtask_block, SINGLE if single else subtasks, how))
+                if col_out is not None:
+                    col_out.put(span, block)
+                if candidates is not None:
+                    candidates.push(block, span.start)
+    finally:
+        for out in (score_out, col_out):
+            if out is not None:
+                out.close()
     if candidates is not None:
         write_candidates(root, cand_name, *candidates.result(), candidates.k, list(columns.labels))
     if second_order:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.stages.batched_reads import read_rows_at, shard_batches
 from iprox_ray.store.atomic import atomic_parquet_writer
-from iprox_ray.store.digest import read_checked, read_span
+from iprox_ray.store.digest import read_checked
 from iprox_ray.store.sketch_store import SplitStore
 
 SELECTION_SCHEMA = pa.schema(
@@ -184,8 +184,8 @@ def _spill(scores, pool: SplitStore, ranges: np.ndarray, last_key: int, files: l
             if not len(local):
                 continue
             parts = np.searchsorted(ranges, keys[local].astype(np.int64), side="right") - 1
-            ids = read_span(pool.group, "sample_id", span)[local]
-            domains = read_span(pool.group, "domain", span)[local]
+            ids = pool.read("sample_id", span)[local]
+            domains = pool.read("domain", span)[local]
             for p in np.unique(parts).tolist():
                 pick = parts == p
                 if p not in writers:

@@ -11,9 +11,8 @@ Keys are paths relative to the store root (`pool/written/c/3`).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -78,29 +77,11 @@ def missing_keys(root: Path, keys: Iterable[str]) -> list[str]:
     return [key for key in keys if not (root / key).is_file()]
 
 
-def advise_shard(group, names: Iterable[str], shard_id: int) -> None:
-    """Ask the kernel to start reading corpus shard `shard_id`'s files of `names` into the page
-    cache (POSIX_FADV_WILLNEED returns at once): a reader that advises the next shard before
-    working on this one overlaps its disk reads with its compute. Missing files are skipped."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    folder = store_root(group) / group.path
-    for key in shard_keys(group, names, shard_id):
-        try:
-            fd = os.open(folder / key, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
-
-
-def shard_keys(group, names: Iterable[str], shard_id: int) -> list[str]:
-    """The files of corpus shard `shard_id` (row chunk `shard_id`) of every array in `names`, as
-    keys under the group's folder."""
-    return [f"{name}/{group[name].metadata.encode_chunk_key((shard_id, *other))}"
-            for name in names for other in np.ndindex(*group[name].cdata_shape[1:])]
+def shard_keys(arrays: Mapping[str, Any], shard_id: int) -> list[str]:
+    """The files of corpus shard `shard_id` (row chunk `shard_id`) of every array, keyed by its
+    name under their group's folder."""
+    return [f"{name}/{arr.metadata.encode_chunk_key((shard_id, *other))}"
+            for name, arr in arrays.items() for other in np.ndindex(*arr.cdata_shape[1:])]
 
 
 def sync_shard(group, names: Iterable[str], shard_id: int, location: str) -> list[str]:
@@ -109,4 +90,5 @@ def sync_shard(group, names: Iterable[str], shard_id: int, location: str) -> lis
     keys under the store root; `location` is the group's path in the store (the group may have been
     opened at its own folder)."""
     folder = store_root(group) / group.path
-    return [f"{location}/{key}" for key in sync_files(folder, shard_keys(group, names, shard_id))]
+    keys = shard_keys({name: group[name] for name in names}, shard_id)
+    return [f"{location}/{key}" for key in sync_files(folder, keys)]

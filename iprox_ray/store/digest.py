@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from iprox_ray.store.chunks import chunk_key, store_root
+from iprox_ray.store.shard_file import read_whole_shards
 
 # Per-array views applied before hashing (e.g. a later stage's legitimate edits that are not damage).
 Views = Mapping[str, Callable[[np.ndarray], np.ndarray]]
@@ -50,7 +51,10 @@ def read_checked(arr, rows=slice(None), shard: int | None = None):
     """arr[rows] (a slice of rows, or sorted row indices); a chunk that cannot be decoded (checksum,
     codec) is reported in one line naming its file, never as a codec traceback."""
     try:
-        return arr[rows] if isinstance(rows, slice) else arr.get_orthogonal_selection(np.asarray(rows))
+        if isinstance(rows, slice):
+            whole = read_whole_shards(arr, rows)  # the sketch's whole shards, without Zarr's codec pipeline
+            return whole if whole is not None else arr[rows]
+        return arr.get_orthogonal_selection(np.asarray(rows))
     except (ValueError, RuntimeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise

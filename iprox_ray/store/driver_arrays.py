@@ -9,11 +9,19 @@ lost chunk and `iprox-ray verify` a changed one.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import zarr
 
-from iprox_ray.store.chunks import EVERY_CHUNK, all_chunk_keys, missing_keys, store_root, sync_files
+from iprox_ray.store.chunks import (
+    EVERY_CHUNK,
+    all_chunk_keys,
+    missing_keys,
+    store_root,
+    sync_files,
+)
 from iprox_ray.store.digest import StoreDamagedError, array_digest
 from iprox_ray.store.sketch_store import checked_codecs
 
@@ -84,3 +92,45 @@ def check_digest(store: Path, path: str, want: str) -> str | None:
     except StoreDamagedError as exc:
         return f"cannot be read: {exc.detail}"
     return None if have == want else f"digest {have} != marker's {want}"
+
+
+class RowWindows:
+    """Writes consecutive row spans of a driver array a window of rows at a time, in a background
+    thread: Zarr's cost per chunk file (~2–3 ms) exceeds a shard's few KB of scores, so a streaming
+    stage that wrote per shard, in line, spent more time in Zarr than reading its input. Spans must
+    arrive in order, without gaps; `close` waits for the last write (and raises its error)."""
+
+    def __init__(self, arr: zarr.Array, window_rows: int = 1 << 16):
+        self.arr = arr
+        self.window_rows = max(window_rows, int(arr.metadata.chunk_grid.chunk_shape[0]))
+        self._start = 0
+        self._parts: list[np.ndarray] = []
+        self._rows = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iprox-row-windows")
+        self._last: Future | None = None
+
+    def put(self, span: slice, values: np.ndarray) -> None:
+        if span.start != self._start + self._rows:
+            raise ValueError(f"rows {span.start}: expected {self._start + self._rows} (spans in order, no gaps)")
+        self._parts.append(np.asarray(values))
+        self._rows += span.stop - span.start
+        if self._rows >= self.window_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._last is not None:
+            self._last.result()  # one window in flight: memory stays bounded, an error surfaces here
+            self._last = None
+        if self._parts:
+            rows, values = slice(self._start, self._start + self._rows), np.concatenate(self._parts)
+            self._last = self._writer.submit(self.arr.__setitem__, rows, values)
+        self._start += self._rows
+        self._parts, self._rows = [], 0
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            if self._last is not None:
+                self._last.result()
+        finally:
+            self._writer.shutdown(wait=True)

@@ -16,8 +16,8 @@ from zarr.codecs import Crc32cCodec
 from iprox_ray.store.chunks import sync_shard
 from iprox_ray.store.digest import read_span, shard_digest
 from iprox_ray.store.layout import embedding_group
+from iprox_ray.store.sharded_rows import ShardedRows
 from iprox_ray.store.sketch_store import (
-    SplitStore,
     StoreMismatchError,
     checked_codecs,
     open_root,
@@ -37,17 +37,8 @@ def _chunk_rows(rows_per_shard: int, dim: int) -> int:
 
 
 @dataclass
-class EmbeddingStore:
-    group: zarr.Group
-    rows_per_shard: int
-    n_shards: int
-
-    # Row addressing and streaming are exactly the split store's.
-    n_rows = SplitStore.n_rows
-    shard_rows = SplitStore.shard_rows
-    read = SplitStore.read
-    gather = SplitStore.gather
-    iter_blocks = SplitStore.iter_blocks
+class EmbeddingStore(ShardedRows):
+    """Row addressing and streaming are exactly the split store's."""
 
     @property
     def location(self) -> str:

@@ -7,16 +7,19 @@ share a file; only the driver creates arrays or edits attributes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from iprox_ray.store.chunks import advise_shard, sync_shard
-from iprox_ray.store.digest import StoreDamagedError, read_span, shard_digest
+from iprox_ray.store.chunks import sync_shard
+from iprox_ray.store.digest import StoreDamagedError, read_checked, shard_digest
 from iprox_ray.store.quantize import dequantize_rows, quantize_rows
+from iprox_ray.store.shard_file import shard_layout
+from iprox_ray.store.sharded_rows import ShardedRows
 
 # 2: every array carries a crc32c checksum, markers list the chunk files a shard wrote and the compute
 # precision (version 1 stores are refused: their markers cannot show a lost chunk); sketch dtype per
@@ -65,6 +68,7 @@ def row_arrays(n_checkpoints: int = 1, sketch_dtype: str = "float16") -> dict[st
 
 
 SKETCH_CHUNK_BYTES = 4 << 20
+READ_AHEAD_SHARDS = 2  # sketch shards a streaming reader has in flight (SplitStore.advise)
 
 
 class StoreMismatchError(RuntimeError):
@@ -117,16 +121,8 @@ def open_root(path: Path, config_fingerprint: str | None = None) -> zarr.Group:
 
 
 @dataclass
-class SplitStore:
+class SplitStore(ShardedRows):
     """One split (the pool, or one named target set) of the store."""
-
-    group: zarr.Group
-    rows_per_shard: int
-    n_shards: int
-
-    @property
-    def n_rows(self) -> int:
-        return self.rows_per_shard * self.n_shards
 
     @property
     def location(self) -> str:
@@ -204,10 +200,6 @@ class SplitStore:
             raise StoreMismatchError(f"no split {split!r} in store {store_path}") from exc
         return cls(group, int(group.attrs["rows_per_shard"]), int(group.attrs["n_shards"]))
 
-    def shard_rows(self, shard_id: int) -> slice:
-        start = shard_id * self.rows_per_shard
-        return slice(start, start + self.rows_per_shard)
-
     def write_shard(self, shard_id: int, sketch: np.ndarray | list[np.ndarray], rows: dict[str, np.ndarray]) -> dict:
         """Write one corpus shard's rows, padded to the whole Zarr shard it owns, and make them
         durable; returns what its completion marker records: the rows' digest and chunk files.
@@ -238,12 +230,12 @@ class SplitStore:
             padded = np.full(self.rows_per_shard, _fill(dtype), dtype=object if dtype is str else dtype)
             padded[:n] = values
             written[name] = padded.astype(str) if dtype is str else padded
-            self.group[name][span] = written[name]
+            self.array(name)[span] = written[name]
         for c, values in enumerate(payloads):
             block = np.zeros((self.rows_per_shard, self.sketch_dim), dtype=dtype_name)
             block[:n] = values
             written[checkpoint_array(SKETCH, c)] = block
-            self.group[checkpoint_array(SKETCH, c)][span] = block
+            self.array(checkpoint_array(SKETCH, c))[span] = block
         return {"digest": shard_digest(written, DIGEST_VIEWS), "chunks": sync_shard(self.group, written, shard_id, self.location)}
 
     def array_names(self) -> list[str]:
@@ -253,29 +245,29 @@ class SplitStore:
     def stored_digest(self, shard_id: int) -> str:
         """The digest of what the store holds now for this shard (StoreDamagedError if unreadable)."""
         span = self.shard_rows(shard_id)
-        return shard_digest({n: read_span(self.group, n, span, shard_id) for n in self.array_names()}, DIGEST_VIEWS)
-
-    def read(self, name: str, rows: slice | None = None) -> np.ndarray:
-        return read_span(self.group, name, rows if rows is not None else slice(None))
+        return shard_digest({n: read_checked(self.array(n), span, shard_id) for n in self.array_names()}, DIGEST_VIEWS)
 
     def advise(self, shard_id: int) -> None:
-        """Start reading a shard's files into the page cache in the background (a no-op past the
-        last shard): a streaming reader advises shard i + 1 before it works on shard i."""
-        if 0 <= shard_id < self.n_shards:
-            advise_shard(self.group, self.array_names(), shard_id)
-
-    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Values at arbitrary store rows, reading each touched shard once."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = None
-        shard_of = rows // self.rows_per_shard
-        for shard_id in np.unique(shard_of):
-            pick = np.flatnonzero(shard_of == shard_id)
-            block = read_span(self.group, name, self.shard_rows(int(shard_id)), int(shard_id))
-            if out is None:
-                out = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
-            out[pick] = block[rows[pick] - shard_id * self.rows_per_shard]
-        return out if out is not None else np.empty(0)
+        """Start reading a shard in the background (a no-op past the last shard): a streaming reader
+        advises shard i + 1 before it works on shard i, and promises not to write the split
+        meanwhile. Reader threads (store/read_ahead.py) read the sketch rows of this shard and the
+        READ_AHEAD_SHARDS - 1 after it (two reads in flight keep the disk busier than one); the
+        small per-row numeric arrays are read a window of shards at a time (Zarr's cost is per
+        call, not per byte, for them). Text arrays are not read ahead."""
+        if not 0 <= shard_id < self.n_shards:
+            return
+        window = shard_id // self._shards_per_window
+        first = window * self._shards_per_window * self.rows_per_shard
+        rows = slice(first, min(self.n_rows, first + self._shards_per_window * self.rows_per_shard))
+        self._ahead.drop_before(shard_id - 1)  # the caller may still be working on shard_id - 1
+        self._windows.drop_before(window - 1)
+        for name in self.array_names():
+            arr = self.array(name)
+            if shard_layout(arr) is not None:
+                for ahead in range(shard_id, min(self.n_shards, shard_id + READ_AHEAD_SHARDS)):
+                    self._ahead.start(name, ahead, partial(read_checked, arr, self.shard_rows(ahead), ahead))
+            elif arr.dtype.kind in "biuf":
+                self._windows.start(name, window, partial(read_checked, arr, rows))
 
     def payload(self, rows: slice, checkpoint: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """(the sketch rows as stored, their int8 scales or None) of a span: what the scorers read
@@ -290,11 +282,6 @@ class SplitStore:
         scale = fetch(checkpoint_array(SCALE, checkpoint), rows) if self.sketch_dtype == "int8" else None
         return dequantize_rows(fetch(checkpoint_array(SKETCH, checkpoint), rows), scale)
 
-    def iter_blocks(self, name: str, shard_ids: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first global row, block) one corpus shard at a time: memory is O(rows_per_shard)."""
-        for shard_id in shard_ids if shard_ids is not None else range(self.n_shards):
-            span = self.shard_rows(shard_id)
-            yield span.start, read_span(self.group, name, span, shard_id)
 
 
 def require_same_attrs(what: str, have: dict, want: dict) -> None:
