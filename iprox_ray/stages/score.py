@@ -24,12 +24,7 @@ from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candi
 from iprox_ray.stages.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.store import driver_arrays
-from iprox_ray.store.layout import (
-    score_array,
-    score_candidates,
-    score_columns,
-    score_stage,
-)
+from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
 from iprox_ray.store.read_ahead import threads_beside_readers
 from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
 

@@ -6,9 +6,11 @@ disk speed"), below a local disk. The sketch arrays are written in one fixed lay
 (store/sketch_store.py): a shard spans every column, its inner chunks are raw little-endian
 values followed by a crc32c, and the shard index (offset, length of each inner chunk, uint64
 little-endian, then its own crc32c) sits at the end of the file. That layout is Zarr's
-sharding_indexed codec as its specification fixes it, so this reader decodes it with one `read`
-of the file and one checksum and copy per inner chunk, and checks every checksum Zarr would.
-Any other layout (another codec chain, a shard split along columns) returns None: Zarr reads it.
+sharding_indexed codec as its specification fixes it, so this reader decodes it with a read of
+the index and one vectored read that lands every inner chunk in its rows of the output (a file
+with chunks left empty or out of order: one read of the file and a copy per chunk), and checks
+every checksum Zarr would. Any other layout (another codec chain, a shard split along columns)
+returns None: Zarr reads it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from iprox_ray.store.chunks import chunk_key, store_root
 
-EMPTY = np.uint64(2**64 - 1)  # an inner chunk that was never written (all fill value)
+UNWRITTEN = np.uint64(2**64 - 1)  # an index entry's offset and length for a chunk never written
 CRC_BYTES = 4
 INDEX_ENTRY_BYTES = 16
 IOV_CHUNKS = 500  # inner chunks per vectored read: two buffers each, under the usual IOV_MAX of 1,024
@@ -33,7 +35,6 @@ class ShardLayout:
     shard_rows: int
     inner_rows: int
     row_bytes: int
-    dtype: np.dtype
 
     @property
     def inner_per_shard(self) -> int:
@@ -74,7 +75,7 @@ def shard_layout(arr) -> ShardLayout | None:
             or not all(_little(c) for c in (sharding.codecs[0], sharding.index_codecs[0]))
             or _value(sharding.index_location) != "end"):
         return None
-    return ShardLayout(shard_rows, inner_rows, shard_cols * dtype.itemsize, dtype)
+    return ShardLayout(shard_rows, inner_rows, shard_cols * dtype.itemsize)
 
 
 class ShardChecksumError(ValueError):
@@ -160,7 +161,7 @@ def _copy_read(fd: int, path, data_bytes: int, index: np.ndarray, layout: ShardL
         if first >= rows:
             break
         stop = min(rows, first + layout.inner_rows)
-        if offset == EMPTY and length == EMPTY:
+        if offset == UNWRITTEN and length == UNWRITTEN:
             out[first:stop] = fill
             continue
         offset, length = int(offset), int(length)
