@@ -20,11 +20,11 @@ from iprox_ray.execution.executors import InlineExecutor
 from iprox_ray.execution.runner import StageWork, run_sharded_stages
 from iprox_ray.execution.slurm_jobs import job_state, slurm_owner_gone
 from iprox_ray.execution.task import Resources, ShardRef
-from iprox_ray.run_status import collect_status, format_status
+from iprox_ray.execution.run_status import collect_status, format_status
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.markers import ShardMarkers
-from iprox_ray.submission import owns
+from iprox_ray.driver.submission import owns
 
 SCONTROL = """#!/bin/sh
 # scripted scontrol: `show job -o ID`
@@ -206,7 +206,7 @@ def test_status_after_the_driver_died_reports_the_stale_lock_and_interrupted_sha
 
 
 def test_a_whole_run_waits_for_live_array_tasks(make_job, tmp_path):
-    from iprox_ray.pipeline import run_job
+    from iprox_ray.driver.pipeline import run_job
     from iprox_ray.spec import load_job
 
     layout = RunLayout(tmp_path / "run")

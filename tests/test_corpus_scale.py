@@ -217,10 +217,11 @@ def test_spec_accepts_auto_and_keeps_int_bounds():
 
 
 def test_a_run_with_auto_shards_records_the_size_and_resumes_with_it(make_job, tmp_path, monkeypatch):
-    from iprox_ray.pipeline import open_run, run_job
+    from iprox_ray.driver.pipeline import run_job
+    from iprox_ray.driver.rundir import open_run
     from iprox_ray.spec import load_job
-    from iprox_ray.stages import inputs
-    from iprox_ray.stages.inputs import POOL, manifest_for
+    from iprox_ray.tasks import inputs
+    from iprox_ray.tasks.inputs import POOL, manifest_for
 
     job = load_job(make_job(n_pool=96, k=5, rows_per_shard='"auto"'))
     run_dir = tmp_path / "run"
@@ -235,7 +236,7 @@ def test_a_run_with_auto_shards_records_the_size_and_resumes_with_it(make_job, t
 
 
 def test_sample_rows_groups_picks_by_shard():
-    from iprox_ray.stages.inputs import sample_rows
+    from iprox_ray.tasks.inputs import sample_rows
 
     manifest = manifest_from_files([FileInfo("a", "parquet", 0, 0, "", 10), FileInfo("b", "parquet", 0, 0, "", 7)], 4)
     starts = np.concatenate([[0], np.cumsum(manifest.shard_n_rows)])

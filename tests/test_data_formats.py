@@ -169,8 +169,8 @@ def test_data_format_is_one_value_or_a_table_and_always_stored_as_the_table(tmp_
 
 
 def test_a_new_target_may_change_its_own_format_only(tmp_path):
-    from iprox_ray.pipeline import write_config
-    from iprox_ray.rescore import RescoreError, load_target_job
+    from iprox_ray.driver.rundir import write_config
+    from iprox_ray.driver.rescore import RescoreError, load_target_job
     from iprox_ray.store.layout import RunLayout
 
     layout = RunLayout(tmp_path / "run")
@@ -183,8 +183,8 @@ def test_a_new_target_may_change_its_own_format_only(tmp_path):
 
 
 def test_a_template_file_changed_since_the_run_started_is_refused(tmp_path):
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.inputs import encoding_for
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.tasks.inputs import encoding_for
     from iprox_ray.store.layout import RunLayout
 
     (tmp_path / "chat.jinja").write_text((TEMPLATES / "smollm2-instruct.jinja").read_text())

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from iprox_ray.stages import batched_reads, dedup
+from iprox_ray.stages import dedup
+from iprox_ray.store import batched_reads
 from iprox_ray.store.sketch_store import DUPLICATE, EMPTY, NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore
 
 

@@ -4,8 +4,8 @@ per-domain counts of the report, mid-PPL's band of quantiles, round-robin candid
 import numpy as np
 import pytest
 
-from iprox_ray.stages import batched_reads
-from iprox_ray.stages.batched_reads import rows_with_status
+from iprox_ray.store import batched_reads
+from iprox_ray.store.batched_reads import rows_with_status
 from iprox_ray.stages.report import domain_shares, domain_shares_from_counts, pool_domain_counts
 from iprox_ray.store.sketch_store import CANDIDATES, EMPTY, NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore
 
@@ -64,7 +64,7 @@ def _scores(scorer):
 @pytest.mark.parametrize("seed,center", [(0, 0.5), (1, 0.2), (2, 0.93), (3, 0.5)])
 def test_mid_ppl_band_selection_equals_exact_ranks(tmp_path, monkeypatch, seed, center):
     from iprox_ray.influence.topk import topk_stream
-    from iprox_ray.stages.mid_ppl import MidPplScorer
+    from iprox_ray.methods.mid_ppl import MidPplScorer
 
     monkeypatch.setattr(batched_reads, "READ_ROWS", 1024)
     pool = _loss_pool(tmp_path, seed)

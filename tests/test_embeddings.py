@@ -12,7 +12,7 @@ from iprox_ray.models.loading import load_config, random_init
 from iprox_ray.sketch.jvp import JvpEmbedder, gaussian_tangent
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
+from iprox_ray.spec.scoring import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
 
 
 def _llama(tmp_path, layers=3):

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from iprox_ray.influence.exact import ExactGradients, ExactLess, trained_parameters
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.models.loss import per_sample_loss
 from tests.sketch_reference import mixed_batch, tiny_model
 
 

@@ -36,7 +36,7 @@ def job_file(make_job):
 
 
 def test_force_new_twice_in_one_second_keeps_both_old_runs(job_file, tmp_path, monkeypatch):
-    from iprox_ray.pipeline import check_run_dir, time as pipeline_time
+    from iprox_ray.driver.rundir import check_run_dir, time as pipeline_time
     from iprox_ray.spec import load_job
     from iprox_ray.store.layout import RunLayout
 

@@ -201,7 +201,7 @@ def test_a_poisoned_weight_makes_rows_non_finite_counted_and_never_selected(refe
 HARNESS = """
 import os, signal, sys
 from iprox_ray.cli.main import main
-from iprox_ray.stages import context
+from iprox_ray.execution import context
 from iprox_ray.store import markers
 point, n = sys.argv[1], int(sys.argv[2])
 calls = []

@@ -141,7 +141,8 @@ def test_a_scored_target_names_its_own_rerun_command(reference, tmp_path):
 AS_IF_ON_GPU = """
 import os, signal, sys
 from iprox_ray.cli.main import main
-from iprox_ray.stages import compute, sketch, sketch_task
+from iprox_ray.stages import sketch
+from iprox_ray.tasks import compute, sketch_task
 from iprox_ray.store import markers
 sketch.sketch_precision = sketch_task.sketch_precision = lambda weights, autocast, on_gpu: compute.AUTOCAST_BF16
 calls = []

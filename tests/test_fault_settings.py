@@ -150,7 +150,7 @@ def test_slurm_settings_refuse_control_characters_and_unquotable_keys(key, value
 def test_every_accepted_value_stays_on_its_sbatch_line(tmp_path, monkeypatch, value):
     """The script submitit generates from accepted settings has only #SBATCH lines in its parameter
     block, each value inside its own line (quoted by submitit)."""
-    from iprox_ray.submission import _executor
+    from iprox_ray.driver.submission import _executor
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

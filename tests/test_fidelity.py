@@ -82,7 +82,7 @@ def _report(speed: float, proxy_exact: float | None, target_exact: float = 0.9, 
 ])
 def test_verdict_names_what_fails(speed, proxy_exact, pays, reason):
     from iprox_ray.spec import FidelitySpec
-    from iprox_ray.stages.fidelity import verdict
+    from iprox_ray.diagnostics.proxy_fidelity import verdict
 
     said, line = verdict(_report(speed, proxy_exact), FidelitySpec())
     assert said == pays and ("does not pay" not in line) == pays and reason in line, line
@@ -90,7 +90,7 @@ def test_verdict_names_what_fails(speed, proxy_exact, pays, reason):
 
 def test_verdict_thresholds_come_from_the_spec():
     from iprox_ray.spec import FidelitySpec
-    from iprox_ray.stages.fidelity import verdict
+    from iprox_ray.diagnostics.proxy_fidelity import verdict
 
     assert not verdict(_report(1.3, 0.85), FidelitySpec())[0]
     pays, line = verdict(_report(1.3, 0.85), FidelitySpec(pays_speedup=1.25, pays_fidelity_share=0.9))
@@ -99,7 +99,7 @@ def test_verdict_thresholds_come_from_the_spec():
 
 def test_verdict_without_exact_rows_uses_agreement_with_the_target():
     from iprox_ray.spec import FidelitySpec
-    from iprox_ray.stages.fidelity import verdict
+    from iprox_ray.diagnostics.proxy_fidelity import verdict
 
     assert "the proxy pays" in verdict(_report(2.0, None, spearman_=0.85), FidelitySpec())[1]
     assert "does not pay" in verdict(_report(2.0, None, spearman_=0.5), FidelitySpec())[1]

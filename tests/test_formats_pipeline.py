@@ -22,10 +22,11 @@ from conftest import TOKENIZER, make_pool
 from iprox_ray.cli.main import main
 from iprox_ray.cost.plan import plan_job
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
-from iprox_ray.pipeline import open_run, run_job
-from iprox_ray.run import Run
+from iprox_ray.driver.pipeline import run_job
+from iprox_ray.driver.rundir import open_run
+from iprox_ray.driver.run import Run
 from iprox_ray.spec import SpecError, load_job
-from iprox_ray.stages.inputs import POOL, target_split
+from iprox_ray.tasks.inputs import POOL, target_split
 from iprox_ray.store.sketch_store import OK, SplitStore
 
 FAST = ['proxy.method="none"', "warmup.enabled=false", "fidelity.enabled=false"]
@@ -212,7 +213,7 @@ def dated_job(make_job, tmp_path, monkeypatch):
 
     monkeypatch.setattr(_Clock, "day", MONDAY)
     monkeypatch.setattr(chat_template_utils, "datetime", _Clock)
-    monkeypatch.setattr("iprox_ray.stages.inputs.datetime", _Clock, raising=False)
+    monkeypatch.setattr("iprox_ray.tasks.inputs.datetime", _Clock, raising=False)
     tok = load_tokenizer(TOKENIZER)
     tok.chat_template = DATED
     tok.save_pretrained(tmp_path / "dated")

@@ -15,10 +15,11 @@ from iprox_ray.spec import load_job
 
 def test_the_inline_worker_uses_every_core_it_is_given(make_job):
     from iprox_ray.execution.planning import plan_workers, usable_cores
-    from iprox_ray.run import worker_plan
+    from iprox_ray.execution.launchers import launcher_for
 
     cores = len(os.sched_getaffinity(0))
-    with worker_plan(load_job(make_job(n_pool=16))) as plan:  # what the pipeline's sketch stage gets
+    job = load_job(make_job(n_pool=16))
+    with launcher_for(job).workers(job) as plan:  # what the pipeline's sketch stage gets
         assert plan.executor == "inline" and plan.resources.threads == cores
     assert usable_cores() == cores
     assert plan_workers("inline", "auto", None, 1, 6, 0).resources.threads == 6  # a SLURM task's CPUs

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 from iprox_ray.cli.main import main
-from iprox_ray.pipeline import run_job
+from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
 
 pytestmark = pytest.mark.slow

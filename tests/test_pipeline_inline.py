@@ -9,7 +9,8 @@ import pytest
 from conftest import make_pool, write_parquet
 
 from iprox_ray.cli.main import main
-from iprox_ray.pipeline import RunMismatchError, run_job
+from iprox_ray.driver.pipeline import run_job
+from iprox_ray.driver.rundir import RunMismatchError
 from iprox_ray.spec import load_job
 
 

@@ -13,9 +13,9 @@ from iprox_ray.cli.main import main
 from iprox_ray.cost.counts import manifest_of, sketch_array_bytes
 from iprox_ray.cost.plan import plan_job
 from iprox_ray.cost.workers import list_schedule
-from iprox_ray.pipeline import run_job
+from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
-from iprox_ray.stages.inputs import encoder_for
+from iprox_ray.tasks.inputs import encoder_for
 from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import OK, SplitStore
 

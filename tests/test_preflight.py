@@ -9,9 +9,9 @@ import pytest
 from conftest import make_pool
 
 from iprox_ray.cli.main import main
-from iprox_ray.pipeline import open_run
+from iprox_ray.driver.rundir import open_run
 from iprox_ray.spec import load_job
-from iprox_ray.stages.inputs import POOL, manifest_for, target_split
+from iprox_ray.tasks.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.preflight import POOL_SAMPLE_ROWS, NoUsableRowsError, check_inputs, check_sketched
 from iprox_ray.store.atomic import atomic_write_parquet
 
@@ -102,7 +102,7 @@ def test_the_sketch_stage_end_checks_the_quarantine_totals(make_job, tmp_path):
 
 
 def test_a_new_target_without_usable_rows_is_refused_before_sketching(make_job, tmp_path, capsys):
-    from iprox_ray.pipeline import run_job
+    from iprox_ray.driver.pipeline import run_job
 
     run_dir = tmp_path / "run"
     run_job(load_job(make_job(k=5)), run_dir, quiet=True)

@@ -122,7 +122,7 @@ def test_product_gap_is_zero_when_the_proxy_is_the_target():
     target = _tiny()
     proxy = copy.deepcopy(target)
     from iprox_ray.models.lowrank import LowRankLinear
-    from iprox_ray.models.selection import select_modules
+    from iprox_ray.models.patterns import select_modules
     from iprox_ray.proxy.compress import replace_module
 
     for name, m in select_modules(proxy, DEFAULT_LINEAR_PATTERNS):
@@ -202,7 +202,9 @@ def test_gpt2_conv1d_layers_are_factored_and_aligned():
 def test_off_the_shelf_proxy_must_read_the_targets_tokens(make_job, tmp_path):
     from transformers import LlamaConfig
 
-    from iprox_ray.pipeline import build_models, open_run
+    from iprox_ray.driver.pipeline import build_models
+    from iprox_ray.driver.run import Run
+    from iprox_ray.driver.rundir import open_run
     from iprox_ray.spec import load_job
 
     small = tmp_path / "small"
@@ -211,13 +213,13 @@ def test_off_the_shelf_proxy_must_read_the_targets_tokens(make_job, tmp_path):
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small)).save_pretrained(small)
     job = load_job(make_job(), ['proxy.method="model"', f'proxy.model_path="{small}"'])
     with open_run(job, tmp_path / "run", quiet=True) as ctx:
-        _, ref = build_models(ctx)
+        _, ref = build_models(Run(ctx))
     assert ref.kind == "hf" and ref.path == small
     LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                 num_attention_heads=4, num_key_value_heads=2).save_pretrained(small)
     with pytest.raises(ValueError, match="vocab 100"):
         with open_run(job, tmp_path / "run2", quiet=True) as ctx:
-            build_models(ctx)
+            build_models(Run(ctx))
 
 
 def test_model_path_goes_with_method_model(make_job):

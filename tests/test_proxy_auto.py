@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from iprox_ray.pipeline import run_job
+from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_auto_sketches_with_the_proxy_only_when_the_verdict_says_it_pays(make_jo
 def test_the_choice_is_made_once_and_a_resume_keeps_it(make_job, tmp_path, monkeypatch):
     job = load_job(make_job(k=8), CHECK + ["fidelity.pays_speedup=0.01", "fidelity.pays_fidelity_share=0.01"])
     first = run_job(job, tmp_path / "run", quiet=True)
-    import iprox_ray.stages.proxy_choice as choice
+    import iprox_ray.diagnostics.proxy_verdict as choice
 
     def never(*args, **kwargs):
         raise AssertionError("the fidelity check ran again on a resume")

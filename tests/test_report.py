@@ -167,9 +167,9 @@ def test_a_report_that_fails_warns_and_leaves_the_run_alone(tmp_path, capsys):
     """At a run's end the selection is written: a report that cannot be written says so in one line."""
     from conftest import REPO
 
-    from iprox_ray.run import write_run_report
+    from iprox_ray.driver.run import write_run_report
     from iprox_ray.spec import load_job
-    from iprox_ray.stages.context import RunContext
+    from iprox_ray.execution.context import RunContext
     from iprox_ray.store.layout import RunLayout
 
     ctx = RunContext(load_job(REPO / "jobs" / "demo.toml"), RunLayout(tmp_path / "not-a-run"), quiet=True)

@@ -16,7 +16,7 @@ from conftest import REPO, arithmetic_row, prose_row
 from iprox_ray.influence import krr
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.store.quantize import dequantize_rows
-from iprox_ray.pipeline import run_job
+from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
 from iprox_ray.store.sketch_store import NOT_SKETCHED, OK
 
@@ -203,8 +203,8 @@ def test_influence_distillation_second_order_term(subtask_job):
     from iprox_ray.influence.topk import topk_stream
     from iprox_ray.influence.weights import lambda_bisection
     from iprox_ray.spec import load_job
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.model_ref import ModelRef
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.stages.second_order import second_order_direction
     from iprox_ray.store.layout import RunLayout
     from iprox_ray.store.sketch_store import SplitStore

@@ -7,7 +7,7 @@ import torch
 
 from iprox_ray.sketch.dense import DenseSketcher
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.sketch.loss import gathered_loss, per_sample_loss
+from iprox_ray.models.loss import gathered_loss, per_sample_loss
 from tests.sketch_reference import (
     dense_reference,
     kronecker_reference,

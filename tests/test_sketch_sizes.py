@@ -139,7 +139,7 @@ def test_store_bytes_follow_the_store_dtype(make_job, tmp_path, dtype):
     import numpy as np
 
     from iprox_ray.cost.counts import manifest_of, sketch_array_bytes
-    from iprox_ray.stages.inputs import POOL, encoder_for
+    from iprox_ray.tasks.inputs import POOL, encoder_for
     from iprox_ray.store.sketch_store import SplitStore
 
     from test_plan import sketch_files_bytes

@@ -13,12 +13,13 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.models.loading import load_pretrained, save_model
 from iprox_ray.models.optimizer_state import load_adam_state
-from iprox_ray.pipeline import write_config
-from iprox_ray.run import worker_plan
+from iprox_ray.driver.rundir import write_config
+from iprox_ray.execution.launchers import launcher_for
+from iprox_ray.methods import method_named
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import load_job
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, make_encoder, manifest_for, target_split
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import POOL, make_encoder, manifest_for, target_split
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.sketch import run_sketch
@@ -37,7 +38,7 @@ def _run_sketch(job, run_dir):
     for split in (POOL, TARGET):
         manifest_for(ctx, split)
     ref = run_proxy(ctx, run_warmup(ctx))
-    with worker_plan(job) as plan:
+    with launcher_for(job).workers(job) as plan:
         report = run_sketch(ctx, [TARGET, POOL], ref, plan)
     return ctx, ref, report
 
@@ -127,7 +128,7 @@ def test_two_checkpoints_get_one_sketch_array_each(make_job, tmp_path):
     assert not np.allclose(pool.read("sketch", span), pool.read("sketch_ckpt1", span))
 
     # LESS over both checkpoints: Σ_c η̄_c · mean over target examples of cos(pool_c, target_c).
-    name = run_score(ctx, TARGET, "main", "less")
+    name = run_score(ctx, method_named("less"), TARGET, "main")
     got = zarr.open_group(ctx.layout.store, mode="r")[name][:]
     target = SplitStore.open(ctx.layout.store, TARGET)
     t_ok = np.flatnonzero(target.read("written") == OK)

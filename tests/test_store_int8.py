@@ -75,7 +75,7 @@ def test_a_run_with_int8_sketches_scores_like_float16(make_job, tmp_path, method
     same job under both dtypes ranks the pool alike and selects nearly the same rows."""
     import zarr
 
-    from iprox_ray.pipeline import run_job
+    from iprox_ray.driver.pipeline import run_job
     from iprox_ray.spec import load_job
 
     path = make_job(k=10)

@@ -83,9 +83,9 @@ def test_worker_share_by_executor_and_cluster(make_job, monkeypatch):
 def test_a_run_chooses_once_and_keeps_its_choice(make_job, tmp_path, tiny_model_dir, monkeypatch):
     """The choice is recorded at the first sketch and read back afterwards, whatever memory is free
     then (a resume batches its rows as the first run did)."""
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.model_ref import ModelRef
-    from iprox_ray.stages.sketch_budget import budget_summary, sketch_spec
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.tasks.model_ref import ModelRef
+    from iprox_ray.tasks.sketch_budget import budget_summary, sketch_spec
     from iprox_ray.store.layout import RunLayout
 
     class Free:
@@ -108,7 +108,7 @@ def test_a_run_chooses_once_and_keeps_its_choice(make_job, tmp_path, tiny_model_
 
 
 def test_an_inline_run_records_and_reports_its_budget(make_job, tmp_path, capsys):
-    from iprox_ray.pipeline import run_job
+    from iprox_ray.driver.pipeline import run_job
 
     run_dir = tmp_path / "run"
     summary = run_job(load_job(make_job(n_pool=32), ["proxy.method=none"]), run_dir)
@@ -155,9 +155,9 @@ def test_an_undecided_auto_proxy_is_budgeted_as_its_target(make_job, tmp_path, t
     """proxy.method = "auto" chooses at the proxy's fidelity check, before the verdict that may
     sketch the target instead: the models counted are the target's (the proxy is never read)."""
     from iprox_ray.models.loading import load_config, meta_model
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.model_ref import ModelRef
-    from iprox_ray.stages.sketch_budget import sketch_spec
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.tasks.model_ref import ModelRef
+    from iprox_ray.tasks.sketch_budget import sketch_spec
     from iprox_ray.store.layout import RunLayout
 
     job = load_job(make_job(n_pool=16), [f"model.path='{tiny_model_dir}'", "proxy.method='auto'"])

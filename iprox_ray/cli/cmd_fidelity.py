@@ -12,9 +12,11 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.pipeline import build_models, check_fidelity
+    from iprox_ray.driver.pipeline import build_models, check_fidelity
+    from iprox_ray.driver.run import Run
 
     with opened_run(args) as ctx:
-        warmed, ref = build_models(ctx)
-        check_fidelity(ctx, warmed, ref)
+        run = Run(ctx)
+        warmed, ref = build_models(run)
+        check_fidelity(run, warmed, ref)
     return 0

@@ -14,11 +14,12 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.pipeline import build_models
+    from iprox_ray.driver.pipeline import build_models
+    from iprox_ray.driver.run import Run
     from iprox_ray.proxy.artifact import read_manifest
 
     with opened_run(args) as ctx:
-        _, ref = build_models(ctx)
+        _, ref = build_models(Run(ctx))
     if ref.kind == "proxy":
         info = read_manifest(ref.path)
         ranks = [layer["rank"] for layer in info.pop("layers")]

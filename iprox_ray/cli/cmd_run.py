@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.pipeline import run_job
+    from iprox_ray.driver.pipeline import run_job
 
     with known_failures():
         run_job(job_from_args(args), args.run_dir, force_new=args.force_new, quiet=args.quiet,

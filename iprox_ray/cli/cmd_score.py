@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.rescore import RescoreError, score_target
+    from iprox_ray.driver.rescore import RescoreError, score_target
 
     with known_failures(RescoreError):
         score_target(Path(args.run_dir), args.target, args.name, args.overrides, force=args.force, quiet=args.quiet,

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.run_status import collect_status, format_status, status_json
+    from iprox_ray.execution.run_status import collect_status, format_status, status_json
 
     run_dir = Path(args.run_dir)
     print(status_json(run_dir) if args.json else format_status(collect_status(run_dir)))

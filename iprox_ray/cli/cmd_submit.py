@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from iprox_ray.spec import SpecError
-    from iprox_ray.submission import SubmitError, describe, submit, wait
+    from iprox_ray.driver.submission import SubmitError, describe, submit, wait
 
     job = job_from_args(args)
     if job.cluster.kind != "slurm":

@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from iprox_ray.cli.common import known_failures
-    from iprox_ray.pipeline import locked_run
+    from iprox_ray.driver.rundir import locked_run
     from iprox_ray.store.layout import RunLayout
     from iprox_ray.store.verify import format_report, verify_run
 

@@ -17,7 +17,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> JobSpec:
-    return load_job(args.job, args.overrides, args.cluster)
+    from iprox_ray.driver.run import check_names
+
+    job = load_job(args.job, args.overrides, args.cluster)
+    check_names(job)
+    return job
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +40,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.corpus.manifest import ManifestMismatchError
     from iprox_ray.corpus.sources import CorpusError
     from iprox_ray.execution.task import ShardFailed, WorkersLostError
-    from iprox_ray.pipeline import RunMismatchError
+    from iprox_ray.driver.rundir import RunMismatchError
     from iprox_ray.stages.preflight import NoUsableRowsError
     from iprox_ray.store.digest import StoreDamagedError
     from iprox_ray.store.lock import RunLockedError
@@ -61,7 +65,7 @@ def known_failures(*extra: type[BaseException]):
 @contextlib.contextmanager
 def opened_run(args: argparse.Namespace):
     """The run directory of a command's job, opened (locked, config checked) with known failures reported."""
-    from iprox_ray.pipeline import open_run
+    from iprox_ray.driver.rundir import open_run
 
     with known_failures(), open_run(job_from_args(args), args.run_dir, args.force_new, args.quiet) as ctx:
         yield ctx

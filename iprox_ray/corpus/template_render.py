@@ -3,7 +3,7 @@
 Templates may read the clock: Llama 3.2 and later write `strftime_now("%d %b %Y")` into every
 row's system block ("Today Date: ..."). A run must encode a row the same way on every day it
 runs (a resume after midnight, `iprox-ray score` a week later), so the renderer is given one
-instant, recorded in the run directory at its first encode (stages/inputs.py), and the
+instant, recorded in the run directory at its first encode (tasks/inputs.py), and the
 template's `strftime_now` reads that instant instead of the clock.
 
 transformers compiles each template string once (a cached jinja Template) and calls its

@@ -16,7 +16,7 @@ from iprox_ray.cost.measure import PeakRss, rss
 from iprox_ray.models.finetune import finetune
 from iprox_ray.spec import JobSpec
 from iprox_ray.cost.target_model import target_loader
-from iprox_ray.stages.inputs import fixed_batches
+from iprox_ray.tasks.inputs import fixed_batches
 
 STEP_TIMEOUT_S = 1800.0
 

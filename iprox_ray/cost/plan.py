@@ -6,7 +6,7 @@ few batches run on this machine through the workers' own code (cost/timed_plan.p
 machine cannot hold the sketched model (weights absent, or too large for its free memory), the
 plan works from the model's config alone on the meta device: counts, width, store bytes and the
 modelled memory (sketch/memory.py), no seconds, and the notes say so. `sketch.token_budget =
-"auto"` is resolved by the run's own rule (stages/sketch_budget.py) and printed.
+"auto"` is resolved by the run's own rule (tasks/sketch_budget.py) and printed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from iprox_ray.cost.measure import rss
-from iprox_ray.cost.plan_inputs import MAIN_TARGET, Inputs, common_notes, sample_inputs, split_costs
+from iprox_ray.cost.plan_inputs import MAIN_SPLIT, Inputs, common_notes, sample_inputs, split_costs
 from iprox_ray.cost.result import CostPlan, SplitCost, WorkerCost
 from iprox_ray.cost.sizes import sketch_sizes, store_dtype
 from iprox_ray.cost.target_model import target_bytes
@@ -25,10 +25,10 @@ from iprox_ray.cost.timed import choose_model, config_only_reason, sketched_meta
 from iprox_ray.cost.timed_plan import timed_plan
 from iprox_ray.cost.workers import driver_peak, list_schedule
 from iprox_ray.execution.layout import WORKER_BASE_BYTES, worker_layout
-from iprox_ray.methods.registry import method_for
+from iprox_ray.methods.registry import check_job
 from iprox_ray.sketch.memory import peak_model
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.stages.sketch_budget import budget_for
+from iprox_ray.tasks.sketch_budget import budget_for
 from iprox_ray.store.atomic import read_json
 from iprox_ray.store.layout import POOL, SKETCH_BUDGET_STAGE, RunLayout
 
@@ -38,7 +38,7 @@ FALLBACK_BUDGET = 8192  # planned with where the workers' memory cannot be seen 
 def resolve_budget(job: JobSpec, layout, run_dir: Path | None, meta: torch.nn.Module, config,
                    notes: list[str]) -> tuple[JobSpec, dict | None]:
     """(the job with the integer token budget the run will use, the auto choice's record). A run
-    directory that recorded its choice keeps it; otherwise the run's own rule (stages/sketch_budget.py) on
+    directory that recorded its choice keeps it; otherwise the run's own rule (tasks/sketch_budget.py) on
     this machine's view of the workers' memory."""
     if job.sketch.token_budget != "auto":
         return job, None
@@ -68,8 +68,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
              profile: str = "") -> CostPlan:
     """Predict the job's cost on the cluster profile it names; times on this machine, or, where
     this machine cannot hold the sketched model, sizes it from its config and times nothing."""
-    scoring = method_for(job)
-    scoring.validate(job)
+    scoring = check_job(job)
     notes: list[str] = []
     base = rss()  # the driver's interpreter and imports, before any model or data
     layout = worker_layout(job)
@@ -110,7 +109,7 @@ def _config_plan(job: JobSpec, scoring, inputs: Inputs, layout, base: int, sizes
         notes.append("the warm-up step was modelled, not measured (the model was not loaded)")
     driver, driver_stage = driver_peak(job, base, target, job.proxy.method not in ("none", "model"), per_token,
                                        pool.manifest.n_rows, pool.manifest.rows_per_shard,
-                                       inputs.samples[MAIN_TARGET].manifest.n_rows, sizes.width, inputs.checkpoints)
+                                       inputs.samples[MAIN_SPLIT].manifest.n_rows, sizes.width, inputs.checkpoints)
     if scoring.needs.embeddings:
         notes.append(f"the {scoring.needs.embeddings[0]} embedding pass was not timed either")
     common_notes(job, scoring, inputs, notes)

@@ -9,11 +9,11 @@ from pathlib import Path
 from iprox_ray.cost.counts import SplitSample, manifest_of, sample_split, shard_padded_tokens, sketch_array_bytes
 from iprox_ray.cost.result import SplitCost
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.stages.inputs import encoder_for, render_now, windowed
+from iprox_ray.tasks.inputs import encoder_for, render_now, windowed
 from iprox_ray.stages.rr_candidates import check_round_robin_estimate
-from iprox_ray.store.layout import POOL, target_split
+from iprox_ray.store.layout import MAIN_TARGET, POOL, target_split
 
-MAIN_TARGET = target_split("main")
+MAIN_SPLIT = target_split(MAIN_TARGET)  # the job file's target set, as a store split
 
 
 @dataclass
@@ -29,11 +29,11 @@ class Inputs:
 
 def sample_inputs(job: JobSpec, needs, sample_rows: int, run_dir: Path | None, notes: list[str]) -> Inputs:
     # Windowed text splits are sampled as documents, each counted as all its windows.
-    encoders = {split: encoder_for(job, split, render_now(run_dir), documents=True) for split in (MAIN_TARGET, POOL)}
+    encoders = {split: encoder_for(job, split, render_now(run_dir), documents=True) for split in (MAIN_SPLIT, POOL)}
     seed = job.run.seed + 1009  # a sample of its own, not the warm-up's
     samples = {split: sample_split(split, manifest_of(job, split, source, encoders[split]), source, encoders[split],
                                    sample_rows, seed)
-               for split, source in ((MAIN_TARGET, job.data.target), (POOL, job.data.pool))}
+               for split, source in ((MAIN_SPLIT, job.data.target), (POOL, job.data.pool))}
     for split, sample in samples.items():
         if windowed(job, split):
             notes.append(f"{split}: data.text_windows = \"all\": its {sample.manifest.n_rows} documents make about "
@@ -42,7 +42,7 @@ def sample_inputs(job: JobSpec, needs, sample_rows: int, run_dir: Path | None, n
                          "rows, shards and store bytes count documents")
     pool = samples[POOL]
     usable_pool = max(1, int(round(pool.manifest.n_rows * pool.usable_share)))
-    share = {MAIN_TARGET: 1.0 if needs.target_sketch else 0.0,
+    share = {MAIN_SPLIT: 1.0 if needs.target_sketch else 0.0,
              POOL: {"all": 1.0, "none": 0.0}.get(needs.pool_sketch, 1.0)}
     if needs.pool_sketch == "landmarks" and job.scoring.landmarks.sketch == "landmarks":
         share[POOL] = min(1.0, job.scoring.landmarks.count / usable_pool)
@@ -70,7 +70,7 @@ def common_notes(job: JobSpec, scoring, inputs: Inputs, notes: list[str]) -> Non
     if n_ckpt > 1:
         notes.append(f"{n_ckpt} checkpoints: the first was sized; seconds and model memory scaled by {n_ckpt}")
     if job.selection.strategy == "round-robin" and not scoring.single_score:
-        t_sample, pool = inputs.samples[MAIN_TARGET], inputs.samples[POOL]
+        t_sample, pool = inputs.samples[MAIN_SPLIT], inputs.samples[POOL]
         try:  # the preflight's own check, from the samples' usable shares
             check_round_robin_estimate(job.selection, max(1, round(t_sample.manifest.n_rows * t_sample.usable_share)),
                                        pool.manifest.n_rows, pool.usable_share)

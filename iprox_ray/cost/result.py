@@ -87,7 +87,7 @@ class CostPlan:
     # and int8 scale), dtype, and the width's parts (modules, matrix_block, vector_block)
     sketch_sizes: dict = field(default_factory=dict)
     token_budget: int = 0  # the sketch batches' budget the run uses (auto: as chosen)
-    token_budget_auto: dict | None = None  # sketch.token_budget = "auto": the choice (stages/sketch_budget.py)
+    token_budget_auto: dict | None = None  # sketch.token_budget = "auto": the choice (tasks/sketch_budget.py)
     sizes_from: str = "model"  # model: the loaded model was timed; config: meta device, nothing timed
     worker_peak_modelled_bytes: int = 0  # the config's memory model at token_budget (sketch/memory.py)
 

@@ -19,10 +19,10 @@ from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import JobSpec
-from iprox_ray.stages.embed_task import make_embedder
+from iprox_ray.tasks.embed_task import make_embedder
 from iprox_ray.stages.model_files import sketched_model_folder
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.sketch_budget import sketched_config
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import sketched_config
 
 # Timing loads the model beside this process's own memory, and loading may briefly hold a second copy.
 LOADABLE_SHARE = 0.35  # of this machine's available memory a model's weights may take to be timed
@@ -46,14 +46,16 @@ def choose_model(job: JobSpec, run_dir: Path | None, notes: list[str]) -> TimedM
     method = job.proxy.method
     building = method not in ("none", "model")
     if run_dir is not None:
-        from iprox_ray.pipeline import build_models, open_run
+        from iprox_ray.driver.pipeline import build_models
+        from iprox_ray.driver.run import Run
+        from iprox_ray.driver.rundir import open_run
         from iprox_ray.stages.sketch import plan_checkpoints
 
         with open_run(job, run_dir) as ctx:  # its progress goes to stderr: --json output stays clean
             done = [ctx.layout.stage_done("warmup").exists() or not job.warmup.enabled]
             if building:
                 done.append(ctx.layout.stage_done("proxy").exists())
-            _, ref = build_models(ctx)
+            _, ref = build_models(Run(ctx))
             checkpoints = plan_checkpoints(ctx, ref)
         if not all(done):
             notes.append("the warm-up/proxy were built in this process: its freed memory is reused, so the worker "

@@ -15,7 +15,7 @@ from iprox_ray.cost.contention import siblings_to_run, time_beside_siblings
 from iprox_ray.cost.counts import SplitSample, sample_batches, shard_padded_tokens
 from iprox_ray.cost.driver_steps import measure_warmup
 from iprox_ray.cost.measure import PassMeasure, close_held, fresh_worker, time_pass
-from iprox_ray.cost.plan_inputs import MAIN_TARGET, Inputs, common_notes
+from iprox_ray.cost.plan_inputs import MAIN_SPLIT, Inputs, common_notes
 from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.target_model import target_bytes
 from iprox_ray.cost.timed import TimedModel, embed_step, sketch_step
@@ -24,7 +24,7 @@ from iprox_ray.execution.layout import Layout
 from iprox_ray.spec import JobSpec
 from iprox_ray.store.layout import POOL
 
-WORKER_MODULES = ("ray", "iprox_ray.stages.sketch_task", "iprox_ray.stages.embed_task")
+WORKER_MODULES = ("ray", "iprox_ray.tasks.sketch_task", "iprox_ray.tasks.embed_task")
 
 
 def _timing(what: str, device: str, threads: int, m: PassMeasure, busy: PassMeasure | None, sample: SplitSample,
@@ -109,7 +109,7 @@ def timed_plan(job: JobSpec, scoring, inputs: Inputs, layout: Layout, base: int,
                             job.scoring.embed.token_budget, max(em.model_bytes, weights), worker_base, start,
                             together)
         costs = []
-        for _, split in scoring.embed_jobs([POOL, MAIN_TARGET]):
+        for _, split in scoring.embed_jobs([POOL, MAIN_SPLIT]):
             sample = samples[split]
             em_padded = shard_padded_tokens(sample, job.scoring.embed.token_budget, job.scoring.embed.max_batch_rows,
                                             seed)
@@ -121,7 +121,7 @@ def timed_plan(job: JobSpec, scoring, inputs: Inputs, layout: Layout, base: int,
     target = target_bytes(job)
     warmup = measure_warmup(job, target, pool, pad_id, notes)
     driver, driver_stage = driver_peak(job, base, target, timed.proxy_built_here, per_token, pool.manifest.n_rows,
-                                       pool.manifest.rows_per_shard, samples[MAIN_TARGET].manifest.n_rows, dim, n_ckpt,
+                                       pool.manifest.rows_per_shard, samples[MAIN_SPLIT].manifest.n_rows, dim, n_ckpt,
                                        warmup)
     common_notes(job, scoring, inputs, notes)
     worker_peak = max(sk_timing.peak_bytes, em_timing.peak_bytes if em_timing else 0)

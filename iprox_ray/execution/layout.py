@@ -4,11 +4,11 @@ memory (what `sketch.token_budget = "auto"` fits its batches into)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import psutil
 
+from iprox_ray.execution.launchers import launcher_for
 from iprox_ray.execution.planning import plan_workers
 from iprox_ray.spec import JobSpec, SpecError
 
@@ -16,12 +16,6 @@ GIB = 2**30
 # A Ray actor before its model: the imports measured by cost.measure.fresh_worker (350 MiB here)
 # plus Ray's core worker, the tokenizer and a shard's rows.
 WORKER_BASE_BYTES = 640 << 20
-
-
-def _gpus_here() -> int:
-    import torch  # only resource discovery: no model code in this layer
-
-    return torch.cuda.device_count()
 
 
 @dataclass(frozen=True)
@@ -36,22 +30,16 @@ class Layout:
 def worker_layout(job: JobSpec) -> Layout:
     """The workers the executor would start, by the same rule (planning.plan_workers).
 
-    Local: this machine's cores and GPUs (what the embedded Ray sees). SLURM gang: the Ray cluster
-    spans `nodes` nodes; array: each job is one node, `array_parallelism` of them at once."""
+    The nodes, cores and GPUs come from the job's launcher (local: this machine's, what the
+    embedded Ray sees; SLURM: the allocation's)."""
     c = job.cluster
-    if c.kind == "local":  # the embedded Ray sees every core; the inline worker its process's (0: those)
-        nodes, cpus, gpus = 1, 0 if c.executor == "inline" else os.cpu_count() or 1, _gpus_here()
-    else:
-        s = c.slurm
-        nodes = s.nodes if s.mode == "gang" else min(s.array_jobs, s.array_parallelism or s.array_jobs)
-        cpus, gpus = s.cpus_per_task, s.gpus_per_node
-        if s.mode == "gang":
-            cpus, gpus = cpus * nodes, gpus * nodes
+    found = launcher_for(job).resources(job)
+    nodes, cpus, gpus = found.nodes, found.cpus, found.gpus
     try:
         plan = plan_workers(c.executor, c.use_gpus, c.actors, c.threads_per_actor, cpus, gpus)
     except RuntimeError as exc:
         raise SpecError(str(exc)) from exc
-    array = c.kind == "slurm" and c.slurm.mode == "array"
+    array = found.array
     workers = plan.num_workers * (nodes if array else 1)
     per_node = plan.num_workers if array else -(-plan.num_workers // nodes)
     return Layout(workers, nodes, plan.resources.threads, bool(plan.resources.gpus), per_node)
@@ -68,8 +56,8 @@ class WorkerMemory:
 
 
 def worker_memory(job: JobSpec, layout: Layout) -> WorkerMemory | None:
-    """One worker's share: `cluster.slurm.mem_gb` (or the SLURM allocation's SLURM_MEM_PER_NODE)
-    on SLURM, this machine's available memory locally, split over the node's workers; one GPU's
+    """One worker's share of a node's memory (the launcher's figure: on SLURM `cluster.slurm.mem_gb`
+    or the allocation's; else this machine's available memory), split over the node's workers; one GPU's
     memory for GPU workers. None where it cannot be known here (GPU workers, no GPU visible)."""
     c = job.cluster
     if layout.uses_gpu:
@@ -80,11 +68,9 @@ def worker_memory(job: JobSpec, layout: Layout) -> WorkerMemory | None:
         total = torch.cuda.get_device_properties(0).total_memory  # one actor per GPU
         return WorkerMemory(total, "cuda", f"one GPU's memory ({total / GIB:.1f} GiB)", 0)
     per_node = max(1, layout.per_node)
-    if c.kind == "slurm" and c.slurm.mem_gb:
-        node, source = c.slurm.mem_gb * GIB, f"cluster.slurm.mem_gb = {c.slurm.mem_gb}"
-    elif c.kind == "slurm" and os.environ.get("SLURM_MEM_PER_NODE", "").isdigit():
-        node = int(os.environ["SLURM_MEM_PER_NODE"]) << 20
-        source = f"the SLURM allocation's memory ({node / GIB:.1f} GiB, SLURM_MEM_PER_NODE)"
+    given = launcher_for(job).node_memory(job)
+    if given is not None:
+        node, source = given
     else:
         node = psutil.virtual_memory().available
         source = f"this machine's available memory ({node / GIB:.1f} GiB)"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.models.loss import per_sample_loss
 
 
 def trained_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.sketch.projection import projection_matrix
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, trainable

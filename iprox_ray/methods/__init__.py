@@ -1,5 +1,5 @@
 """Scoring methods, one module each; `registry.py` lists them (see base.py for what a method declares)."""
 
-from iprox_ray.methods.registry import METHOD_NAMES, method_for, method_named
+from iprox_ray.methods.registry import METHOD_NAMES, check_job, method_for, method_named
 
-__all__ = ["METHOD_NAMES", "method_for", "method_named"]
+__all__ = ["METHOD_NAMES", "check_job", "method_for", "method_named"]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
-from iprox_ray.spec import SpecError
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.layout import POOL
@@ -19,8 +18,8 @@ from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore
 
 if TYPE_CHECKING:
     from iprox_ray.influence.columns import Columns
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.scorers import Scorer
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.methods.scorers import Scorer
 
 
 @dataclass(frozen=True)
@@ -58,13 +57,12 @@ class ScoringMethod:
         return self.needs.pool_sketch == "landmarks"
 
     def validate(self, job) -> None:
-        """Refuse, before any work, settings the spec types cannot rule out."""
-        if job.scoring.second_order.enabled and (not self.second_order or job.selection.strategy == "round-robin"):
-            from iprox_ray.methods.registry import METHOD_NAMES, method_named
+        """Refuse, before any work, settings the spec types cannot rule out (registry.check_job
+        calls it after the checks every method shares)."""
 
-            able = " or ".join(repr(n) for n in METHOD_NAMES if method_named(n).second_order)
-            raise SpecError(f"scoring.second_order needs scoring.method = {able} and one aggregated "
-                            "score (selection.strategy 'topk' or 'weights')")
+    def aggregate_for(self, scoring) -> str:
+        """How per-target-example scores combine: scoring.aggregate, or this method's own rule under "auto"."""
+        return self.default_aggregate if scoring.aggregate == "auto" else scoring.aggregate
 
     def embed_jobs(self, splits: list[str]) -> list[tuple[str, str]]:
         """(kind, split) embedding passes over these splits."""

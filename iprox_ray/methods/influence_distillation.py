@@ -6,10 +6,10 @@ from __future__ import annotations
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.spec import SpecError
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.stages.inputs import POOL
-from iprox_ray.stages.landmark_fidelity import landmark_fidelity
-from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.scorers import EmbeddingScorer, Scorer, TargetFeatures, fit_landmark_model, sketch_rows
+from iprox_ray.store.layout import POOL
+from iprox_ray.methods.landmark_agreement import landmark_fidelity
+from iprox_ray.methods.scorers import read_landmarks
+from iprox_ray.methods.scorers import EmbeddingScorer, Scorer, TargetFeatures, fit_landmark_model, sketch_rows
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import open_root
 
@@ -34,5 +34,5 @@ class InfluenceDistillation(ScoringMethod):
     def summary_extra(self, ctx, split: str, scores_name: str) -> dict:
         extra = {"landmark_holdout": open_root(ctx.layout.store)[scores_name].attrs.get("holdout")}
         if ctx.job.scoring.landmarks.sketch == "all":
-            extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name)
+            extra["landmark_fidelity"] = landmark_fidelity(ctx, split, scores_name, self.aggregate_for(ctx.job.scoring))
         return extra

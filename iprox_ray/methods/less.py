@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.stages.scorers import Scorer, SketchScorer, TargetFeatures, checkpoint_weights, sketch_rows
+from iprox_ray.methods.scorers import Scorer, SketchScorer, TargetFeatures, checkpoint_weights, sketch_rows
 
 
 class Less(ScoringMethod):

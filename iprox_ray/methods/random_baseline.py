@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.stages.scorers import Scorer, candidate_mask
+from iprox_ray.methods.scorers import Scorer, candidate_mask
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.stages.inputs import POOL
-from iprox_ray.stages.scorers import EmbeddingScorer, Scorer, TargetFeatures
+from iprox_ray.store.layout import POOL
+from iprox_ray.methods.scorers import EmbeddingScorer, Scorer, TargetFeatures
 from iprox_ray.store.embedding_store import EmbeddingStore
 
 

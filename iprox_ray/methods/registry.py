@@ -1,39 +1,53 @@
 """The scoring methods by name. Adding one: a module with a `ScoringMethod` subclass, and its line here.
 
-Modules are imported on first use, so the spec can take the names from here without importing
-the stages (which import the spec).
+Modules are imported on first use. The spec stores the name as a string and does not import this
+table (it sits below the methods); `check_job` refuses unknown names and settings a method cannot
+take, once, when a job is loaded.
 """
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 from typing import TYPE_CHECKING
+
+from iprox_ray.registry import Registry, UnknownName
+from iprox_ray.spec import SpecError
 
 if TYPE_CHECKING:
     from iprox_ray.methods.base import ScoringMethod
 
-_REGISTRY = {  # name -> "module:class"
+METHODS: Registry[type[ScoringMethod]] = Registry("scoring method", {
     "less": "iprox_ray.methods.less:Less",
     "influence-distillation": "iprox_ray.methods.influence_distillation:InfluenceDistillation",
     "tracin": "iprox_ray.methods.tracin:TracIn",
     "rds+": "iprox_ray.methods.rds_plus:RdsPlus",
     "random": "iprox_ray.methods.random_baseline:RandomBaseline",
     "mid-ppl": "iprox_ray.methods.mid_ppl:MidPpl",
-}
-METHOD_NAMES = tuple(_REGISTRY)
+})
+METHOD_NAMES = METHODS.names
 
 
 @cache
-def method_named(name: str) -> "ScoringMethod":
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown scoring method {name!r} (known: {', '.join(METHOD_NAMES)})")
-    module, cls = _REGISTRY[name].split(":")
-    method = getattr(importlib.import_module(module), cls)()
-    assert method.name == name, f"{_REGISTRY[name]} declares name {method.name!r}"
+def method_named(name: str) -> ScoringMethod:
+    try:
+        method = METHODS.load(name)()
+    except UnknownName as err:
+        raise SpecError(f"scoring.method: {err}") from None
+    assert method.name == name, f"{METHODS.targets()[name]} declares name {method.name!r}"
     return method
 
 
-def method_for(job) -> "ScoringMethod":
+def method_for(job) -> ScoringMethod:
     """The method a job scores with."""
     return method_named(job.scoring.method)
+
+
+def check_job(job) -> ScoringMethod:
+    """Refuse, before any work, a job whose method is unknown or cannot take its settings."""
+    method = method_for(job)
+    if job.scoring.second_order.enabled and (not method.second_order or job.selection.strategy == "round-robin"):
+        able = " or ".join(repr(n) for n in METHOD_NAMES if method_named(n).second_order)
+        raise SpecError(f"scoring.second_order needs scoring.method = {able} and one aggregated "
+                        "score (selection.strategy 'topk' or 'weights')")
+    method.validate(job)
+    return method

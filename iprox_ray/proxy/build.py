@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iprox_ray.models.selection import select_modules
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.proxy.align import Batch
 from iprox_ray.proxy.baselines import extract_layers, layers_to_keep
 from iprox_ray.proxy.compress import LayerPlan, compress, compress_global, plan_ranks

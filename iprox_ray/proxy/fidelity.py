@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from iprox_ray.models.selection import is_linear_like, linear_dims
+from iprox_ray.models.patterns import is_linear_like, linear_dims
 
 
 def forward_flops_per_token(model: nn.Module, mean_length: float) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iprox_ray.sketch.loss import batch_token_loss
+from iprox_ray.models.loss import batch_token_loss
 
 
 LOSS_TOKENS = ("all", "trainable")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import zarr
 
-from iprox_ray.run_status import collect_status
+from iprox_ray.execution.run_status import collect_status
 from iprox_ray.spec.proxy import auto_checks_candidate, builds_proxy
 from iprox_ray.store.layout import (
+    MAIN_TARGET,
     POOL,
     PROXY_STAGE,
     WARMUP_STAGE,
@@ -27,8 +28,6 @@ from iprox_ray.store.layout import (
     target_split,
 )
 from iprox_ray.store.sketch_store import SplitStore
-
-MAIN = "main"
 
 
 def _json(path: Path) -> dict | None:
@@ -93,13 +92,13 @@ def open_store(layout: RunLayout) -> zarr.Group | None:
 
 
 def _targets(layout: RunLayout, root: zarr.Group | None, summary: dict | None) -> list[TargetFiles]:
-    names = list(dict.fromkeys([MAIN, *layout.selection_names()]))
+    names = list(dict.fromkeys([MAIN_TARGET, *layout.selection_names()]))
     out = []
     for name in names:
         array = score_array(name)
         scores = array if root is not None and array in root else None
         selection = layout.selection(name)
-        own = summary if name == MAIN else _json(layout.target_summary(name))
+        own = summary if name == MAIN_TARGET else _json(layout.target_summary(name))
         out.append(TargetFiles(name, scores, selection if selection.exists() else None,
                                _json(layout.stage_done(select_stage(name))), own,
                                dict(root[array].attrs) if scores else {}))

@@ -8,7 +8,8 @@ import numpy as np
 from iprox_ray.report.gather import ExampleRow, ReportData, TargetView
 from iprox_ray.report.html import esc, missing, num, pct, section, table
 from iprox_ray.report.rows import short_path
-from iprox_ray.report.rundir import MAIN, TargetFiles
+from iprox_ray.report.rundir import TargetFiles
+from iprox_ray.store.layout import MAIN_TARGET
 from iprox_ray.report.stats import ScoreStats
 from iprox_ray.report.svg import PALETTE, colour, histogram, share_bars
 
@@ -92,7 +93,7 @@ def target_section(data: ReportData, t: TargetFiles) -> str:
         for k, v, key in cards) + "</div>"]
     if t.selection is not None:
         body.append(f'<p class="note">Selection: <code>{esc(t.selection)}</code></p>')
-    seconds = (t.summary or {}).get("stage_seconds") if t.name != MAIN else None
+    seconds = (t.summary or {}).get("stage_seconds") if t.name != MAIN_TARGET else None
     if seconds:  # a target added by `iprox-ray score`: its own pass
         body.append('<p class="note">Added by <code>iprox-ray score</code>: ' + esc(", ".join(
             f"{k} {v:.1f}s" for k, v in seconds.items())) + "</p>")
@@ -109,7 +110,7 @@ def target_section(data: ReportData, t: TargetFiles) -> str:
             body.append(f"<h3>Best {len(view.below)} rows just below the cut (not selected)</h3>" + _rows_table(view.below, "below"))
         else:
             body.append('<p class="note">No valid row was left out of the selection.</p>')
-    title = "Target: main (the job's own target set)" if t.name == MAIN else f"Target: {t.name}"
+    title = "Target: main (the job's own target set)" if t.name == MAIN_TARGET else f"Target: {t.name}"
     return section(anchor(t.name), title, "".join(body))
 
 

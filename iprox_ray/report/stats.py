@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from iprox_ray.stages.batched_reads import shard_batches
+from iprox_ray.store.batched_reads import shard_batches
 from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import CANDIDATES, SplitStore
 

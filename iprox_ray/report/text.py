@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from iprox_ray.report.gather import ReportData
-from iprox_ray.report.rundir import MAIN
-from iprox_ray.run_status import format_status
+from iprox_ray.store.layout import MAIN_TARGET
+from iprox_ray.execution.run_status import format_status
 from iprox_ray.stages.report import format_summary
 
 
@@ -40,7 +40,7 @@ def summary_text(data: ReportData) -> str:
     else:
         lines.append(format_status(run.status))
     for t in run.targets:
-        if t.name != MAIN and t.summary:
+        if t.name != MAIN_TARGET and t.summary:
             lines.append(f"  target {t.name}: selected {t.summary['selected']} of {t.summary['valid_pool_rows']} "
                          f"valid pool rows ({t.summary.get('method')}, {t.summary.get('strategy')}) -> {t.summary['selection']}")
     lines += overlap_lines(data)

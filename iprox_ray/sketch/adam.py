@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from iprox_ray.models.optimizer_state import AdamState
-from iprox_ray.models.selection import is_conv1d, linear_dims
+from iprox_ray.models.patterns import is_conv1d, linear_dims
 
 MODES = ("less", "influence-distillation")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from iprox_ray.models.optimizer_state import AdamState
-from iprox_ray.models.selection import select_modules
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.adam import AdamFeatures
 from iprox_ray.sketch.capture import REPROJECT_NAME, HookSketcher  # noqa: F401  (the re-projection's name)
 from iprox_ray.sketch.dense_projection import DenseProjector

@@ -23,7 +23,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
-from iprox_ray.models.selection import find_modules, select_blocks
+from iprox_ray.models.patterns import find_modules, select_blocks
 from iprox_ray.sketch.projection import derive_seed, projection_matrix
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from iprox_ray.models.loading import DTYPES
-from iprox_ray.models.selection import linear_dims
+from iprox_ray.models.patterns import linear_dims
 from iprox_ray.sketch.factory import module_record, sketched_modules
 from iprox_ray.spec import JobSpec, SketchSpec, SpecError
 

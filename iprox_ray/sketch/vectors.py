@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from iprox_ray.models.selection import find_modules
+from iprox_ray.models.patterns import find_modules
 from iprox_ray.sketch.dense_projection import DenseProjector
 
 

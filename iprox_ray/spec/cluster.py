@@ -65,7 +65,9 @@ class ClusterSpec(Section):
     """Execution resources. `profile` names a TOML file whose keys this section overrides."""
 
     profile: str | None = None
-    kind: Literal["local", "slurm"] = "local"
+    # The launcher (iprox_ray/execution/launchers.py: local, slurm, or one registered there), checked
+    # when the job is loaded (the spec sits below the launchers and does not import them).
+    kind: str = Field("local", description="the launcher: local (this machine) or slurm")
     executor: Literal["ray", "inline"] = Field(
         "ray", description="ray: actor pool; inline: in the driver process (debugging)"
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from iprox_ray.influence import landmarks
+from iprox_ray.methods.scorers import read_landmarks
 from iprox_ray.spec import DataSpec
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import POOL
 from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.store import driver_arrays
-from iprox_ray.store.digest import read_checked
 from iprox_ray.store.embedding_store import OK, EmbeddingStore
 from iprox_ray.store.sketch_store import open_root
 from iprox_ray.store.layout import LANDMARKS, LANDMARKS_STAGE
@@ -26,10 +26,6 @@ ARRAY = LANDMARKS
 def landmark_fingerprint(ctx: RunContext) -> str:
     return ctx.job.stage_fingerprint("run.seed", "model", "warmup", "proxy", *DataSpec.encoding_keys(True),
                                      "scoring.embed", "scoring.landmarks")
-
-
-def read_landmarks(ctx: RunContext) -> np.ndarray:
-    return np.asarray(read_checked(open_root(ctx.layout.store)[ARRAY]), dtype=np.int64)
 
 
 def run_landmarks(ctx: RunContext) -> RowSubset:

@@ -17,9 +17,9 @@ from iprox_ray.models.fingerprint import (
 )
 from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.models.optimizer_state import adam_state_files
-from iprox_ray.models.selection import select_modules
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.stages.inputs import check_data_formats
+from iprox_ray.tasks.inputs import check_data_formats
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 

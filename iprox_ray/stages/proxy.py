@@ -15,8 +15,8 @@ from iprox_ray.models.loading import (
 from iprox_ray.proxy.artifact import save_proxy
 from iprox_ray.proxy.build import alignment_split, device_for_build, make_proxy, stage2_summary
 from iprox_ray.spec.proxy import auto_checks_candidate
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import (
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import (
     POOL,
     encode_sample,
     fixed_batches,
@@ -26,8 +26,8 @@ from iprox_ray.stages.inputs import (
     shuffled_epochs,
     tokenizer_path,
 )
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.proxy_choice import choose_model
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.diagnostics.proxy_verdict import choose_model
 from iprox_ray.store.layout import PROXY_STAGE
 
 STAGE = PROXY_STAGE  # stages/<STAGE>.json
@@ -120,7 +120,7 @@ def build_proxy(ctx: RunContext, target_dir: Path, out_dir: Path) -> dict:
 
 def run_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     """The model the sketch stage uses: the warmed target, an off-the-shelf model, or the built
-    proxy (under 'auto' only when the fidelity check says it pays: stages/proxy_choice.py)."""
+    proxy (under 'auto' only when the fidelity check says it pays: diagnostics/proxy_verdict.py)."""
     spec, model_spec = ctx.job.proxy, ctx.job.model
     target = ModelRef("hf", warmed_dir, model_spec.dtype, model_spec.attn_implementation)
     if spec.method == "none":

@@ -12,16 +12,15 @@ import numpy as np
 
 from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
-from iprox_ray.methods import method_for
 from iprox_ray.methods.base import ScoringMethod, TargetInputs
 from iprox_ray.spec import SpecError
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL
-from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.execution.context import RunContext
+from iprox_ray.store.layout import POOL
+from iprox_ray.methods.scorers import read_landmarks
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candidates
-from iprox_ray.stages.scorers import count_valid, holdout_line
+from iprox_ray.methods.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.store import driver_arrays
 from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
@@ -42,15 +41,15 @@ def _target_rows(ctx: RunContext, method: ScoringMethod, target: SplitStore, tar
     return rows
 
 
-def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRef | None = None) -> str:
-    """Score the pool against `target_split`; returns the path of the aggregated score array.
-    `ref` (the sketched model) is needed only by the second-order term."""
+def run_score(ctx: RunContext, method: ScoringMethod, target_split: str, target_name: str,
+              ref: ModelRef | None = None) -> str:
+    """Score the pool against `target_split` with `method`; returns the path of the aggregated score
+    array. `ref` (the sketched model) is needed only by the second-order term."""
     stage = score_stage(target_name)
     name = score_array(target_name)
     if ctx.stage_done(stage):
         return name
     spec = ctx.job.scoring
-    method = method_for(ctx.job)
     pool = SplitStore.open(ctx.layout.store, POOL)
     target = SplitStore.open(ctx.layout.store, target_split)
     t_rows = _target_rows(ctx, method, target, target_split)
@@ -58,7 +57,7 @@ def run_score(ctx: RunContext, target_split: str, target_name: str, ref: ModelRe
     single = method.single_score
     per_example = ctx.job.selection.strategy == "round-robin" and not single
     columns = SINGLE if single else by_example(target.gather("sample_id", t_rows)) if per_example else subtasks
-    how = "mean" if single else spec.resolved_aggregate()
+    how = "mean" if single else method.aggregate_for(spec)
     round_robin = per_example and columns.count > 1  # per-example candidates instead of a rows × C matrix
     if round_robin:
         k = ctx.job.selection.size_for(count_valid(pool))

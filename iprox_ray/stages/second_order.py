@@ -27,11 +27,11 @@ from iprox_ray.models.lowrank import densify
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.spec import SketchSpec
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, make_encoder, source_for
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.sketch_budget import sketch_spec
-from iprox_ray.stages.scorers import fit_krr, landmark_features, usable_landmarks
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import POOL, make_encoder, source_for
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import sketch_spec
+from iprox_ray.methods.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.store import driver_arrays
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import SplitStore, open_root

@@ -19,9 +19,9 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.influence.roundrobin import round_robin
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
-from iprox_ray.stages.context import RunContext
+from iprox_ray.execution.context import RunContext
 from iprox_ray.stages.rr_candidates import read_candidates
-from iprox_ray.stages.scorers import count_valid
+from iprox_ray.methods.scorers import count_valid
 from iprox_ray.stages.selection_output import SELECTION_SCHEMA, write_ranked, write_top_k  # noqa: F401 (schema)
 from iprox_ray.store.digest import read_checked
 from iprox_ray.store.sketch_store import SplitStore, open_root

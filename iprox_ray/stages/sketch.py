@@ -14,18 +14,18 @@ import numpy as np
 
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
-from iprox_ray.models.selection import linear_dims
+from iprox_ray.models.patterns import linear_dims
 from iprox_ray.sketch.factory import (
     features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
 )
 from iprox_ray.spec import DataSpec, SketchSpec
-from iprox_ray.stages.compute import require_precision, sketch_precision
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.tasks.compute import require_precision, sketch_precision
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.sketch_budget import sketch_spec
-from iprox_ray.stages.sketch_task import SketchShardTask, SplitInputs
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import sketch_spec
+from iprox_ray.tasks.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import SplitStore, open_root
@@ -105,7 +105,7 @@ def stored_precisions(root) -> dict[str, str]:
 def create_split_store(ctx: RunContext, split: str, ref: ModelRef, modules: list[list],
                        checkpoints: Checkpoints | None = None, sketched_rows: dict | str = "all",
                        precision: str = "float32") -> SplitStore:
-    """`precision` (stages/compute.py) must be the one every split of the store was sketched in."""
+    """`precision` (tasks/compute.py) must be the one every split of the store was sketched in."""
     job = ctx.job
     checkpoints = checkpoints or Checkpoints(["final"], [1.0], [ref], [None])
     vectors = vectors_record(checkpoints.models[0].meta(), job.sketch)

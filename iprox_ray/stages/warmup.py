@@ -13,8 +13,8 @@ from iprox_ray.models.loading import (
     random_init,
     save_model,
 )
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import (
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.inputs import (
     POOL,
     encode_sample,
     make_encoder,

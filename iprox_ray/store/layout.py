@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POOL = "pool"
+MAIN_TARGET = "main"  # the target set of the job file; `iprox-ray score` adds others by name
 
 
 def target_split(name: str) -> str:

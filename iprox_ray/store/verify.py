@@ -15,7 +15,7 @@ from iprox_ray.store.chunks import missing_keys
 from iprox_ray.store.digest import StoreDamagedError
 from iprox_ray.store.driver_arrays import check_digest
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.layout import LANDMARKS_STAGE, RunLayout, select_stage, shard_files
+from iprox_ray.store.layout import LANDMARKS_STAGE, MAIN_TARGET, RunLayout, select_stage, shard_files
 from iprox_ray.store.markers import forget_downstream
 from iprox_ray.store.sketch_store import SCHEMA_VERSION, SplitStore
 
@@ -194,7 +194,7 @@ def _target_of(stage: str) -> str | None:
 
 def _rerun_hint(layout: RunLayout, stage: str) -> str:
     target = _target_of(stage)
-    if target is None or target == "main" or stage == LANDMARKS_STAGE:
+    if target is None or target == MAIN_TARGET or stage == LANDMARKS_STAGE:
         return f"`iprox-ray run` with the run's job (--run-dir {layout.root}) redoes {stage}"
     record = layout.target_record(target)
     paths = " ".join(read_json(record).get("paths", [])) if record.exists() else "FILE..."

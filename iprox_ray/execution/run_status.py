@@ -2,7 +2,8 @@
 
 Everything comes from plain files: completion markers (rows, seconds, finish time, worker),
 failure records (last error), in-flight records the driver writes when it hands a shard out,
-quarantine files, the lock, and the SLURM job records; SLURM is asked only for job states.
+quarantine files, the lock, and each launcher's own records (SLURM: its job records; SLURM is
+asked only for job states).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from iprox_ray.execution.slurm_jobs import job_states, read_submissions, slurm_owner_gone
+from iprox_ray.execution.launchers import every_launcher, lock_probes
 from iprox_ray.store.layout import RunLayout, sketch_stage
 from iprox_ray.store.lock import RunLock, describe_owner
 from iprox_ray.store.markers import ShardMarkers
@@ -43,7 +44,7 @@ def _wall_rate(done: list[dict], since: float) -> float | None:
 
 
 def _lock_status(layout: RunLayout) -> dict | None:
-    lock = RunLock(layout.lock, probes=(slurm_owner_gone,))
+    lock = RunLock(layout.lock, probes=lock_probes())
     owner = lock.owner()
     if owner is None:
         return None
@@ -60,7 +61,7 @@ def collect_status(run_dir: Path) -> dict:
     since = lock["since"] if live else 0.0
     stages_done = sorted(p.stem for p in layout.stages_done())
     status: dict = {"run_dir": str(run_dir), "lock": lock, "live": live, "stages_done": stages_done,
-                    "splits": {}, "slurm_jobs": []}
+                    "splits": {}}
     for flat in layout.manifest_splits():
         stage = sketch_stage(flat)
         markers = ShardMarkers(layout.completions(stage), layout.failures(stage), layout.inflight(stage))
@@ -86,10 +87,8 @@ def collect_status(run_dir: Path) -> dict:
             "quarantined": _quarantined(layout, flat),
             "workers": sorted({(d.get("worker") or {}).get("node_ip", "?") for d in done} - {"?"}),
         }
-    records = read_submissions(layout.slurm_jobs)
-    states = job_states([r["job_id"] for r in records]) if records else {}
-    for rec in records:
-        status["slurm_jobs"].append({**rec, "state": states.get(rec["job_id"], "unknown")})
+    for launcher in every_launcher():
+        status.update(launcher.status(layout))
     return status
 
 
@@ -128,13 +127,8 @@ def format_status(status: dict) -> str:
         for f in s["failed"] + s["retrying"]:
             lines.append(f"    shard {f['shard']} {'failed' if f.get('final') else 'retrying'} "
                          f"(attempt {f.get('attempt')}): {_last_line(f.get('error'))}")
-    if status["slurm_jobs"]:
-        lines.append("  SLURM jobs:")
-        for job in status["slurm_jobs"]:
-            role = job.get("role", "?") + (f" {job['group']}" if job.get("group") is not None else "")
-            restarts = len(job.get("attempts", [])) - 1
-            again = f", restarted {restarts}x" if restarts > 0 else ""
-            lines.append(f"    {job['job_id']:>12}  {role:<10} {job['state']}{again}  logs: {job.get('folder', '?')}")
+    for launcher in every_launcher():
+        lines.extend(launcher.status_lines(status))
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 Columns are target examples (round-robin needs them) or subtasks (their example means). Rows that
 cannot be scored by the method are NaN: never selected, counted. Every scorer streams the pool
 one corpus shard at a time; what it holds in memory is target- or landmark-sized, never
-pool-sized (mid-ppl, in stages/mid_ppl.py, holds histograms and the selectable band).
+pool-sized (mid-ppl, in methods/mid_ppl.py, holds histograms and the selectable band).
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import numpy as np
 from iprox_ray.influence import krr
 from iprox_ray.influence.columns import Columns
 from iprox_ray.influence.int8_scores import row_scores
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.spec.selection import LandmarkSpec, ScoringSpec
-from iprox_ray.stages.batched_reads import rows_with_status
+from iprox_ray.spec.scoring import LandmarkSpec, ScoringSpec
+from iprox_ray.store.batched_reads import rows_with_status
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array
+from iprox_ray.store.digest import read_checked
+from iprox_ray.store.layout import LANDMARKS
+from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array, open_root
 
 def sketch_rows(store: SplitStore, rows: np.ndarray, checkpoint: int = 0) -> np.ndarray:
     """The fp32 gradient sketch rows (unit row × norm) at store rows, for one checkpoint."""
@@ -161,3 +164,8 @@ def fit_landmark_model(pool: SplitStore, embeddings: EmbeddingStore, landmark_ro
     info = {"landmarks_used": int(len(rows)), "landmarks_chosen": int(len(landmark_rows)), "kernel": lm.kernel,
             "sigma": model.sigma, "ridge": model.ridge, "holdout": landmark_holdout(E_L, P_L, lm)}
     return model, info
+
+
+def read_landmarks(ctx: RunContext) -> np.ndarray:
+    """The landmark rows the landmarks stage chose (sorted pool store rows)."""
+    return np.asarray(read_checked(open_root(ctx.layout.store)[LANDMARKS]), dtype=np.int64)

@@ -3,7 +3,7 @@
 The documents get a manifest of their own (frozen and checked on every resume like any input
 manifest); each document shard's windows go to one Parquet file, written atomically and
 skipped when present, so an interrupted pass resumes. The split's manifest is then frozen over
-the window files (stages/inputs.py). Runs on the driver: tokenising is a small fraction of
+the window files (tasks/inputs.py). Runs on the driver: tokenising is a small fraction of
 sketching the same tokens.
 """
 
@@ -15,7 +15,7 @@ from iprox_ray.corpus.manifest import freeze_manifest
 from iprox_ray.corpus.text import TextEncoder
 from iprox_ray.corpus.windows import cut_shard
 from iprox_ray.spec import SourceSpec
-from iprox_ray.stages.context import RunContext
+from iprox_ray.execution.context import RunContext
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import shard_file, windows_stage
 

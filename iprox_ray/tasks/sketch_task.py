@@ -30,8 +30,8 @@ from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
-from iprox_ray.stages.compute import compute_record, require_precision, sketch_precision
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.tasks.compute import compute_record, require_precision, sketch_precision
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import POOL, shard_file
 from iprox_ray.store.sketch_store import NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore, checkpoint_array
@@ -61,7 +61,7 @@ class SketchShardTask:
     # Optional row subset per stage: {stage: {shard: local rows}}; a stage absent here sketches
     # every row. Valid rows outside the subset get metadata only (written = NOT_SKETCHED).
     only_rows: dict[str, dict[int, tuple[int, ...]]] | None = None
-    precision: str = "float32"  # what the store's splits hold (stages/compute.py); a worker computing
+    precision: str = "float32"  # what the store's splits hold (tasks/compute.py); a worker computing
     # anything else refuses its shards
     _state: dict = field(default_factory=dict, repr=False)
 

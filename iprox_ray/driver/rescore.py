@@ -14,15 +14,14 @@ import copy
 import re
 from pathlib import Path
 
-from iprox_ray.methods import method_for
-from iprox_ray.pipeline import MAIN_TARGET, locked_run
-from iprox_ray.run import Run, forget_target, worker_plan
+from iprox_ray.driver.run import Run, forget_target
+from iprox_ray.driver.rundir import attach_run
+from iprox_ray.execution.launchers import launcher_for
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import SAFE_NAME, apply_override, diff_keys, fingerprint, is_safe_name
 from iprox_ray.spec.job import build_job
-from iprox_ray.stages.context import RunContext
 from iprox_ray.stages.embed import embed_markers
-from iprox_ray.stages.inputs import POOL, target_split
+from iprox_ray.tasks.inputs import POOL, target_split
 from iprox_ray.stages.intact import require_intact
 from iprox_ray.stages.model_files import (
     changed_inputs,
@@ -33,7 +32,7 @@ from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.sketch import markers_for
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
-from iprox_ray.store.layout import LANDMARKS, RunLayout, dedup_stage, embed_stage, sketch_stage
+from iprox_ray.store.layout import LANDMARKS, MAIN_TARGET, RunLayout, dedup_stage, embed_stage, sketch_stage
 from iprox_ray.store.sketch_store import SplitStore, open_root
 
 FREE_KEYS = ("data.target", "data.format.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
@@ -79,11 +78,11 @@ def default_name(target_paths: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem) or "target"
 
 
-def check_pool_ready(ctx: RunContext) -> None:
+def check_pool_ready(run: Run) -> None:
     """The pool must be finished and hold what the method reads; nothing is computed for it here."""
+    ctx, method = run.ctx, run.method
     if not ctx.stage_done(dedup_stage(POOL)):
         raise RescoreError(f"the run in {ctx.layout.root} has not finished its pool; run `iprox-ray run` first")
-    method = method_for(ctx.job)
     needs = method.needs
     require_intact(ctx, sketch_stage(POOL), markers_for(ctx, POOL))  # a lost chunk would read as padding
     for kind in needs.embeddings:
@@ -113,10 +112,9 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
     record = {"name": name, "paths": list(job.data.target.paths),
               "fingerprint": fingerprint({"target": job.science()["data"]["target"], "selection": job.science()["selection"],
                                           "scoring": job.science()["scoring"]})}
-    with locked_run(layout, break_lock) as lock:
-        ctx = RunContext(job, layout, quiet=quiet, lock=lock)
+    with attach_run(job, layout, quiet, break_lock) as ctx:
         run = Run(ctx)
-        check_pool_ready(ctx)
+        check_pool_ready(run)
         check_model_files(job)
         swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job, layout.file_hashes))
         if swapped:
@@ -132,7 +130,7 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
         manifests = run.manifests([POOL, split])
         run.preflight([split])
         ref = run_proxy(ctx, run_warmup(ctx))  # both finished: this only reads their markers
-        with worker_plan(job) as plan:
+        with launcher_for(job).workers(job) as plan:
             run.sketch(ref, plan, [split])  # the target only: the pool is never re-sketched
         run.dedup({split: manifests[split]})
         return run.finish_target(name, split, manifests, ref, layout.target_summary(name))

@@ -26,19 +26,18 @@ from iprox_ray.sketch.factory import make_sketcher, sketched_modules
 from iprox_ray.spec import FidelitySpec, SketchSpec
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.spec.proxy import LOW_RANK_METHODS
-from iprox_ray.stages.compute import device_kind, sketch_precision
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import (
-    POOL,
+from iprox_ray.tasks.compute import device_kind, sketch_precision
+from iprox_ray.execution.context import RunContext
+from iprox_ray.store.layout import MAIN_TARGET, POOL, target_split
+from iprox_ray.tasks.inputs import (
     encode_sample,
     make_encoder,
     manifest_for,
     sample_rows,
     source_for,
-    target_split,
 )
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.sketch_budget import sketch_spec
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import sketch_spec
 from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
@@ -64,7 +63,7 @@ def probe_data(ctx: RunContext):
     pool_manifest = manifest_for(ctx, POOL)
     fraction = min(1.0, spec.pool_rows / pool_manifest.n_rows)
     pool = encode_sample(ctx, pool_manifest, sample_rows(pool_manifest, fraction, seed=ctx.job.run.seed + 8), encoder)
-    split = target_split("main")
+    split = target_split(MAIN_TARGET)
     target_manifest, target_encoder = manifest_for(ctx, split), make_encoder(ctx, split)
     target = []
     for shard in target_manifest.shards:

@@ -1,8 +1,8 @@
-"""The pipeline: warm-up → proxy → (embed → landmarks) → sketch target/pool → dedup → score →
-select → outputs.
+"""Open a run directory, once, for every command that writes in it: lock it, check that it holds
+this job's run (or move an older one aside), record the config, hand out the run's context.
 
-Every stage is idempotent (markers under the run directory), so rerunning the same command after a
-crash resumes where it stopped and produces the same bytes.
+`iprox-ray run` and its SLURM parts (driver/pipeline.py), `iprox-ray score` (driver/rescore.py),
+`iprox-ray verify --repair` and `iprox-ray submit`'s early check all come through here.
 """
 
 from __future__ import annotations
@@ -14,33 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from iprox_ray.execution.slurm_jobs import slurm_owner_gone
+from iprox_ray.execution.context import RunContext
+from iprox_ray.execution.launchers import lock_probes
 from iprox_ray.execution.task import ShardRef
 from iprox_ray.spec import JobSpec
-from iprox_ray.methods import method_for
-from iprox_ray.run import Run, worker_plan
 from iprox_ray.spec.base import diff_keys
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.fidelity import fidelity_report, format_report
-from iprox_ray.stages.fidelity_landmarks import (
-    format_landmark_section,
-    landmark_section,
-)
-from iprox_ray.stages.inputs import POOL, manifest_for, target_split
-from iprox_ray.stages.model_files import (
-    changed_inputs,
-    check_model_files,
-    input_fingerprints,
-)
-from iprox_ray.stages.model_ref import ModelRef
-from iprox_ray.stages.proxy import checked_model, run_proxy
-from iprox_ray.stages.warmup import run_warmup
+from iprox_ray.stages.model_files import changed_inputs, check_model_files, input_fingerprints
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
 from iprox_ray.store.sketch_store import SCHEMA_VERSION
-
-MAIN_TARGET = "main"
 
 
 class RunMismatchError(RuntimeError):
@@ -126,12 +109,12 @@ def locked_run(layout: RunLayout, break_lock: bool = False, group: int | None = 
     there; or, for an array group, that group's own lock with LOCK free (the groups of one array
     run side by side). `run`, `score` and `verify --repair` all come through here."""
     lock_path = layout.group_lock(group) if group is not None else layout.lock
-    with RunLock(lock_path, force=break_lock, probes=(slurm_owner_gone,)) as lock:
+    with RunLock(lock_path, force=break_lock, probes=lock_probes()) as lock:
         if group is not None:
-            _refuse_if_held(RunLock(layout.lock, probes=(slurm_owner_gone,)))
+            _refuse_if_held(RunLock(layout.lock, probes=lock_probes()))
         else:  # a whole run waits for the array tasks sketching in this directory
             for group_lock in layout.group_locks():
-                _refuse_if_held(RunLock(group_lock, probes=(slurm_owner_gone,)))
+                _refuse_if_held(RunLock(group_lock, probes=lock_probes()))
         yield lock
 
 
@@ -157,55 +140,19 @@ def _refuse_if_held(lock: RunLock) -> None:
         raise RunLockedError(f"run directory {lock.path.parent} is in use by another run ({describe_owner(owner)})")
 
 
-def run_job(job: JobSpec, run_dir: Path | None = None, force_new: bool = False, quiet: bool = False,
-            break_lock: bool = False, part: RunPart | None = None) -> dict:
-    with open_run(job, run_dir, force_new, quiet, break_lock, part) as ctx:
-        return _run_stages(ctx, part)
+@contextlib.contextmanager
+def attach_run(job: JobSpec, layout: RunLayout, quiet: bool = False, break_lock: bool = False) -> Iterator[RunContext]:
+    """Lock an existing run directory without rewriting its config (a new target scored against it:
+    the caller checks what may differ)."""
+    with locked_run(layout, break_lock) as lock:
+        yield RunContext(job, layout, quiet=quiet, lock=lock)
 
 
-def build_models(ctx: RunContext) -> tuple[Path, ModelRef]:
-    """Manifests, warm-up and proxy: everything before the first sharded stage."""
-    run = Run(ctx)
-    splits = [POOL, target_split(MAIN_TARGET)]
-    run.manifests(splits)
-    run.preflight(splits)
-    with ctx.timed("warmup"):
-        warmed = run_warmup(ctx)
-    with ctx.timed("proxy"):
-        ref = run_proxy(ctx, warmed)
-    return warmed, ref
-
-
-def check_fidelity(ctx: RunContext, warmed: Path, ref: ModelRef) -> dict | None:
-    """Proxy vs target (when there is a proxy) and, for Influence Distillation, landmark propagation."""
-    proxy = checked_model(ctx, ref)  # under 'auto': the candidate (its report is the one that chose)
-    same = proxy.kind == "hf" and proxy.path == warmed
-    landmarks = method_for(ctx.job).uses_landmarks
-    if same and not landmarks:
-        ctx.say("fidelity: the proxy is the target itself (proxy.method = 'none'); nothing to compare")
-        return None
-    with ctx.timed("fidelity"):
-        report = {} if same else fidelity_report(ctx, warmed, proxy)
-        if landmarks:
-            report["landmarks"] = landmark_section(ctx, ref)
-    lines = [] if same else [format_report(report)]
-    if landmarks:
-        lines.append(format_landmark_section(report["landmarks"]))
-    print("\n".join(lines), flush=True)
-    return report
-
-
-def _run_stages(ctx: RunContext, part: RunPart | None = None) -> dict:
-    run = Run(ctx)
-    target = target_split(MAIN_TARGET)
-    warmed, ref = build_models(ctx)
-    manifests = {split: manifest_for(ctx, split) for split in (POOL, target)}  # frozen by build_models
-    if ctx.job.fidelity.enabled and (part is None or part.group is None):  # once per run, before the sketching
-        check_fidelity(ctx, warmed, ref)
-    with worker_plan(ctx.job) as plan:
-        ctx.say(f"sketching with {plan.num_workers} {plan.executor} worker(s), {plan.resources}")
-        report = run.sketch(ref, plan, [target, POOL])
-    if part is not None:  # a run part stops after its own shards
-        return {"part": True, "shards_run": report.shards_run, "rows": report.rows, "timings": ctx.timings}
-    run.dedup(manifests)
-    return run.finish_target(MAIN_TARGET, target, manifests, ref)
+def check_lock_free(layout: RunLayout) -> None:
+    """Refuse a run directory another live run holds (checked before work is handed elsewhere,
+    e.g. to SLURM, where the job would only find out later)."""
+    lock = RunLock(layout.lock, probes=lock_probes())
+    owner = lock.owner()
+    if owner is not None and not lock.is_stale(owner):
+        raise RunLockedError(f"run directory {layout.root} is in use by another run ({describe_owner(owner)}); "
+                             "if you are sure that run is dead, rerun with --break-lock")

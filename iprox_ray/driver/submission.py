@@ -38,16 +38,16 @@ from iprox_ray.execution.slurm_jobs import (
     read_submissions,
     record_attempt,
     record_submission,
-    slurm_owner_gone,
 )
 from iprox_ray.execution.task import ShardRef
-from iprox_ray.pipeline import RunPart, check_run_dir, run_job
+from iprox_ray.driver.pipeline import run_job
+from iprox_ray.driver.rundir import RunPart, check_lock_free, check_run_dir
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.cluster import SlurmSpec
 from iprox_ray.stages.model_files import check_model_files, input_fingerprints
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import RunLayout
-from iprox_ray.store.lock import RunLock, RunLockedError, describe_owner
+from iprox_ray.store.lock import RunLock
 
 
 class SubmitError(RuntimeError):
@@ -178,11 +178,8 @@ def check_can_submit(job: JobSpec, layout: RunLayout, force_new: bool, break_loc
     check_model_files(job)
     if not force_new:
         check_run_dir(job, layout, force_new=False, inputs=input_fingerprints(job, layout.file_hashes))
-    lock = RunLock(layout.lock, probes=(slurm_owner_gone,))
-    owner = lock.owner()
-    if owner is not None and not break_lock and not lock.is_stale(owner):
-        raise RunLockedError(f"run directory {layout.root} is in use by another run ({describe_owner(owner)}); "
-                             "if you are sure that run is dead, rerun with --break-lock")
+    if not break_lock:
+        check_lock_free(layout)
     ids = [r["job_id"] for r in read_submissions(layout.slurm_jobs)]
     active = {j: s for j, s in job_states(ids).items() if s in ACTIVE_STATES}
     if active and not break_lock:

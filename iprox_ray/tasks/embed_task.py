@@ -24,9 +24,9 @@ from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.sketch.jvp import JvpEmbedder
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.spec import SourceSpec
-from iprox_ray.spec.selection import EmbedSpec
-from iprox_ray.stages.compute import compute_record
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.spec.scoring import EmbedSpec
+from iprox_ray.tasks.compute import compute_record
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
 

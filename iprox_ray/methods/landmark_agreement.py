@@ -14,17 +14,18 @@ import numpy as np
 from iprox_ray.influence.agreement import correlations
 from iprox_ray.influence.columns import aggregate, by_subtask
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.inputs import POOL
-from iprox_ray.stages.landmarks import read_landmarks
-from iprox_ray.stages.scorers import fit_krr, landmark_features
+from iprox_ray.execution.context import RunContext
+from iprox_ray.store.layout import POOL
+from iprox_ray.methods.scorers import read_landmarks
+from iprox_ray.methods.scorers import fit_krr, landmark_features
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.sketch_store import OK, SplitStore, open_root
 
 
-def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, control_seed: int = 0) -> dict:
-    """Correlation of propagated vs exact scores on the non-landmark rows, and the control's."""
+def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, how: str, control_seed: int = 0) -> dict:
+    """Correlation of propagated vs exact scores on the non-landmark rows, and the control's; `how`
+    aggregates per-target scores as the method does (mean or subtask-max)."""
     store = ctx.layout.store
     pool = SplitStore.open(store, POOL, mode="r")
     if pool.group.attrs.get("sketched_rows", "all") != "all":
@@ -34,7 +35,6 @@ def landmark_fidelity(ctx: RunContext, target_split: str, scores_name: str, cont
     t_rows = np.flatnonzero(target.read("written") == OK)
     subtasks = by_subtask(target.gather("subtask", t_rows))
     columns = subtasks.reduce_rows(unit_rows(target.units(t_rows)))  # [J, D]
-    how = ctx.job.scoring.resolved_aggregate()
     propagated = open_root(store)[scores_name]
     landmarks = read_landmarks(ctx)
     rows, exact, approx = [], [], []

@@ -18,10 +18,10 @@ from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
 from iprox_ray.corpus.windows import windows_source
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import JobSpec, SourceSpec
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.windows import cut_windows
+from iprox_ray.execution.context import RunContext
+from iprox_ray.tasks.windows import cut_windows
 from iprox_ray.store.atomic import atomic_write_json, read_json
-from iprox_ray.store.layout import POOL, RunLayout, target_split
+from iprox_ray.store.layout import MAIN_TARGET, POOL, RunLayout, target_split
 
 
 def windowed(job: JobSpec, split: str) -> bool:
@@ -129,7 +129,7 @@ def check_data_formats(job: JobSpec) -> None:
     """The settings check: each split's format can be built with this tokenizer (a chat template
     where "chat" needs one, an eos token for "tulu", a readable template file)."""
     tokenizer = load_tokenizer(tokenizer_path(job))
-    for split in (POOL, target_split("main")):
+    for split in (POOL, target_split(MAIN_TARGET)):
         build_encoder(encoding_settings(job, split, documents=True), tokenizer)
 
 

@@ -1,7 +1,7 @@
 """proxy.method = 'auto': sketch with the built proxy only where the fidelity check says it pays.
 
 A proxy that ranks the pool unlike the target, or that is not faster, costs a user their
-selection or buys them nothing; the check (stages/fidelity.py: the probe rows sketched by both
+selection or buys them nothing; the check (diagnostics/proxy_fidelity.py: the probe rows sketched by both
 models, a few rows scored by exact influence) decides once per run, the decision and its figures
 are kept as a stage record, printed, and put in the run summary.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.fidelity import fidelity_report
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.execution.context import RunContext
+from iprox_ray.diagnostics.proxy_fidelity import fidelity_report
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 
 

@@ -1,4 +1,4 @@
-"""The steps `iprox-ray run` (pipeline.py) and `iprox-ray score` (rescore.py) share, on one open run.
+"""The steps `iprox-ray run` (driver/pipeline.py) and `iprox-ray score` (driver/rescore.py) share, on one open run.
 
 `Run` wraps a locked run directory's context and its scoring method: the embed → landmarks →
 sketch order, dedup, the per-target tail (score → select → outputs → summary) and the removal of
@@ -7,30 +7,29 @@ what a target wrote. Both commands call these, so a target is prepared the same 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.manifest import Manifest
-from iprox_ray.execution.planning import WorkerPlan, plan_workers, shared_workers
+from iprox_ray.execution.planning import WorkerPlan
 from iprox_ray.execution.runner import StageReport
-from iprox_ray.methods import METHOD_NAMES, method_for, method_named
-from iprox_ray.spec import JobSpec
-from iprox_ray.stages.context import RunContext
+from iprox_ray.execution.launchers import launcher_for
+from iprox_ray.methods import METHOD_NAMES, check_job, method_named
+from iprox_ray.methods.base import ScoringMethod
+from iprox_ray.execution.context import RunContext
 from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.embed import run_embed
-from iprox_ray.stages.inputs import manifest_for
+from iprox_ray.tasks.inputs import manifest_for
 from iprox_ray.stages.landmarks import run_landmarks
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.stages.preflight import check_inputs, check_round_robin_early, check_sketched
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import RowSubset, run_sketch
-from iprox_ray.stages.sketch_budget import budget_summary
+from iprox_ray.tasks.sketch_budget import budget_summary
 from iprox_ray.stages.subset import write_subset
 from iprox_ray.store.atomic import remove_tree_inside
 from iprox_ray.store.layout import POOL, RunLayout, embedding_group, split_stages, target_arrays, target_split, target_stages
@@ -39,19 +38,11 @@ from iprox_ray.store.sketch_store import open_root
 NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")
 
 
-@contextlib.contextmanager
-def worker_plan(job: JobSpec) -> Iterator[WorkerPlan]:
-    """The workers of the sharded stages: inline, or Ray actors for the session."""
-    c = job.cluster
-    if c.executor == "inline":
-        yield plan_workers("inline", c.use_gpus, c.actors, c.threads_per_actor, 0, 0)
-        return
-    from iprox_ray.execution.ray_session import ray_session
-
-    with ray_session(c.ray_address, auth=c.slurm.ray_auth) as resources:
-        with shared_workers(plan_workers("ray", c.use_gpus, c.actors, c.threads_per_actor,
-                                         resources.get("CPU", 0), resources.get("GPU", 0))) as plan:
-            yield plan
+def check_names(job) -> ScoringMethod:
+    """What the spec stores as plain names, checked against their registries (the spec sits below
+    them): the launcher and the scoring method with its settings. Once, when a job is loaded."""
+    launcher_for(job)
+    return check_job(job)
 
 
 def target_embedding_kinds() -> tuple[str, ...]:
@@ -84,8 +75,7 @@ class Run:
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
-        self.method = method_for(ctx.job)
-        self.method.validate(ctx.job)  # refused before any work
+        self.method = check_names(ctx.job)  # refused before any work
 
     def manifests(self, splits: list[str]) -> dict[str, Manifest]:
         with self.ctx.timed("manifest"):
@@ -128,7 +118,7 @@ class Run:
         """Score, select, write the subset and the plot, and summarise one target."""
         ctx = self.ctx
         with ctx.timed("score"):
-            scores_name = run_score(ctx, split, name, ref=ref)
+            scores_name = run_score(ctx, self.method, split, name, ref=ref)
         with ctx.timed("select"):
             info = run_select(ctx, scores_name, manifests[POOL], name)
         with ctx.timed("outputs"):
