@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from iprox_ray.execution.layout import worker_layout
+from iprox_ray.execution.worker_layout import worker_layout
 from iprox_ray.spec import load_job
 
 

@@ -18,7 +18,7 @@ from report_runs import DOMAINS, make_run, write_jsonl
 from iprox_ray.cli.main import main
 from iprox_ray.report import write_report
 from iprox_ray.report.gather import gather
-from iprox_ray.report.rundir import read_run
+from iprox_ray.report.run_files import read_run
 from iprox_ray.report.stats import OTHER
 from iprox_ray.store.sketch_store import NONFINITE, OK
 

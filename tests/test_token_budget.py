@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoConfig, GPT2Config
 
-from iprox_ray.execution import layout as layout_mod
-from iprox_ray.execution.layout import WORKER_BASE_BYTES, Layout, worker_layout, worker_memory
+from iprox_ray.execution import worker_layout as layout_mod
+from iprox_ray.execution.worker_layout import WORKER_BASE_BYTES, Layout, worker_layout, worker_memory
 from iprox_ray.sketch.memory import GIB, ROUND_TO, SAFETY, ModelShape, PeakModel, bytes_per_token, choose_budget
 from iprox_ray.spec import SpecError, load_job
 

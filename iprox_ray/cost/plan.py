@@ -24,7 +24,7 @@ from iprox_ray.cost.target_model import target_bytes
 from iprox_ray.cost.timed import choose_model, config_only_reason, sketched_meta
 from iprox_ray.cost.timed_plan import timed_plan
 from iprox_ray.cost.workers import driver_peak, list_schedule
-from iprox_ray.execution.layout import WORKER_BASE_BYTES, worker_layout
+from iprox_ray.execution.worker_layout import WORKER_BASE_BYTES, worker_layout
 from iprox_ray.methods.registry import check_job
 from iprox_ray.sketch.memory import peak_model
 from iprox_ray.spec import JobSpec, SpecError

@@ -20,7 +20,7 @@ from iprox_ray.cost.result import CostPlan, PassTiming, SplitCost, WorkerCost
 from iprox_ray.cost.target_model import target_bytes
 from iprox_ray.cost.timed import TimedModel, embed_step, sketch_step
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes
-from iprox_ray.execution.layout import Layout
+from iprox_ray.execution.worker_layout import Layout
 from iprox_ray.spec import JobSpec
 from iprox_ray.store.layout import POOL
 

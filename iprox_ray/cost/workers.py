@@ -1,4 +1,4 @@
-"""How shards spread over a profile's workers (execution/layout.py says how many), and what the driver holds."""
+"""How shards spread over a profile's workers (execution/worker_layout.py says how many), and what the driver holds."""
 
 from __future__ import annotations
 

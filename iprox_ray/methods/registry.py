@@ -27,13 +27,18 @@ METHODS: Registry[type[ScoringMethod]] = Registry("scoring method", {
 METHOD_NAMES = METHODS.names
 
 
-@cache
 def method_named(name: str) -> ScoringMethod:
     try:
-        method = METHODS.load(name)()
+        METHODS.check(name)  # before the cache: a name removed from the table is refused again
     except UnknownName as err:
         raise SpecError(f"scoring.method: {err}") from None
-    assert method.name == name, f"{METHODS.targets()[name]} declares name {method.name!r}"
+    return _instance(name, METHODS.targets()[name])
+
+
+@cache
+def _instance(name: str, target: str) -> ScoringMethod:
+    method = METHODS.load(name)()
+    assert method.name == name, f"{target} declares name {method.name!r}"
     return method
 
 

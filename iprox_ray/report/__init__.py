@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iprox_ray.report.gather import EXAMPLES, ReportData, gather
 from iprox_ray.report.html import page
-from iprox_ray.report.rundir import read_run
+from iprox_ray.report.run_files import read_run
 from iprox_ray.report.sections_run import banner, header, rows_section, run_section, stage_section, summary_section
 from iprox_ray.report.sections_target import anchor, compare_section, target_section
 from iprox_ray.report.sections_trust import trust_section

@@ -8,7 +8,7 @@ import numpy as np
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.report.rows import Quarantine, load_manifest, locate, pool_source_spec, read_quarantine, row_texts
-from iprox_ray.report.rundir import RunFiles
+from iprox_ray.report.run_files import RunFiles
 from iprox_ray.report.stats import PoolStats, SelectionStats, pool_stats, read_selection, split_status
 from iprox_ray.store.layout import POOL, target_split
 from iprox_ray.store.sketch_store import SplitStore, StoreMismatchError

@@ -8,7 +8,7 @@ import time
 from iprox_ray.report.gather import ReportData
 from iprox_ray.report.html import esc, kv_table, missing, num, section, table
 from iprox_ray.report.rows import short_path
-from iprox_ray.report.rundir import split_label
+from iprox_ray.report.run_files import split_label
 from iprox_ray.report.svg import timeline
 from iprox_ray.report.text import settings_line, summary_text
 from iprox_ray.store.layout import POOL, PROXY_STAGE, WARMUP_STAGE

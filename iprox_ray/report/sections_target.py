@@ -8,7 +8,7 @@ import numpy as np
 from iprox_ray.report.gather import ExampleRow, ReportData, TargetView
 from iprox_ray.report.html import esc, missing, num, pct, section, table
 from iprox_ray.report.rows import short_path
-from iprox_ray.report.rundir import TargetFiles
+from iprox_ray.report.run_files import TargetFiles
 from iprox_ray.store.layout import MAIN_TARGET
 from iprox_ray.report.stats import ScoreStats
 from iprox_ray.report.svg import PALETTE, colour, histogram, share_bars

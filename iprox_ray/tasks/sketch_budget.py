@@ -3,13 +3,13 @@
 back on every resume, so a resumed run (or `iprox-ray score`) batches its rows exactly as the first
 did whatever memory is free now. The choice: the largest budget whose predicted worker peak
 (sketch/memory.py, from the model's config) fits the worker's share of its node's memory
-(execution/layout.py); `iprox-ray plan` asks the same function."""
+(execution/worker_layout.py); `iprox-ray plan` asks the same function."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from iprox_ray.execution.layout import Layout, worker_layout, worker_memory
+from iprox_ray.execution.worker_layout import Layout, worker_layout, worker_memory
 from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.sketch.memory import BudgetChoice, choose_budget, peak_model
 from iprox_ray.spec import JobSpec, SketchSpec, SpecError
