@@ -1,6 +1,7 @@
 """Scoring at disk speed (issue 27 item 7): the score stage's read rate vs `cat` of the same files.
 
-    (as root: it drops the page cache)  .venv/bin/python bench/score_disk.py [--rows 1e6] [--out /tmp/score-disk] [--repeats 2]
+    # as root: it drops the page cache
+    .venv/bin/python -m bench.micro.score_disk [--rows 1e6] [--out /tmp/score-disk] [--repeats 2]
 
 A synthetic pool store of N rows at the default sketch width (`SketchSpec()`: 9,216 columns) in
 the default store dtype (int8 rows + a float32 scale and norm per row), written straight into the
@@ -18,21 +19,16 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scale_stages import TARGET, TARGET_EXAMPLES, context, load_manifest, stage_inputs, stage_manifest  # noqa: E402
-
-from iprox_ray.spec import SketchSpec, StoreSpec  # noqa: E402
-from iprox_ray.stages.batched_reads import shard_batches  # noqa: E402
-from iprox_ray.store.layout import POOL, target_split  # noqa: E402
-from iprox_ray.store.sketch_store import OK, SCALE, SKETCH, SplitStore  # noqa: E402
+from bench.scale.common import TARGET, TARGET_EXAMPLES, context, load_manifest, write_inputs, write_manifest
+from iprox_ray.spec import SketchSpec, StoreSpec
+from iprox_ray.stages.batched_reads import shard_batches
+from iprox_ray.store.layout import POOL, target_split
+from iprox_ray.store.sketch_store import OK, SCALE, SKETCH, SplitStore
 
 READ_ARRAYS = (SKETCH, SCALE, "sketch_norm", "written")  # what the LESS score stage reads of the pool
 
@@ -43,8 +39,8 @@ def default_width() -> int:
 
 
 def build_store(work: Path, n: int, dim: int, dtype: str) -> None:
-    stage_inputs(work, n, dim, 1)
-    stage_manifest(work, n, dim, 1)
+    write_inputs(work, n)
+    write_manifest(work, 1)
     ctx = context(work, 1, "topk")
     manifest = load_manifest(ctx)
     pool = SplitStore.create(ctx.layout.store, POOL, manifest.n_shards, manifest.rows_per_shard, dim,
@@ -127,7 +123,8 @@ def main() -> None:
         print(f"cat {size / cat[-1] / 1e6:,.0f} MB/s, score {size / score[-1] / 1e6:,.0f} MB/s", flush=True)
     result = {"rows": n, "dim": dim, "dtype": dtype, "files": len(files), "bytes": size,
               "cat_seconds": cat, "score_seconds": score,
-              "cat_mb_per_s": size / float(np.median(cat)) / 1e6, "score_mb_per_s": size / float(np.median(score)) / 1e6}
+              "cat_mb_per_s": size / float(np.median(cat)) / 1e6,
+              "score_mb_per_s": size / float(np.median(score)) / 1e6}
     result["ratio"] = result["score_mb_per_s"] / result["cat_mb_per_s"]
     print(json.dumps(result, indent=1))
     if not args.keep:

@@ -1,12 +1,12 @@
 """Scale benchmark of the driver (issue 15, goal P6): synthetic pool metadata and sketch store of N
 rows (no model), then manifest, dedup, score, top-k, round-robin, domain counts, mid-PPL, subset
 writing and the quarantine records' merge and counts, each stage in its own process
-(bench/scale_stages.py) so its peak RSS (os.wait4's ru_maxrss) is its own.
+(bench/scale/stages.py) so its peak RSS (os.wait4's ru_maxrss) is its own.
 
-    python bench/scale_driver.py --rows 1e7 1e8 --dim 16 --out /tmp/scale
-    python bench/scale_driver.py --rows 1e7 1e8 --k-fraction 0.05 \
+    python -m bench.scale.driver --rows 1e7 1e8 --dim 16 --out /tmp/scale
+    python -m bench.scale.driver --rows 1e7 1e8 --k-fraction 0.05 \
         --stages inputs manifest store score topk subset qgen quarantine     # issue 24: k = 5 % of N
-    python bench/scale_driver.py --rows 1e7 1e8 --k-fraction 0.05 \
+    python -m bench.scale.driver --rows 1e7 1e8 --k-fraction 0.05 \
         --stages inputs manifest selgen subset qgen quarantine    # the same without store and scores
 
 With --k-fraction the selection stages (topk, subset) select that share of N; the round-robin
@@ -25,15 +25,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from iprox_ray.store.sketch_store import SKETCH_DTYPE  # noqa: E402
+from bench.common import REPO, module_command
+from iprox_ray.store.sketch_store import SKETCH_DTYPE
 
 GENERATE = ("inputs", "store", "selgen", "qgen")  # synthetic data, not product stages (timed, not judged)
 STAGES = ("inputs", "manifest", "store", "dedup", "score", "topk", "roundrobin", "domains", "midppl", "selgen",
@@ -44,8 +40,8 @@ P6_RATIO = 1.2
 
 def run_stage(stage: str, work: Path, n: int, dim: int, k: int) -> dict:
     """One stage in a fresh process; its own peak RSS from wait4 (KiB on Linux)."""
-    cmd = [sys.executable, str(HERE / "scale_stages.py"), stage, str(work), str(n), str(dim), str(k)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = module_command("bench.scale.stages", stage, str(work), str(n), str(dim), str(k))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     out = proc.stdout.read()
@@ -80,7 +76,8 @@ def run_size(out: Path, n: int, dim: int, k: int, keep: bool, quiet: bool = Fals
     store = work / "run" / "store.zarr"
     manifest = results["manifest"]
     sizes = {"sketch_bytes": tree_bytes(store / "pool" / "sketch"), "store_bytes": tree_bytes(store / "pool"),
-             "ideal_bytes": n * dim * SKETCH_DTYPE.itemsize, "store_rows": manifest["n_shards"] * manifest["rows_per_shard"],
+             "ideal_bytes": n * dim * SKETCH_DTYPE.itemsize,
+             "store_rows": manifest["n_shards"] * manifest["rows_per_shard"],
              "inputs_bytes": results["inputs"]["bytes"]}
     if not keep:
         shutil.rmtree(work)
@@ -93,7 +90,8 @@ def report(runs: list[dict], dim: int, k: int) -> str:
     stages = [s for s in STAGES if s in small["stages"] and s in large["stages"]]
     mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
     lines = [f"| stage | k @{small['n']:.0e} / @{large['n']:.0e} | s @{small['n']:.0e} | s @{large['n']:.0e} | "
-             f"peak RSS @{small['n']:.0e} | peak RSS @{large['n']:.0e} | RSS ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"peak RSS @{small['n']:.0e} | peak RSS @{large['n']:.0e} | RSS ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     worst = (0.0, "")
     for stage in stages:
         a, b = small["stages"][stage], large["stages"][stage]
@@ -107,13 +105,14 @@ def report(runs: list[dict], dim: int, k: int) -> str:
     lines.append("")
     for r in runs:
         over = r["sketch_bytes"] / r["ideal_bytes"] - 1
-        lines.append(f"N={r['n']:.0e}: S={r['rows_per_shard']} (auto), {r['n_shards']} shards, {r['store_rows']} store "
-                     f"rows; sketch array {r['sketch_bytes']:,} B vs N·D·{SKETCH_DTYPE.itemsize} = {r['ideal_bytes']:,} B "
-                     f"(+{100 * over:.2f} %); whole pool group {r['store_bytes']:,} B "
+        lines.append(f"N={r['n']:.0e}: S={r['rows_per_shard']} (auto), {r['n_shards']} shards, {r['store_rows']} "
+                     f"store rows; sketch array {r['sketch_bytes']:,} B vs N·D·{SKETCH_DTYPE.itemsize} = "
+                     f"{r['ideal_bytes']:,} B (+{100 * over:.2f} %); whole pool group {r['store_bytes']:,} B "
                      f"(+{100 * (r['store_bytes'] / r['ideal_bytes'] - 1):.1f} %); inputs {r['inputs_bytes']:,} B")
     if len(runs) < 2:
         lines.append("")
-        lines.append(f"P6 not judged: one size only (N={small['n']:.0e}); run two sizes, or --report a JSON holding both")
+        lines.append(f"P6 not judged: one size only (N={small['n']:.0e}); run two sizes, "
+                     "or --report a JSON holding both")
         return "\n".join(lines)
     size_ok = all(r["sketch_bytes"] / r["ideal_bytes"] - 1 < 0.01 for r in runs)
     rss_ok = worst[0] < P6_RATIO

@@ -1,6 +1,6 @@
 """Compare an `iprox-ray plan --out PLAN.json` with what the run then measured in its run directory.
 
-    .venv/bin/python bench/plan_vs_run.py PLAN.json RUN_DIR [--job NAME] [--markdown]
+    .venv/bin/python -m bench.scale.plan_vs_run PLAN.json RUN_DIR [--job NAME] [--markdown]
 
 Measured: store bytes = the chunk files of every sketch array (`sketch`, `sketch_ckpt<N>`) under
 store.zarr; sketch seconds = summary.json's stage_seconds.sketch; pool rows / shards / tokens from

@@ -8,7 +8,7 @@ pool shard's batches gives FLOPs per token for each model pass (sketch: forward 
 backward + projections; JVP embedding; pooled forward), multiplied by the tokens each stage
 processed (its completion markers); KRR and scoring FLOPs are counted analytically.
 
-    .venv/bin/python bench/selection_cost.py [--landmarks 290] [--blocks 1] [--keep DIR]
+    .venv/bin/python -m bench.scale.selection_cost [--landmarks 290] [--blocks 1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, flop_count
+
 SELECTION_STAGES = ("embed", "landmarks", "sketch", "score", "select")
 
 
@@ -37,23 +36,6 @@ def run(method: str, run_dir: Path, extra: list[str]) -> dict:
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads((run_dir / "summary.json").read_text())
-
-
-class FlopCount(TorchDispatchMode):
-    """Total FLOPs of the ops torch's flop registry knows (matmuls, convolutions, attention).
-    Not FlopCounterMode: its module tracker's backward hooks break autograd.grad on leaves."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        count = flop_registry.get(func.overloadpacket)
-        if count is not None:
-            self.total += count(*args, **kwargs, out_val=out)
-        return out
 
 
 def marker_tokens(run_dir: Path, stage: str) -> int:
@@ -101,7 +83,7 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
     }
     for name in ("jvp", "pooled", "sketch"):  # the sketcher freezes the weights: last
         embedder = makers[name]()
-        with FlopCount() as counter:
+        with flop_count() as counter:
             with torch.no_grad() if name != "sketch" else torch.enable_grad():
                 passes[name](embedder)
         embedder.close()
@@ -111,7 +93,8 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--landmarks", type=int, default=290, help="Influence Distillation landmarks (~10%% of the demo pool)")
+    ap.add_argument("--landmarks", type=int, default=290,
+                    help="Influence Distillation landmarks (~10%% of the demo pool)")
     ap.add_argument("--blocks", type=int, default=1, help="JVP blocks (the paper: 4 of 32; the demo model has 4)")
     ap.add_argument("--keep", help="keep the run directories here")
     args = ap.parse_args()
@@ -143,7 +126,8 @@ def main() -> None:
             E = root["embeddings/jvp/pool"].attrs["dim"]
             flops += N * (2 * L * E + 6 * L) + 2 * L**3 / 3  # propagation + the landmark solve
         if method == "rds+":
-            flops += fpt["pooled"] * (marker_tokens(run_dir, "embed-rds-pool") + marker_tokens(run_dir, "embed-rds-targets-main"))
+            flops += fpt["pooled"] * (marker_tokens(run_dir, "embed-rds-pool")
+                                      + marker_tokens(run_dir, "embed-rds-targets-main"))
         detail = ", ".join(f"{k} {v:.1f}" for k, v in secs.items())
         per_token = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in fpt.items())
         print(f"{method:<24}{sum(secs.values()):>9.1f}  {detail:<56}{flops / 1e12:>9.3f}  {per_token}")
