@@ -1,20 +1,21 @@
 """Activation memory of the sketch pass per token: measured points, and the config model's fit.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/activation_memory.py measure [--out FILE]   # the grid
-    PYTHONPATH=$PWD .venv/bin/python bench/activation_memory.py point MODEL ROWS LENGTH [--loss-share S]
-    PYTHONPATH=$PWD .venv/bin/python bench/activation_memory.py fit FILE
-    PYTHONPATH=$PWD .venv/bin/python bench/activation_memory.py inputs   # bench/budget_job.toml's inputs
+    .venv/bin/python -m bench.micro.activation_memory measure [--out FILE]   # the grid
+    .venv/bin/python -m bench.micro.activation_memory point MODEL ROWS LENGTH [--loss-share S]
+    .venv/bin/python -m bench.micro.activation_memory fit FILE
+    .venv/bin/python -m bench.micro.activation_memory inputs   # bench/scale/budget_job.toml's inputs
 
 Each point runs in a fresh process (resident-set growth is only honest there): the model loads
 and every weight is read once (from_pretrained maps the safetensors file: its pages would
-otherwise become resident in the batch and count as activations), the product's sketcher (`make_sketcher`, default `SketchSpec`) is built, and batches of ROWS rows ×
+otherwise become resident in the batch and count as activations), the product's sketcher
+(`make_sketcher`, default `SketchSpec`) is built, and batches of ROWS rows ×
 LENGTH tokens (random ids, the last `loss-share` of each row trainable) go through the plan's own
 timing code (`cost.measure.time_pass`: peak resident set above the loaded model). MODEL is a
 random-init Llama shape `llama:LAYERS,HIDDEN,INTER,HEADS,KV,VOCAB`, a random-init model from a
 shipped config `fixture:NAME` (tests/fixtures/configs/NAME.json: the SmolLM2-135M shape in the
-grid), or `real` (SmolLM2-135M-Instruct, bench/REAL.md; not in the grid: loading it is the
+grid), or `real` (SmolLM2-135M-Instruct, bench/real/REAL.md; not in the grid: loading it is the
 heavy part, and its activations are the same shape's). `fit` compares each point with the config model
-(`sketch/memory.py`) and prints the calibration table for bench/RESULTS.md.
+(`sketch/memory.py`) and prints the calibration table for bench/results/plan-and-cost.md.
 
 Keep every point small on a shared machine: the grid stays under ~4 GB a process.
 """
@@ -24,15 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import OUT, REPO, module_command
+
 FIXTURES = REPO / "tests" / "fixtures" / "configs"
-REAL = REPO / "bench" / "out" / "real" / "SmolLM2-135M-Instruct-hf"
+REAL = OUT / "real" / "SmolLM2-135M-Instruct-hf"
 if not REAL.exists():  # a worktree without the (git-ignored) real model: the main checkout's
     REAL = Path("/work/main/bench/out/real/SmolLM2-135M-Instruct-hf")
 
@@ -116,8 +117,8 @@ def measure(out: Path) -> None:
         attn = rest[0] if rest else "sdpa"
         if (model, rows, length, share, attn) in have:
             continue
-        cmd = [sys.executable, __file__, "point", model, str(rows), str(length), "--loss-share", str(share),
-               "--attn", attn]
+        cmd = module_command(__spec__.name, "point", model, str(rows), str(length), "--loss-share", str(share),
+                             "--attn", attn)
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         with open(out, "a") as fh:
             fh.write(line + "\n")
@@ -177,7 +178,7 @@ def fit(path: Path) -> None:
 
 
 def inputs(out: Path) -> None:
-    """bench/budget_job.toml's model folder (the SmolLM2-135M config, random-init by the run) and 32
+    """bench/scale/budget_job.toml's model folder (the SmolLM2-135M config, random-init by the run) and 32
     pool / 8 target rows of ~420 words, so every row fills max_length and every batch its budget."""
     import random
     import shutil
@@ -205,15 +206,15 @@ def main() -> None:
     p.add_argument("--loss-share", type=float, default=1.0)
     p.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
     m = sub.add_parser("measure")
-    m.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "activation_memory.jsonl")
+    m.add_argument("--out", type=Path, default=OUT / "activation_memory.jsonl")
     f = sub.add_parser("fit")
-    f.add_argument("path", type=Path, nargs="?", default=REPO / "bench" / "out" / "activation_memory.jsonl")
+    f.add_argument("path", type=Path, nargs="?", default=OUT / "activation_memory.jsonl")
     sub.add_parser("inputs")
     args = ap.parse_args()
     if args.cmd == "point":
         print(json.dumps(point(args.model, args.rows, args.length, args.loss_share, args.attn)))
     elif args.cmd == "inputs":
-        inputs(REPO / "bench" / "out" / "budget")
+        inputs(OUT / "budget")
     elif args.cmd == "measure":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         measure(args.out)

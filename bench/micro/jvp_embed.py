@@ -6,27 +6,24 @@ The sides alternate within each repeat, and the median over `--repeats` is kept:
   - jvp, torch rule: JvpEmbedder with torch's own forward-mode softmax rule;
   - jvp, cheap rule: JvpEmbedder as the embed stage runs it (sketch/softmax_jvp.py).
 The model is the demo's random-init Llama, or `--model DIR` (a config folder).
-The batch is `--rows` seeded rows of random tokens (sketch_common), lengths uniform in [len/4, len],
+The batch is `--rows` seeded rows of random tokens (bench/common.py), lengths uniform in [len/4, len],
 right-padded.
 
-    .venv/bin/python bench/jvp_embed.py [--blocks 1] [--tangents 2] [--rows 16] [--len 256] [--threads 1]
+    .venv/bin/python -m bench.micro.jvp_embed [--blocks 1] [--tangents 2] [--rows 16] [--len 256] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sketch_common import REPO, VOCAB, batches, make_rows, timed  # noqa: E402
-
-from iprox_ray.models.loading import load_config, random_init  # noqa: E402
-from iprox_ray.sketch.jvp import JvpEmbedder  # noqa: E402
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS  # noqa: E402
+from bench.common import REPO, VOCAB, batches, make_rows, timed
+from iprox_ray.models.loading import load_config, random_init
+from iprox_ray.sketch.jvp import JvpEmbedder
+from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS
 
 DEMO_MODEL = REPO / "iprox_ray" / "demo" / "assets" / "model"
 

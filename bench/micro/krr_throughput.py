@@ -8,7 +8,7 @@ block plus an exp. Measured side by side in one process, alternating, best of `-
 FLOPs per row come from KernelRidge.flops_per_row() (2·L·E for the distances, 2·L·C for α, 4·L
 for the kernel). The fit (an L×L solve, once per target) is timed separately.
 
-    .venv/bin/python bench/krr_throughput.py [--rows 32768] [--landmarks 4096] [--dim 4096]
+    .venv/bin/python -m bench.micro.krr_throughput [--rows 32768] [--landmarks 4096] [--dim 4096]
 """
 
 from __future__ import annotations

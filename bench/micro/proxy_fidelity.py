@@ -1,7 +1,7 @@
 """Proxy fidelity table on the demo: Spearman / top-5% overlap vs the target for each proxy
 method and ρ, with stage-1 and stage-2 times. The target's scores are computed once.
 
-    python bench/proxy_fidelity.py [--rows 512] [--rhos 0.3 0.5 0.7] [--out bench/out/proxy_fidelity.json]
+    python -m bench.micro.proxy_fidelity [--rows 512] [--rhos 0.3 0.5 0.7] [--out bench/out/proxy_fidelity.json]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import OUT, REPO
 from iprox_ray.models.loading import load_pretrained
 from iprox_ray.pipeline import build_models, open_run
 from iprox_ray.influence.agreement import spearman, top_overlap
@@ -23,7 +24,6 @@ from iprox_ray.stages.fidelity import influence_scores, probe_data
 from iprox_ray.stages.model_ref import ModelRef
 from iprox_ray.stages.proxy import build_proxy
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = [  # (label, proxy overrides)
     ("IPSVD + alignment", ["proxy.method=\"ipsvd\""]),
     ("IPSVD only", ["proxy.method=\"ipsvd\"", "proxy.align_epochs=0"]),
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--job", default=str(REPO / "jobs" / "demo.toml"))
-    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "proxy_fidelity.json"))
+    parser.add_argument("--out", default=str(OUT / "proxy_fidelity.json"))
     args = parser.parse_args()
     base = [f"fidelity.pool_rows={args.rows}", "proxy.method=\"none\""]
     run_dir = Path(tempfile.mkdtemp(prefix="proxy-bench-"))

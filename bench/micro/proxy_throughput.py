@@ -4,7 +4,7 @@ A random-init Llama whose linears dominate (hidden 768, 6 layers, the demo token
 vocab), demo pool rows, 16×16 Kronecker projection per module. Repeats alternate target / proxy
 so drift in machine load hits both.
 
-    python bench/proxy_speed.py [--rows 256] [--repeats 3] [--threads 2]
+    python -m bench.micro.proxy_throughput [--rows 256] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from bench.common import REPO
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.models.loading import count_parameters
 from iprox_ray.proxy.compress import compress, plan_ranks
@@ -28,7 +28,6 @@ from iprox_ray.models.selection import select_modules
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_rows(n: int):

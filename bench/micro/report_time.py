@@ -1,6 +1,6 @@
 """Time the HTML report of a finished run directory, in a fresh process per repeat.
 
-    python bench/report_time.py RUN_DIR [REPEATS]
+    python -m bench.micro.report_time RUN_DIR [REPEATS]
 
 Each repeat runs `write_report` (to a scratch file, the run's own report.html untouched) in a
 child process that has already imported the report's modules, as the pipeline has when it writes

@@ -1,6 +1,6 @@
 """P0': sketching a ρ = 0.7 IPSVD proxy (stage 1 only) vs the full 7 M model, with its fidelity.
 
-Speed: the same 512 rows and 16×16 projections as bench/sketch_vs_bergson.py, full model vs its
+Speed: the same 512 rows and 16×16 projections as bench/micro/sketch_vs_bergson.py, full model vs its
 proxy (every factor A, B sketched), alternated `--rounds` times, best round each. The bergson
 figure is read from bench/out/sketch_vs_bergson.json (same rows, same machine, earlier run).
 Fidelity: LESS-style scores (cosine of each pool row's sketch to the mean unit target sketch) on
@@ -8,7 +8,7 @@ the bundled demo pool / target text, full model vs proxy; Spearman over pool row
 are random-init (no pretrained weights may be downloaded), so the fidelity figure says how well
 stage-1 IPSVD preserves this model's influence geometry, not a trained LM's.
 
-    .venv/bin/python bench/sketch_proxy.py [--rounds 2] [--threads 2]
+    .venv/bin/python -m bench.micro.sketch_proxy [--rounds 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,24 +16,32 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sketch_common import OUT, REPO, batches, load_average, make_model, make_rows, n_params, n_tokens, run_sketcher, timed, write_result  # noqa: E402,E501
-
-from iprox_ray.corpus.encode import ChatEncoder  # noqa: E402
-from iprox_ray.models.loading import load_tokenizer  # noqa: E402
-from iprox_ray.models.selection import select_modules  # noqa: E402
-from iprox_ray.proxy.compress import compress, plan_ranks  # noqa: E402
-from iprox_ray.proxy.probes import ProbeCollector  # noqa: E402
-from iprox_ray.sketch.kronecker import KroneckerSketcher  # noqa: E402
-from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS  # noqa: E402
+from bench.common import (
+    OUT,
+    REPO,
+    batches,
+    load_average,
+    make_model,
+    make_rows,
+    n_params,
+    n_tokens,
+    run_sketcher,
+    timed,
+    write_result,
+)
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.models.loading import load_tokenizer
+from iprox_ray.models.selection import select_modules
+from iprox_ray.proxy.compress import compress, plan_ranks
+from iprox_ray.proxy.probes import ProbeCollector
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 ASSETS = REPO / "iprox_ray" / "demo" / "assets"
 

@@ -4,7 +4,7 @@ per-sample gradients from hooks vs torch.func vmap(grad).
 Each measurement runs in a fresh subprocess so its peak RSS is its own (ru_maxrss); the RSS
 after loading the model is reported beside it, so the sketching overhead is the difference.
 
-    .venv/bin/python bench/sketch_throughput.py [--threads 2] [--rows 256]
+    .venv/bin/python -m bench.micro.sketch_throughput [--threads 2] [--rows 256]
 """
 
 from __future__ import annotations
@@ -12,18 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sketch_common import batches, load_average, make_model, make_rows, n_params, n_tokens, peak_rss_mib, run_sketcher, write_result  # noqa: E402,E501
-
-from iprox_ray.sketch.dense import DenseSketcher  # noqa: E402
-from iprox_ray.sketch.kronecker import KroneckerSketcher  # noqa: E402
-from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS  # noqa: E402
+from bench.common import (
+    batches,
+    load_average,
+    make_model,
+    make_rows,
+    module_command,
+    n_params,
+    n_tokens,
+    peak_rss_mib,
+    run_sketcher,
+    write_result,
+)
+from iprox_ray.sketch.dense import DenseSketcher
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 DOWN = [r"re:.*\.down_proj$"]
 
@@ -90,8 +97,8 @@ def main() -> None:
     runs = [("5m", "kronecker"), ("30m", "kronecker"), ("5m", "dense-hooks"), ("5m", "dense-vmap")]
     results = []
     for name, kind in runs:
-        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--rows", str(args.rows),
-               "--budget", str(args.budget), "--child", name, kind]
+        cmd = module_command(__spec__.name, "--threads", str(args.threads), "--rows", str(args.rows),
+                             "--budget", str(args.budget), "--child", name, kind)
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if not line:

@@ -6,9 +6,10 @@ Same random-init 7 M Llama (saved once, loaded by both), same 512 rows of 128–
 threads. The two sides run alternately, `--rounds` times; each side's best round is reported
 (the machine is shared, so the minimum is the least disturbed measurement).
 
-    .venv/bin/python bench/sketch_vs_bergson.py [--rounds 2] [--threads 2] [--budget 8192]
+    .venv/bin/python -m bench.micro.sketch_vs_bergson [--rounds 2] [--threads 2] [--budget 8192]
 
-bergson must be installed in bench/.venv-bergson (see bench/RESULTS.md); without it P0 is skipped.
+bergson must be installed in bench/.venv-bergson (see bench/results/sketch-and-store.md); without it P0 is
+skipped. bergson runs bench/micro/bergson_build_timed.py by path, in its own venv.
 """
 
 from __future__ import annotations
@@ -18,39 +19,71 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sketch_common import (  # noqa: E402
+from bench.common import (
     OUT,
     REPO,
     TOKENIZER,
-    NullSketcher,
     batches,
     load_average,
     make_model,
     make_rows,
     n_params,
     n_tokens,
-    naive_floor,
     run_sketcher,
     timed,
-    weight_grad_pass,
     write_result,
 )
-
-from iprox_ray.models.loading import load_pretrained, save_model  # noqa: E402
-from iprox_ray.models.selection import select_modules  # noqa: E402
-from iprox_ray.sketch.dense_projection import DenseProjector  # noqa: E402
-from iprox_ray.sketch.kronecker import KroneckerSketcher  # noqa: E402
-from iprox_ray.sketch.loss import per_sample_loss  # noqa: E402
-from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS  # noqa: E402
+from iprox_ray.models.loading import load_pretrained, save_model
+from iprox_ray.models.selection import select_modules
+from iprox_ray.sketch.capture import HookSketcher
+from iprox_ray.sketch.dense_projection import DenseProjector
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 BERGSON = REPO / "bench" / ".venv-bergson" / "bin" / "python"
+BERGSON_TIMED = Path(__file__).resolve().parent / "bergson_build_timed.py"  # run by path in bergson's venv
+
+
+class NullSketcher(HookSketcher):
+    """The same capture machinery with no projection work: our approach's own floor."""
+
+    @property
+    def matrix_dim(self) -> int:
+        return 1
+
+    def _capture(self, name, x):
+        return None
+
+    def _accumulate(self, name, kept, grad, rows):
+        return None
+
+
+def naive_floor(model, batch_list) -> None:
+    """Forward with full logits + activation-only backward down to the embeddings (weights frozen)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for ids, mask, train in batch_list:
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+        per_sample_loss(logits, ids, train).sum().backward()
+
+
+def weight_grad_pass(model, batch_list) -> None:
+    """A plain padded batched forward+backward with weight gradients (a training step's work)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for ids, mask, train in batch_list:
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        per_sample_loss(logits, ids, train).sum().backward()
+    for p in model.parameters():
+        p.requires_grad_(False)
 
 
 def prepare(model_dir: Path, data_dir: Path, rows) -> None:
@@ -73,7 +106,7 @@ def run_bergson(model_dir: Path, data_dir: Path, budget: int, threads: int) -> d
     run_path = OUT / "bergson-index"
     for path in (run_path, Path(str(run_path) + ".part")):
         subprocess.run(["rm", "-rf", str(path)], check=True)
-    cmd = [str(BERGSON), str(REPO / "bench" / "bergson_build_timed.py"), str(threads), "build", str(run_path),
+    cmd = [str(BERGSON), str(BERGSON_TIMED), str(threads), "build", str(run_path),
            "--model", str(model_dir), "--tokenizer", str(OUT / "tokenizer"), "--dataset", str(data_dir),
            "--precision", "fp32", "--projection_dim", "16", "--token_batch_size", str(budget),
            "--filter_modules", "lm_head", "--nproc_per_node", "1"]

@@ -6,7 +6,7 @@ Each measurement runs in a fresh process (so its peak RSS is its own), alternati
 `--repeats` times; medians are reported. Numba kernels are compiled (or loaded from cache) on a
 tiny array before timing.
 
-    .venv/bin/python bench/topk_stream.py [--rows 100000000] [--chunk 1000000] [--repeats 3]
+    .venv/bin/python -m bench.micro.topk_stream [--rows 100000000] [--chunk 1000000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import module_command
 
 
 def build(path: Path, rows: int, chunk: int, seed: int = 0) -> None:
@@ -85,7 +86,7 @@ def main() -> None:
         plan = [("max", 0)] + [("topk", k) for k in args.ks]
         for _ in range(args.repeats + 1):  # the first round warms the page cache and is dropped
             for mode, k in plan:
-                proc = subprocess.run([sys.executable, __file__, "--child", str(path), mode, str(k)],
+                proc = subprocess.run(module_command(__spec__.name, "--child", str(path), mode, str(k)),
                                       capture_output=True, text=True, check=True)
                 runs.setdefault(f"{mode}{k or ''}", []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
         base = statistics.median(r["seconds"] for r in runs["max"][1:])
