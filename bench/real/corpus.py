@@ -1,10 +1,10 @@
 """Build a small real-text chat corpus from documentation already on this machine (no downloads).
 
-Six domains (bench/real_sources.py), one (question, real text) pair per source item; rows are
+Six domains (bench/real/corpus_sources.py), one (question, real text) pair per source item; rows are
 JSONL in the product's format (`id`, `domain`, `messages`, plus `source_key`). Deterministic for a
 seed on a given machine:
 
-    .venv/bin/python bench/real_corpus.py [--out bench/out/real/corpus] [--seed 0]
+    .venv/bin/python -m bench.real.corpus [--out bench/out/real/corpus] [--seed 0]
 
 Writes pool.jsonl (100 rows per domain), target.jsonl and eval.jsonl (40 rows each of the target
 domain, disjoint from the pool and each other) and provenance.json (sources, counts, token stats).
@@ -21,12 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_sources import DOMAINS, MAX_COST, MIN_CHARS  # noqa: E402
+from bench.common import REAL
+from bench.real.corpus_sources import DOMAINS, MAX_COST, MIN_CHARS
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "out" / "real" / "corpus"
-DEFAULT_MODEL = HERE / "out" / "real" / "SmolLM2-135M-Instruct-hf"
+DEFAULT_OUT = REAL / "corpus"
+DEFAULT_MODEL = REAL / "SmolLM2-135M-Instruct-hf"
 POOL_PER_DOMAIN, TARGET_ROWS, EVAL_ROWS = 100, 40, 40
 TARGET_DOMAIN = "python_docs"
 

@@ -1,4 +1,4 @@
-"""The six text sources of bench/real_corpus.py: each domain lists its items (a stable key and a
+"""The six text sources of bench/real/corpus.py: each domain lists its items (a stable key and a
 render function) and renders one item into (candidate questions, real text trimmed to a few
 sentences). Only files already on this machine are read; nothing is downloaded.
 """
@@ -265,7 +265,7 @@ def license_items() -> Iterator[tuple[str, Callable]]:
                     para = para.strip()[len(first):]  # drop the title line itself
             chunks[-1][1].append(para)
         for label, parts in chunks:
-            yield f"{real.name} {label}", (lambda n=real.name, l=label, p=parts: license_row(n, l, p))
+            yield f"{real.name} {label}", (lambda n=real.name, lab=label, p=parts: license_row(n, lab, p))
 
 
 def license_row(name: str, label: str, parts: list[str]) -> tuple[list[str], str] | None:

@@ -1,7 +1,7 @@
 """Real-model fidelity: the product's LESS scores against exact influence (bs = 1, no projection).
 
-    .venv/bin/python bench/real_model.py && .venv/bin/python bench/real_corpus.py   # once
-    .venv/bin/python bench/real_fidelity.py [--pool-rows 600] [--check-rows 24]
+    .venv/bin/python -m bench.real.model && .venv/bin/python -m bench.real.corpus   # once
+    .venv/bin/python -m bench.real.fidelity [--pool-rows 600] [--check-rows 24]
 
 Ground truth: exact per-example gradients of every trained parameter (token embedding / tied LM
 head aside) for every pool and target row; exact LESS = cosine to the mean unit target gradient,
@@ -17,7 +17,6 @@ sketcher (`make_sketcher`), which also gives each setting's sketch tokens/s.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import time
 from pathlib import Path
@@ -25,50 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.encode import ChatEncoder
-from iprox_ray.corpus.rows import RowError, parse_row
+from bench.common import REAL
+from bench.real.common import agreement, load_inputs, product_check
 from iprox_ray.influence.exact import ExactGradients, ExactLess, trained_parameters
 from iprox_ray.influence.less import cosine_scores, target_direction
-from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.models.selection import linear_dims, select_modules
-from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.sketch.dense_projection import DenseProjector
-from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.projection import projection_matrix
 from iprox_ray.sketch.vectors import vector_params
-from iprox_ray.spec import SketchSpec, SourceSpec
+from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
-from sketch_common import bench_budget
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO / "bench" / "out" / "real"
 KRON = (16, 32, 64)
 SRHT = (8192, 32768)
 VECTOR_DIM = 4096  # the projected vector block variant
 VECTOR_MODES = ("none", "exact", f"srht{VECTOR_DIM}")
-
-
-def keep_freed_memory() -> None:
-    """glibc: keep freed memory instead of returning it (fresh pages are slow on this VM)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
-    libc.mallopt(-4, 0)  # M_MMAP_MAX
-
-
-def encode_file(path: Path, encoder: ChatEncoder, limit: int | None) -> tuple[list, list[str]]:
-    spec = SourceSpec(paths=[str(path)], domain_column="domain", id_column="id")
-    encoded, domains = [], []
-    for line in path.read_text().splitlines():
-        try:
-            conv = parse_row(json.loads(line), spec)
-            encoded.append(encoder.encode(conv.messages))
-            domains.append(conv.domain)
-        except RowError as err:
-            print(f"  quarantined a row of {path.name}: {err}")
-        if limit and len(encoded) >= limit:
-            break
-    return encoded, domains
 
 
 class OfflineSketches:
@@ -129,54 +99,6 @@ def spec_for(spec: SketchSpec, mode: str) -> SketchSpec:
     if mode == "none":
         return spec.model_copy(update={"vectors": [], "biases": False})
     return spec.model_copy(update={"vector_dim": 0 if mode == "exact" else VECTOR_DIM})
-
-
-def product_check(model, spec: SketchSpec, encoded, want: np.ndarray, pad_id: int) -> dict:
-    """Run the product's sketcher on the check rows: tokens/s and agreement with their offline
-    sketches `want` (one row each)."""
-    sketcher = make_sketcher(model, spec)
-    got = np.zeros((len(encoded), sketcher.dim), np.float32)
-    tokens, start = 0, time.perf_counter()
-    try:
-        for b in make_batches(encoded, bench_budget(spec), spec.max_batch_rows, pad_id):
-            out = sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
-            got[b.rows] = out.sketch.numpy()
-            tokens += b.n_tokens
-    finally:
-        sketcher.close()
-    seconds = time.perf_counter() - start
-    rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "rel_error_vs_offline": rel,
-            "dim": sketcher.dim}
-
-
-def agreement(exact: np.ndarray, scores: np.ndarray, top: float = 0.05) -> dict:
-    ok = np.isfinite(exact) & np.isfinite(scores)
-    a, b = exact[ok], scores[ok]
-    share, _, _ = top_overlap(a, b, top)
-    return {"spearman": spearman(a, b), "kendall": kendall_tau_b(a, b), "top5": share}
-
-
-def real_rows_and_model(n_rows: int):
-    """(tokenizer, the first n_rows encoded pool rows, the fp32 real model) for the cost benches."""
-    keep_freed_memory()
-    folder = REAL / "SmolLM2-135M-Instruct-hf"
-    tokenizer = load_tokenizer(folder)
-    rows, _ = encode_file(REAL / "corpus" / "pool.jsonl", ChatEncoder(tokenizer, 1024), n_rows)
-    return tokenizer, rows, load_pretrained(folder, "float32")
-
-
-def load_inputs(args):
-    """(tokenizer, pool rows, their domains, target rows, model, ExactGradients) for a run."""
-    keep_freed_memory()
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(args.model)
-    encoder = ChatEncoder(tokenizer, max_length=1024)
-    pool, domains = encode_file(args.corpus / "pool.jsonl", encoder, args.pool_rows)
-    target, _ = encode_file(args.corpus / "target.jsonl", encoder, None)
-    print(f"pool {len(pool)} rows / {sum(e.n_tokens for e in pool)} tokens, target {len(target)} rows")
-    model = load_pretrained(args.model, attn="eager")
-    return tokenizer, pool, domains, target, model, ExactGradients(model)
 
 
 def main() -> None:

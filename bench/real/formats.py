@@ -1,7 +1,7 @@
 """Real-model check of data.format: the per-row loss the store holds equals each format's definition.
 
-    .venv/bin/python bench/real_model.py && .venv/bin/python bench/real_corpus.py   # once
-    .venv/bin/python bench/real_formats.py [--real-dir bench/out/real] [--rows 32] [--formats tulu text]
+    .venv/bin/python -m bench.real.model && .venv/bin/python -m bench.real.corpus   # once
+    .venv/bin/python -m bench.real.formats [--real-dir bench/out/real] [--rows 32] [--formats tulu text]
 
 Two small end-to-end runs of `iprox-ray run` on SmolLM2-135M-Instruct (fp32, warm-up off,
 proxy "none", so the store's `loss` column is the model's own loss on each row; inline executor,
@@ -38,8 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "out" / "formats"
+from bench.common import REAL, REPO
+from bench.common import OUT as BENCH_OUT
+
+OUT = BENCH_OUT / "formats"
 SYSTEM = "Answer from the documentation."
 
 
@@ -168,7 +170,8 @@ def chatml_row(tok, messages: list[dict], max_length: int) -> tuple[list[int], n
 
 
 def text_windows(tok, doc_id: str, text: str, length: int) -> dict[str, list[int]]:
-    ids = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False)["input_ids"]
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    ids = bos + tok(text, add_special_tokens=False)["input_ids"]
     out, start, k = {}, 0, 0
     while True:
         out[f"{doc_id}#{k}"] = ids[start: start + length]
@@ -192,7 +195,7 @@ def compare(model, got: dict, expected: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--real-dir", type=Path, default=REPO / "bench" / "out" / "real")
+    parser.add_argument("--real-dir", type=Path, default=REAL)
     parser.add_argument("--rows", type=int, default=32, help="pool rows (documents for text)")
     parser.add_argument("--target-rows", type=int, default=8)
     parser.add_argument("--text-length", type=int, default=96, help="max_length of the text windows")

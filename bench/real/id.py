@@ -1,8 +1,8 @@
 """Influence Distillation on the real model: how well landmark propagation tracks exact scores.
 
-    .venv/bin/python bench/real_fidelity.py --truth-only     # exact influence + near-exact sketches
-    .venv/bin/python bench/real_id_embed.py                   # JVP tangents, every depth / readout
-    .venv/bin/python bench/real_id.py [--sweep all] [--seeds 5]
+    .venv/bin/python -m bench.real.fidelity --truth-only     # exact influence + near-exact sketches
+    .venv/bin/python -m bench.real.id_embed                   # JVP tangents, every depth / readout
+    .venv/bin/python -m bench.real.id [--sweep all] [--seeds 5]
 
 ID's own exact first-order score of a row (Q2's reference) is p = ⟨unit g̃(z), mean_j unit g̃(z'_j)⟩
 with g̃ the near-exact sketch of the truth run (SRHT 32768 of every linear + exact norm
@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_fidelity import REAL  # noqa: E402
-
-from iprox_ray.influence import krr, landmarks  # noqa: E402
-from iprox_ray.influence.agreement import spearman, top_overlap  # noqa: E402
-from iprox_ray.influence.less import unit_rows  # noqa: E402
-from iprox_ray.sketch.projection import projection_matrix  # noqa: E402
+from bench.common import REAL
+from iprox_ray.influence import krr, landmarks
+from iprox_ray.influence.agreement import spearman, top_overlap
+from iprox_ray.influence.less import unit_rows
+from iprox_ray.sketch.projection import projection_matrix
 
 OUT = REAL / "id"
 TARGET_DOMAIN = "python_docs"
@@ -112,7 +109,7 @@ class Bench:
 
 def selections(bench: Bench, named: dict[str, Setting], less: np.ndarray | None) -> dict[str, list[int]]:
     """Top-5 % row lists: exact influence, ID's exact p, LESS on the default sketch, random, and
-    each named ID setting (landmark seed 0) -- for real_id_finetune.py."""
+    each named ID setting (landmark seed 0) -- for id_finetune.py."""
     def top(x):
         return np.lexsort((np.arange(len(x)), -x))[: bench.top].tolist()
     out = {"exact influence": top(bench.exact)}
@@ -181,7 +178,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--features", choices=["near-exact", "default"], default="near-exact",
                     help="p from the truth run's near-exact sketches, or from the product's default sketch "
-                         "(real_id_sketch.py)")
+                         "(id_sketch.py)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--selections", action="store_true", help="write selections.json (named settings) and stop")
     args = ap.parse_args()

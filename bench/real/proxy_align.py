@@ -1,10 +1,10 @@
 """IProX stage 2 on the real model: held-out loss, KL and influence fidelity per stage-2 setting.
 
-    .venv/bin/python bench/real_fidelity.py --truth-only                       # once: exact scores
-    .venv/bin/python bench/real_proxy_align.py run --stage1 uniform-0.5 --configs kl-1e-4,kl-3e-4 [--score]
-    .venv/bin/python bench/real_proxy_align.py table
+    .venv/bin/python -m bench.real.fidelity --truth-only                       # once: exact scores
+    .venv/bin/python -m bench.real.proxy_align run --stage1 uniform-0.5 --configs kl-1e-4,kl-3e-4 [--score]
+    .venv/bin/python -m bench.real.proxy_align table
 
-Splits of the real pool (600 rows, six domains): the 300 stratified rows `real_proxy.py` scores
+Splits of the real pool (600 rows, six domains): the 300 stratified rows `proxy.py` scores
 (the first 50 of each domain) and, from the other 300 in a seeded order, 64 IPSVD probe rows, up
 to 128 alignment rows (the product's `alignment_split` holds 20 % of them out for early stopping)
 and 48 evaluation rows no stage saw. Stage 1 is the product's `make_proxy` (cached per variant as a
@@ -24,6 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.common import REAL
+from bench.real.common import (
+    PROXY_ALIGN,
+    agreement,
+    batch_tensors,
+    encode_file,
+    keep_freed_memory,
+    scored_rows,
+    sketch,
+    stratified,
+)
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.influence.less import cosine_scores, target_direction
@@ -34,10 +45,8 @@ from iprox_ray.proxy.stage2 import train_factors
 from iprox_ray.sketch.loss import per_sample_loss
 from iprox_ray.spec import ProxySpec, SketchSpec
 from iprox_ray.stages.inputs import fixed_batches, shuffled_epochs
-from real_fidelity import REAL, agreement, encode_file, keep_freed_memory
-from real_proxy import sketch, stratified
 
-OUT = REAL / "proxy_align"
+OUT = PROXY_ALIGN
 N_PROBE, N_ALIGN, N_EVAL = 64, 128, 48
 # stage 1: the product's defaults (64 probes, 8192 positions, assistant-token loss, relative ridge)
 # with rank multiple 16 (the default 128 barely compresses a 576-wide model)
@@ -66,16 +75,12 @@ CONFIGS = {
 }
 
 
-def tensors(b):
-    return tuple(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable))
-
-
 @torch.no_grad()
 def eval_loss_kl(target, proxy, rows, pad_id: int) -> tuple[float, float]:
     """Token-weighted assistant-token loss of the proxy and KL(target ‖ proxy) at τ = 1."""
     loss_sum = kl_sum = weight = 0.0
     for b in make_batches(rows, 2048, 8, pad_id):
-        ids, mask, train = tensors(b)
+        ids, mask, train = batch_tensors(b)
         p_logits = proxy(input_ids=ids, attention_mask=mask).logits
         t_logits = target(input_ids=ids, attention_mask=mask).logits
         n = train[:, 1:].sum(1).float()
@@ -101,17 +106,6 @@ def splits(encoder):
              "eval": order[N_PROBE + N_ALIGN:N_PROBE + N_ALIGN + N_EVAL]}
     chosen, exact = scored_rows(np.asarray(domains))
     return pool, np.asarray(domains), target, target_domains[0], chosen, parts, exact
-
-
-def scored_rows(domains: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(the rows scored against exact influence, their exact LESS) from the truth file
-    (`real_sketch_frontier.py` writes it); the 300 stratified rows and no truth without one."""
-    truth = REAL / "fidelity.exact.npz"
-    if not truth.exists():
-        return stratified(domains, 300), None
-    t = np.load(truth)
-    chosen = t["scored"] if "scored" in t else stratified(domains, 300)
-    return chosen, t["exact_all"][chosen]
 
 
 def stage1(name: str, target, pool, parts, pad_id: int):
@@ -206,7 +200,8 @@ def unbalance(proxy) -> None:
 
 
 def table(args) -> None:
-    domains = np.asarray([json.loads(line)["domain"] for line in (REAL / "corpus" / "pool.jsonl").read_text().splitlines()])
+    pool = (REAL / "corpus" / "pool.jsonl").read_text().splitlines()
+    domains = np.asarray([json.loads(line)["domain"] for line in pool])
     chosen, exact = scored_rows(domains)
     print("| stage 1 | stage 2 | eval loss | eval KL | held-out objective first → kept (step) | build s | "
           "Spearman / top-5 % vs exact | top 5 % in target domain |")

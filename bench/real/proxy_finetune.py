@@ -1,13 +1,13 @@
 """Proxy selections judged the paper's way: a short fine-tune on each, held-out target-domain loss.
 
-    .venv/bin/python bench/real_sketch_frontier.py                                  # the truth
-    .venv/bin/python bench/real_proxy_align.py run --stage1 full --configs none --score
-    .venv/bin/python bench/real_proxy_align.py run --stage1 uniform-0.5 --configs none,kl-3e-4 --score
-    .venv/bin/python bench/real_proxy_finetune.py [--top 0.1] [--seeds 0,1,2] [--only NAME,...]
+    .venv/bin/python -m bench.real.sketch_frontier                                  # the truth
+    .venv/bin/python -m bench.real.proxy_align run --stage1 full --configs none --score
+    .venv/bin/python -m bench.real.proxy_align run --stage1 uniform-0.5 --configs none,kl-3e-4 --score
+    .venv/bin/python -m bench.real.proxy_finetune [--top 0.1] [--seeds 0,1,2] [--only NAME,...]
 
 Selections are the top `--top` share of the rows the truth file scored (the first 30 of each of
 the six domains), by: exact LESS over every trained parameter (the truth), each scored result of
-`real_proxy_align.py` (the target's own default sketch is stage 1 "full"; proxies with and
+`proxy_align.py` (the target's own default sketch is stage 1 "full"; proxies with and
 without stage 2), and random draws. Each selection fine-tunes a fresh SmolLM2-135M-Instruct with
 the product's `finetune` (every parameter, AdamW, linear decay, assistant-token loss) once per
 seed (the seed orders the batches); the score is the mean assistant-token loss on the 40
@@ -22,24 +22,24 @@ import json
 
 import numpy as np
 
+from bench.common import REAL
+from bench.real.common import PROXY_ALIGN, eval_loss, fine_tuned_loss, finetune_inputs, scored_rows
 from iprox_ray.models.loading import load_pretrained
-from real_fidelity import REAL
-from real_id_finetune import eval_loss, fine_tuned_loss, finetune_inputs
-from real_proxy_align import OUT, scored_rows
 
 TARGET_DOMAIN = "python_docs"
 
 
 def selections(top: float, n_random: int) -> tuple[dict[str, list[int]], np.ndarray]:
     """{name: pool row indices} of every scored method, and the pool's domains."""
-    domains = np.asarray([json.loads(line)["domain"] for line in (REAL / "corpus" / "pool.jsonl").read_text().splitlines()])
+    pool = (REAL / "corpus" / "pool.jsonl").read_text().splitlines()
+    domains = np.asarray([json.loads(line)["domain"] for line in pool])
     chosen, exact = scored_rows(domains)
     if exact is None:
-        raise SystemExit("no truth file: run bench/real_sketch_frontier.py first")
+        raise SystemExit("no truth file: run python -m bench.real.sketch_frontier first")
     k = max(1, round(top * len(chosen)))
     pick = lambda scores: chosen[np.argsort(-np.asarray(scores), kind="stable")[:k]].tolist()  # noqa: E731
     out = {"exact influence": pick(exact)}
-    for path in sorted(OUT.glob("*--*.json")):
+    for path in sorted(PROXY_ALIGN.glob("*--*.json")):
         r = json.loads(path.read_text())
         if "scores" in r and len(r["scores"]) == len(chosen):
             out[f"{r['stage1']} + {r['config']}"] = pick(r["scores"])
@@ -61,7 +61,7 @@ def main() -> None:
     folder, pad, pool, held_out = finetune_inputs()
     chosen, domains = selections(args.top, args.random)
     wanted = [n for n in chosen if not args.only or n in args.only.split(",")]
-    path = OUT / "finetune.json"
+    path = PROXY_ALIGN / "finetune.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     if "none" not in results:
         results["none"] = {"eval_loss": eval_loss(load_pretrained(folder, "float32"), held_out, pad)}

@@ -1,6 +1,6 @@
 """Where the sketch time goes on the real model, full model vs proxy (torch.profiler, CPU).
 
-    .venv/bin/python bench/real_proxy_profile.py [--rows 32] [--rho 0.5]
+    .venv/bin/python -m bench.real.proxy_profile [--rows 32] [--rho 0.5]
 
 Sketches the same real rows with the product's default sketcher on the full model and on an SVD
 proxy (same shapes and FLOPs as IPSVD, no probes needed), after one warm-up batch, and prints the
@@ -14,12 +14,11 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench.common import bench_budget
+from bench.real.common import real_rows_and_model, shape_proxy
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
-from real_fidelity import real_rows_and_model
-from real_proxy_speed import shape_proxy
-from sketch_common import bench_budget
 
 
 def main() -> None:

@@ -1,13 +1,13 @@
 """Sketch throughput of the real model and its proxies, measured side by side (interleaved rounds).
 
-    cd bench && ../.venv/bin/python real_proxy_speed.py [--rows 64] [--repeats 3] [--all]
+    .venv/bin/python -m bench.real.proxy_speed [--rows 64] [--repeats 3] [--all]
 
 Speed depends on shapes only, so the low-rank proxies here are plain-SVD ones (instant to build)
 with the ranks of the uniform rule; IPSVD proxies of the same ρ run the same matmuls. Every
 setting sketches the same rows once per round, after one warm-up batch; medians are printed,
 beside the FLOP-bound speed-up (the fidelity report's count: proxy/fidelity.py) and the share of
 it the measured speed-up reaches (issue 25 item 4).
-(Separate runs of bench/real_proxy.py move by ±25 % on this shared 2-core machine.)
+(Separate runs of bench/real/proxy.py move by ±25 % on this shared 2-core machine.)
 """
 
 from __future__ import annotations
@@ -18,21 +18,13 @@ import json
 import numpy as np
 import torch
 
+from bench.common import BENCH_TOKEN_BUDGET, REAL
+from bench.real.common import interleaved_seconds, real_rows_and_model, shape_proxy
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.models.loading import count_parameters
-from iprox_ray.proxy.build import make_proxy
 from iprox_ray.proxy.fidelity import sketch_flops_per_token
 from iprox_ray.sketch.factory import make_sketcher, sketched_modules
-from iprox_ray.spec import ProxySpec, SketchSpec
-from real_fidelity import REAL, real_rows_and_model
-from real_sketch_cost import interleaved_seconds
-from sketch_common import BENCH_TOKEN_BUDGET
-
-
-def shape_proxy(target, method: str, rho: float):
-    """A proxy whose shapes (hence cost) are those of `method` at ρ; svd needs no probes."""
-    spec = ProxySpec(method=method, rho=rho, rank_multiple=16, align_epochs=0)
-    return make_proxy(target, spec, [], 0, None, 0).model
+from iprox_ray.spec import SketchSpec
 
 
 def flops_per_token(model, spec: SketchSpec, rows) -> float:

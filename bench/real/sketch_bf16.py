@@ -1,7 +1,7 @@
 """bf16 vs fp32 sketches on the real model, both against exact influence (issue 27 item 4).
 
-    .venv/bin/python bench/real_sketch_frontier.py                 # once: the truth (fidelity.exact.npz)
-    .venv/bin/python bench/real_sketch_bf16.py [--sketch k=v,...] [--rows 300]
+    .venv/bin/python -m bench.real.sketch_frontier                 # once: the truth (fidelity.exact.npz)
+    .venv/bin/python -m bench.real.sketch_bf16 [--sketch k=v,...] [--rows 300]
 
 The product's sketcher (`make_sketcher`, the default SketchSpec plus --sketch overrides) sketches
 the 300 scored pool rows and the 40 target rows twice: `autocast = "off"` (fp32) and
@@ -20,13 +20,13 @@ import time
 
 import numpy as np
 
+from bench.common import REAL
+from bench.real.common import agreement, encode_file, keep_freed_memory, sketch, stratified
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.influence.less import target_direction
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.spec import SketchSpec
 from iprox_ray.store.quantize import dequantize_rows, quantize_rows
-from real_fidelity import REAL, agreement, encode_file, keep_freed_memory
-from real_proxy import sketch, stratified
 
 
 def stored_units(rows: np.ndarray, dtype: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What a sketch setting costs on the real model: tokens/s and columns, settings interleaved.
 
-    .venv/bin/python bench/real_sketch_cost.py [--rows 48] [--repeats 2]
+    .venv/bin/python -m bench.real.sketch_cost [--rows 48] [--repeats 2]
 
 Runs the product's sketcher (`make_sketcher`) on the same real rows for each setting, one warm-up
 batch first, then `--repeats` rounds in which every setting runs once (so machine drift hits all
@@ -10,16 +10,15 @@ alike). Store bytes per row = D · 2 (fp16 unit rows) + 4 (norm).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
+from bench.common import BENCH_TOKEN_BUDGET
+from bench.real.common import interleaved_seconds, real_rows_and_model
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
-from real_fidelity import real_rows_and_model
-from sketch_common import BENCH_TOKEN_BUDGET
 
 SETTINGS = {
     "kron16 (linears only, old default)": SketchSpec(vectors=[], biases=False),
@@ -27,28 +26,6 @@ SETTINGS = {
     "kron32 + exact vectors": SketchSpec(proj_in=32, proj_out=32),
     "srht8192 + exact vectors": SketchSpec(kind="srht", dim=8192),
 }
-
-
-def run(sketcher, batches) -> tuple[int, float]:
-    tokens, start = 0, time.perf_counter()
-    for b in batches:
-        sketcher.sketch(*(torch.from_numpy(a) for a in (b.input_ids, b.attention_mask, b.trainable)))
-        tokens += b.n_tokens
-    return tokens, time.perf_counter() - start
-
-
-def interleaved_seconds(sketchers: dict, batches, repeats: int) -> tuple[dict[str, list[float]], int]:
-    """({name: seconds per round}, tokens): one warm-up batch each, then `repeats` rounds in
-    which every sketcher runs once over all batches (drift hits all alike)."""
-    for s in sketchers.values():  # hooks of one sketcher stay quiet while another runs
-        run(s, batches[:1])
-    seconds: dict[str, list[float]] = {name: [] for name in sketchers}
-    tokens = 0
-    for _ in range(repeats):
-        for name, s in sketchers.items():
-            tokens, sec = run(s, batches)
-            seconds[name].append(sec)
-    return seconds, tokens
 
 
 def main() -> None:
@@ -61,7 +38,8 @@ def main() -> None:
     batches = make_batches(rows, BENCH_TOKEN_BUDGET, SketchSpec().max_batch_rows, tokenizer.pad_token_id)
     seconds, tokens = interleaved_seconds(sketchers, batches, args.repeats)
     base = np.median(seconds[next(iter(SETTINGS))])
-    print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds, torch threads {torch.get_num_threads()}")
+    print(f"{len(rows)} rows, {tokens} tokens, {args.repeats} interleaved rounds, "
+          f"torch threads {torch.get_num_threads()}")
     print("| setting | D | store bytes/row | sketch tokens/s (median) | time vs old default |")
     print("|---|---|---|---|---|")
     for name, s in sketchers.items():

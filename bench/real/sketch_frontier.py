@@ -1,7 +1,7 @@
 """The sketch frontier on the real model: fidelity to exact influence vs bytes a row (issue 27).
 
-    .venv/bin/python bench/real_sketch_frontier.py [--pool-rows 600] [--check-rows 16]
-    .venv/bin/python bench/real_sketch_frontier.py --table          # from the saved results
+    .venv/bin/python -m bench.real.sketch_frontier [--pool-rows 600] [--check-rows 16]
+    .venv/bin/python -m bench.real.sketch_frontier --table          # from the saved results
 
 For every pool and target row of the real corpus: the exact gradient of every trained parameter
 (bs = 1, `ExactGradients`), exact LESS over all of them (the truth), and offline sketches through
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import REAL
+from bench.real.common import agreement, load_inputs, product_check, stratified
 from iprox_ray.influence.exact import ExactLess, trained_parameters
 from iprox_ray.influence.less import target_direction
 from iprox_ray.models.selection import linear_dims, select_modules
@@ -38,8 +40,6 @@ from iprox_ray.sketch.vectors import vector_params, vector_project, vector_recor
 from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS, DEFAULT_VECTOR_PATTERNS
 from iprox_ray.store.quantize import dequantize_rows, quantize_rows, row_bytes
-from real_fidelity import REAL, agreement, load_inputs, product_check
-from real_proxy import stratified
 
 KRON = (8, 12, 16, 32)
 VECTORS = ("none", "exact", 1024, 4096, 8192)
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=REAL / "corpus")
     ap.add_argument("--pool-rows", type=int, default=600, help="pool rows read (the truth file covers these)")
     ap.add_argument("--rows", type=int, default=300, help="rows scored: the first rows/6 of each domain, the "
-                                                         "rows bench/real_proxy.py and real_proxy_align.py score")
+                                                         "rows bench/real/proxy.py and proxy_align.py score")
     ap.add_argument("--check-rows", type=int, default=16)
     ap.add_argument("--target-rows", type=int, default=None, help="first target rows used (default: all 40)")
     ap.add_argument("--out", type=Path, default=REAL / "frontier.json")
@@ -163,14 +163,15 @@ def compute(args) -> None:
         dim = len(row_of(check[0], k, vec, rep))
         results["rows"][label(s)] = {"k": k, "vectors": vec, "reproject": rep, "dtype": dtype, "dim": dim,
                                      "bytes": row_bytes(dim, dtype), **agreement(exact, scores[s])}
-    results["checks"] = [product_check(model, spec_of(*c), pool[: args.check_rows], np.stack([row_of(p, *c) for p in check]),
-                                       tokenizer.pad_token_id) | {"setting": label((*c, "float32"))}
+    results["checks"] = [product_check(model, spec_of(*c), pool[: args.check_rows],
+                                       np.stack([row_of(p, *c) for p in check]), tokenizer.pad_token_id)
+                         | {"setting": label((*c, "float32"))}
                          for c in candidates(results)]
     args.out.write_text(json.dumps(results, indent=1))
 
 
 def save_truth(args, chosen: np.ndarray, exact: np.ndarray, losses: np.ndarray, domains: list) -> None:
-    """Exact LESS (every trained parameter) of the scored rows, in the layout `real_fidelity.py
+    """Exact LESS (every trained parameter) of the scored rows, in the layout `fidelity.py
     --truth-only` writes (one entry per pool row, NaN where not computed) for the proxy benchmarks."""
     full, loss = np.full(len(domains), np.nan), np.full(len(domains), np.nan)
     full[chosen], loss[chosen] = exact, losses
@@ -197,7 +198,8 @@ def spec_of(k: int, vec, rep: int) -> SketchSpec:
 
 
 def print_table(r: dict) -> None:
-    print(f"{r['pool_rows']} pool rows x {r['target_rows']} target rows; truth: exact LESS over every trained parameter")
+    print(f"{r['pool_rows']} pool rows x {r['target_rows']} target rows; "
+          "truth: exact LESS over every trained parameter")
     print("| setting | D | bytes/row | Spearman | top-5 % | meets (≥ 0.9, ≥ 0.7) |")
     print("|---|---|---|---|---|---|")
     rows = sorted(r["rows"].items(), key=lambda kv: (kv[1]["bytes"], -kv[1]["spearman"]))
