@@ -5,26 +5,21 @@ tokenizer dressed as each family: its special tokens, BOS, EOS).
 tokenizer without one), "tulu" (the open-instruct / LESS text, written out by hand, and checked
 a second way, the way LESS itself masks: by the token counts of prefix renders) and "text"
 (every token after the first, BOS in front when the family has one), each for every family.
-The LESS-way masks come from bench/real_formats.py, whose real-model check uses the same code.
+The LESS-way masks come from bench/real/formats.py, whose real-model check uses the same code.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from chat_families import CONVERSATIONS, FAMILIES, TEMPLATES, chatml, expected_mask, family_tokenizer
 
+from bench.real.formats import less_row  # the real-model check's reference, reused
 from iprox_ray.corpus.encode import ChatEncoder, DataFormatError
 from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.text import TextEncoder
 from iprox_ray.corpus.tulu import TuluEncoder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from real_formats import less_row  # noqa: E402  (the real-model check's reference, reused)
 
 NO_SYSTEM = ("gemma-2-2b-it", "mistral-7b-instruct-v0.3")  # their templates cannot take one under "keep"
 TEXT = ("Plain text is trained on every token.\n\nA second paragraph, with numbers 12 345 and "

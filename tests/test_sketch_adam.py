@@ -97,9 +97,10 @@ def test_factored_id_is_exact_when_the_factor_is_rank_one(setup):
     torch.testing.assert_close(factored, exact, rtol=1e-4, atol=1e-6)
 
 
-# Measured on this setup (see bench/RESULTS.md, "Adam-aware features"): influence-distillation median relative error 0.13,
-# every row's cosine to the exact sketch >= 0.987; LESS median 0.37, cosine >= 0.89 (the dropped
-# g² term and the offset make LESS the worse fit: use adam_exact or a dense kind for LESS).
+# Measured on this setup (see bench/results/sketch-and-store.md, "Adam-aware features"):
+# influence-distillation median relative error 0.13, every row's cosine to the exact sketch >= 0.987;
+# LESS median 0.37, cosine >= 0.89 (the dropped g² term and the offset make LESS the worse fit: use
+# adam_exact or a dense kind for LESS).
 @pytest.mark.parametrize("mode,median_bound,cos_bound", [("influence-distillation", 0.2, 0.97), ("less", 0.5, 0.85)])
 def test_factored_approximation_error_is_measured_and_bounded(setup, mode, median_bound, cos_bound):
     model, state, batch, grads = setup

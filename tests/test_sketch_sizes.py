@@ -62,7 +62,7 @@ def test_readme_table_is_what_plan_computes(make_job, tmp_path):
         plan = plan_job(job, sample_rows=8, batches=1)
         assert plan.sizes_from == "config", row["shape"]
         assert (plan.sketch_sizes["width"], plan.sketch_sizes["row_bytes"]) == (row["width"], row["row_bytes"])
-    script = subprocess.run([sys.executable, str(REPO / "bench" / "sketch_sizes.py"), "--check"], cwd=REPO,
+    script = subprocess.run([sys.executable, "-m", "bench.scale.sketch_sizes", "--check"], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert script.returncode == 0, script.stderr
 

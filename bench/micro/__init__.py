@@ -1,0 +1,1 @@
+"""Single-component micro-benchmarks: sketcher, bergson, KRR, top-k, JVP, score reads, memory, report."""
