@@ -37,7 +37,7 @@ CONFIGS = {  # name: (layers, hidden, intermediate, heads, kv heads)
 
 
 # What these benchmarks batch with where a SketchSpec says "auto" (the run's memory-fitted budget,
-# stages/sketch_budget.py): the former default, so their figures stay comparable. The environment's
+# tasks/sketch_budget.py): the former default, so their figures stay comparable. The environment's
 # IPROX_BENCH_TOKEN_BUDGET lowers it when two benchmarks share the machine (~2 GB per 1,024 tokens
 # on SmolLM2-135M); a sketch does not depend on how rows are batched.
 BENCH_TOKEN_BUDGET = int(os.environ.get("IPROX_BENCH_TOKEN_BUDGET", 8192))

@@ -23,7 +23,7 @@ import torch
 from bench.common import REPO, VOCAB, batches, make_rows, timed
 from iprox_ray.models.loading import load_config, random_init
 from iprox_ray.sketch.jvp import JvpEmbedder
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS
+from iprox_ray.spec.scoring import DEFAULT_BLOCK_PATTERNS
 
 DEMO_MODEL = REPO / "iprox_ray" / "demo" / "assets" / "model"
 

@@ -16,12 +16,14 @@ import numpy as np
 
 from bench.common import OUT, REPO
 from iprox_ray.models.loading import load_pretrained
-from iprox_ray.pipeline import build_models, open_run
+from iprox_ray.driver.pipeline import build_models
+from iprox_ray.driver.rundir import open_run
+from iprox_ray.driver.run import Run
 from iprox_ray.influence.agreement import spearman, top_overlap
 from iprox_ray.spec import load_job
-from iprox_ray.stages.context import RunContext
-from iprox_ray.stages.fidelity import influence_scores, probe_data
-from iprox_ray.stages.model_ref import ModelRef
+from iprox_ray.execution.context import RunContext
+from iprox_ray.diagnostics.proxy_fidelity import influence_scores, probe_data
+from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.stages.proxy import build_proxy
 
 VARIANTS = [  # (label, proxy overrides)
@@ -42,7 +44,7 @@ def main() -> None:
     base = [f"fidelity.pool_rows={args.rows}", "proxy.method=\"none\""]
     run_dir = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     with open_run(load_job(args.job, base), run_dir, quiet=True) as ctx:
-        warmed, _ = build_models(ctx)  # warm-up once; every proxy starts from it
+        warmed, _ = build_models(Run(ctx))  # warm-up once; every proxy starts from it
         pool, target, pad_id = probe_data(ctx)
         full = load_pretrained(warmed, "float32", ctx.job.model.attn_implementation)
         full_scores, full_tps = influence_scores(full, pool, target, ctx.job.sketch, pad_id)

@@ -24,7 +24,7 @@ from iprox_ray.models.loading import count_parameters
 from iprox_ray.proxy.compress import compress, plan_ranks
 from iprox_ray.proxy.fidelity import forward_flops_per_token
 from iprox_ray.proxy.probes import ProbeCollector
-from iprox_ray.models.selection import select_modules
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.scale.common import TARGET, TARGET_EXAMPLES, context, load_manifest, write_inputs, write_manifest
 from iprox_ray.spec import SketchSpec, StoreSpec
-from iprox_ray.stages.batched_reads import shard_batches
+from iprox_ray.store.batched_reads import shard_batches
 from iprox_ray.store.layout import POOL, target_split
 from iprox_ray.store.sketch_store import OK, SCALE, SKETCH, SplitStore
 

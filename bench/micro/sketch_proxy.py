@@ -37,7 +37,7 @@ from bench.common import (
 )
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.models.loading import load_tokenizer
-from iprox_ray.models.selection import select_modules
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.proxy.compress import compress, plan_ranks
 from iprox_ray.proxy.probes import ProbeCollector
 from iprox_ray.sketch.kronecker import KroneckerSketcher

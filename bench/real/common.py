@@ -24,7 +24,7 @@ from iprox_ray.models.finetune import finetune
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.proxy.build import make_proxy
 from iprox_ray.sketch.factory import make_sketcher
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.spec import ProxySpec, SketchSpec, SourceSpec
 
 PROXY_ALIGN = REAL / "proxy_align"  # bench/real/proxy_align.py's results, read by proxy_finetune.py

@@ -30,7 +30,7 @@ from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.sketch.jvp import JvpEmbedder, final_norm, read_out
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
-from iprox_ray.spec.selection import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
+from iprox_ray.spec.scoring import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
 
 OUT = REAL / "id"
 READOUTS = ("last", "last+norm", "mean", "mean+norm", "answer", "answer+norm", "hidden:mean+norm")

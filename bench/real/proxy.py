@@ -28,7 +28,7 @@ from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained, load_tokenizer
 from iprox_ray.proxy.build import make_proxy
 from iprox_ray.spec import ProxySpec, SketchSpec
-from iprox_ray.stages.inputs import fixed_batches, shuffled_epochs
+from iprox_ray.tasks.inputs import fixed_batches, shuffled_epochs
 
 OUT = REAL / "proxy"
 # name -> (ProxySpec fields or None for the full model, SketchSpec fields, probe rows)

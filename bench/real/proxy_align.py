@@ -42,9 +42,9 @@ from iprox_ray.models.loading import count_parameters, load_pretrained, load_tok
 from iprox_ray.proxy.artifact import load_proxy, proxy_plans, read_manifest, save_proxy
 from iprox_ray.proxy.build import alignment_split, make_proxy, stage2_settings
 from iprox_ray.proxy.stage2 import train_factors
-from iprox_ray.sketch.loss import per_sample_loss
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.spec import ProxySpec, SketchSpec
-from iprox_ray.stages.inputs import fixed_batches, shuffled_epochs
+from iprox_ray.tasks.inputs import fixed_batches, shuffled_epochs
 
 OUT = PROXY_ALIGN
 N_PROBE, N_ALIGN, N_EVAL = 64, 128, 48

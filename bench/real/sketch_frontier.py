@@ -32,7 +32,7 @@ from bench.common import REAL
 from bench.real.common import agreement, load_inputs, product_check, stratified
 from iprox_ray.influence.exact import ExactLess, trained_parameters
 from iprox_ray.influence.less import target_direction
-from iprox_ray.models.selection import linear_dims, select_modules
+from iprox_ray.models.patterns import linear_dims, select_modules
 from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.factory import REPROJECT_NAME
 from iprox_ray.sketch.projection import projection_matrix

@@ -51,10 +51,10 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
     from iprox_ray.sketch.kronecker import KroneckerSketcher
     from iprox_ray.sketch.pooled import PooledEmbedder
     from iprox_ray.spec.job import build_job
-    from iprox_ray.stages.inputs import make_encoder
-    from iprox_ray.stages.context import RunContext
-    from iprox_ray.stages.embed_task import make_embedder
-    from iprox_ray.stages.model_ref import ModelRef
+    from iprox_ray.tasks.inputs import make_encoder
+    from iprox_ray.execution.context import RunContext
+    from iprox_ray.tasks.embed_task import make_embedder
+    from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.store.layout import RunLayout
 
     config = json.loads((run_dir / "config.json").read_text())

@@ -50,7 +50,7 @@ def stage_manifest(work: Path, n: int, dim: int, k: int) -> dict:
 
 def stage_store(work: Path, n: int, dim: int, k: int) -> dict:
     """The pool store filled in batches of whole shards, plus a 64-example target split."""
-    from iprox_ray.stages.batched_reads import shard_batches
+    from iprox_ray.store.batched_reads import shard_batches
 
     ctx = context(work, k, "topk")
     manifest = load_manifest(ctx)
@@ -144,7 +144,7 @@ def stage_domains(work: Path, n: int, dim: int, k: int) -> dict:
 def stage_midppl(work: Path, n: int, dim: int, k: int) -> dict:
     """MidPplScorer.build(keep=k), then .block per shard into a streaming top-k."""
     from iprox_ray.influence.topk import StreamingTopK
-    from iprox_ray.stages.mid_ppl import MidPplScorer
+    from iprox_ray.methods.mid_ppl import MidPplScorer
 
     pool = SplitStore.open(context(work, k, "topk").layout.store, POOL)
     scorer = MidPplScorer.build(pool, 0.5, keep=k)

@@ -9,7 +9,7 @@ of the keys and values (kv_dim), of the MLP's gate/up/activation (intermediate) 
 attention, each head's weights over the row (heads x length); per loss token, the logits, their
 log-softmax and gradient (vocab); and a fixed amount for the sketcher's buffers. The coefficients
 are floats per unit fitted to the peak resident growth of the sketch pass measured on this machine
-(bench/activation_memory.py: random-init Llama shapes that move one term at a time, and the
+(bench/micro/activation_memory.py: random-init Llama shapes that move one term at a time, and the
 SmolLM2-135M shape; bench/RESULTS.md "token budget"), then rounded up: the model is meant to
 over-predict, never under.
 

@@ -36,7 +36,7 @@ RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])
 # Deduplicating one partition holds its records, a sort order and sorted copies: ~48 bytes a row.
 BYTES_PER_ROW = 48
 # 256 MiB: from ~5e6 rows on, every pool is partitioned, so the peak no longer grows with N
-# (bench/scale_driver.py); below that the whole pool fits in one partition anyway.
+# (bench/scale/driver.py); below that the whole pool fits in one partition anyway.
 DEFAULT_MEMORY_BYTES = 256 << 20
 RECORD_BATCH = 1 << 20  # quarantine rows per parquet record batch
 
