@@ -26,6 +26,7 @@ from iprox_ray.cost.timed_plan import timed_plan
 from iprox_ray.cost.workers import driver_peak, list_schedule
 from iprox_ray.execution.worker_layout import WORKER_BASE_BYTES, worker_layout
 from iprox_ray.methods.registry import check_job
+from iprox_ray.sketch.kinds import check_sketch
 from iprox_ray.sketch.memory import peak_model
 from iprox_ray.spec import JobSpec, SpecError
 from iprox_ray.tasks.sketch_budget import budget_for
@@ -68,6 +69,7 @@ def plan_job(job: JobSpec, run_dir: Path | None = None, sample_rows: int = 256, 
              profile: str = "") -> CostPlan:
     """Predict the job's cost on the cluster profile it names; times on this machine, or, where
     this machine cannot hold the sketched model, sizes it from its config and times nothing."""
+    check_sketch(job.sketch)  # as check_names does; a plan may be asked for without the CLI
     scoring = check_job(job)
     notes: list[str] = []
     base = rss()  # the driver's interpreter and imports, before any model or data

@@ -14,6 +14,7 @@ from torch import nn
 
 from iprox_ray.models.loading import meta_model
 from iprox_ray.sketch.factory import sketch_dim, sketched_modules, vectors_record
+from iprox_ray.sketch.kinds import kind_for
 from iprox_ray.spec import JobSpec, SketchSpec, StoreSpec
 from iprox_ray.store.quantize import row_bytes
 
@@ -42,7 +43,7 @@ def sketch_sizes(model: nn.Module, spec: SketchSpec, dtype: str) -> SketchSizes:
     linears = sketched_modules(model, spec)
     vectors = vectors_record(model, spec)
     width = sketch_dim(spec, len(linears), vectors)
-    matrix = len(linears) * spec.proj_in * spec.proj_out if spec.kind == "kronecker" else spec.dim
+    matrix = kind_for(spec).matrix_dim(spec, len(linears))
     return SketchSizes(sum(p.numel() for p in model.parameters()), len(linears), matrix, int(vectors["dim"]),
                        width, dtype, row_bytes(width, dtype))
 

@@ -21,6 +21,7 @@ from iprox_ray.cost.target_model import target_bytes
 from iprox_ray.cost.timed import TimedModel, embed_step, sketch_step
 from iprox_ray.cost.workers import driver_peak, list_schedule, parameter_bytes
 from iprox_ray.execution.worker_layout import Layout
+from iprox_ray.sketch.kinds import describe_settings
 from iprox_ray.spec import JobSpec
 from iprox_ray.store.layout import POOL
 
@@ -88,8 +89,7 @@ def timed_plan(job: JobSpec, scoring, inputs: Inputs, layout: Layout, base: int,
     # The model's resident growth on CPU also counts the allocator's and loader's overhead; never
     # less than the weights themselves.
     model_bytes = max(sk.model_bytes, weights) * n_ckpt
-    kind = job.sketch.kind + (f" {job.sketch.proj_in}x{job.sketch.proj_out}" if job.sketch.kind == "kronecker" else
-                              f" dim {job.sketch.dim}")
+    kind = describe_settings(job.sketch.model_dump())
     # Ray actors are fresh processes (their imports are their base memory); inline runs in the driver.
     start, worker_base = (0.0, base) if job.cluster.executor == "inline" else fresh_worker(WORKER_MODULES)
     sk_timing = _timing(f"sketch ({kind}) of {timed.what}", device, used, sk, sk_busy, pool,

@@ -24,6 +24,7 @@ from iprox_ray.stages.embed import run_embed
 from iprox_ray.tasks.inputs import manifest_for
 from iprox_ray.stages.landmarks import run_landmarks
 from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.sketch.kinds import check_sketch
 from iprox_ray.stages.preflight import check_inputs, check_round_robin_early, check_sketched
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
 from iprox_ray.stages.score import run_score
@@ -40,8 +41,10 @@ NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")
 
 def check_names(job) -> ScoringMethod:
     """What the spec stores as plain names, checked against their registries (the spec sits below
-    them): the launcher and the scoring method with its settings. Once, when a job is loaded."""
+    them): the launcher, the sketch kind and the scoring method, with their settings. Once, when a
+    job is loaded."""
     launcher_for(job)
+    check_sketch(job.sketch)
     return check_job(job)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iprox_ray.report.gather import ReportData
+from iprox_ray.sketch.kinds import describe_settings
 from iprox_ray.store.layout import MAIN_TARGET
 from iprox_ray.execution.run_status import format_status
 from iprox_ray.stages.report import format_summary
@@ -12,11 +13,10 @@ def settings_line(spec: dict) -> str:
     model, proxy, sketch = spec.get("model", {}), spec.get("proxy", {}), spec.get("sketch", {})
     scoring, selection = spec.get("scoring", {}), spec.get("selection", {})
     rho = f" rho={proxy.get('rho')}" if proxy.get("method", "none") != "none" else ""
-    kind = sketch.get("kind", "?")
-    shape = f"{sketch.get('proj_out')}x{sketch.get('proj_in')}" if kind == "kronecker" else f"dim {sketch.get('dim')}"
     size = f"k={selection['k']}" if selection.get("k") else f"fraction {selection.get('fraction')}"
     return (f"model {model.get('path')} ({model.get('init', '?')}); proxy {proxy.get('method', '?')}{rho}; "
-            f"sketch {kind} {shape}; method {scoring.get('method', '?')}; selection {selection.get('strategy', 'topk')}, {size}")
+            f"sketch {describe_settings(sketch)}; method {scoring.get('method', '?')}; "
+            f"selection {selection.get('strategy', 'topk')}, {size}")
 
 
 def overlap_lines(data: ReportData) -> list[str]:

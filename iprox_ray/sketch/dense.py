@@ -19,7 +19,9 @@ from torch import nn
 from iprox_ray.sketch.adam import AdamFeatures
 from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.dense_projection import DenseProjector
+from iprox_ray.sketch.kind import SketchKind
 from iprox_ray.sketch.projection import derive_seed
+from iprox_ray.spec import SpecError
 
 
 def kept_elements(d: int, fraction: float) -> int:
@@ -84,3 +86,43 @@ class DenseSketcher(HookSketcher):
 
     def _accumulate(self, name: str, kept, grad: torch.Tensor, rows: torch.Tensor) -> None:
         rows += self.projector.project(name, self.features(name, kept, grad))
+
+
+class DenseKind(SketchKind):
+    """A dense projection of the exact per-sample gradients to `dim` columns; the subclasses name
+    the projection (dense_projection.py: both have E[PᵀP] = I, they differ in cost)."""
+
+    projection = ""  # DenseProjector's kind; apart from the kind's name, so another kind may reuse one
+
+    def make(self, model, spec, adam, vectors, expand_lowrank):
+        return DenseSketcher(model, spec.modules, spec.dim, spec.seed, self.projection, spec.mask_fraction,
+                             adam=adam, autocast=spec.autocast, vectors=vectors, expand_lowrank=expand_lowrank)
+
+    def matrix_dim(self, spec, n_modules):
+        return spec.dim
+
+    def projection_record(self, spec, n_modules):
+        return {"kind": self.name, "seed": spec.seed, "dim": spec.dim, "mask_fraction": spec.mask_fraction}
+
+    def module_record(self, spec, name, d_out, d_in):
+        return [name, d_out, d_in, kept_elements(d_out * d_in, spec.mask_fraction)]
+
+    def held_floats(self, spec, modules):
+        # One module's per-sample gradients at a time, for every row of a batch, and the SRHT's
+        # padded copy of them: twice the largest module's kept entries a row.
+        largest = max((self.module_record(spec, *m)[3] for m in modules), default=0)
+        return 0, 2 * largest * spec.max_batch_rows
+
+    def validate(self, spec):
+        # The default re-projection is the Kronecker kind's; only one asked for is refused here.
+        if spec.reproject_dim and "reproject_dim" in spec.model_fields_set:
+            raise SpecError("sketch.reproject_dim applies to kind = 'kronecker' "
+                            "(a dense kind projects to `dim` directly)")
+
+
+class SrhtKind(DenseKind):
+    name = projection = "srht"
+
+
+class RademacherKind(DenseKind):
+    name = projection = "rademacher"

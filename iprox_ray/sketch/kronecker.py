@@ -18,11 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.adam import AdamFeatures
 from iprox_ray.sketch.capture import HookSketcher, SketchOutput
+from iprox_ray.sketch.dense_projection import DenseProjector
+from iprox_ray.sketch.kind import SketchKind
 from iprox_ray.sketch.projection import projection_matrix
 
-__all__ = ["KroneckerSketcher", "ModuleSketch", "SketchOutput"]
+__all__ = ["KroneckerKind", "KroneckerSketcher", "ModuleSketch", "SketchOutput"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,42 @@ class KroneckerSketcher(HookSketcher):
 
     def _finish(self, rows: torch.Tensor) -> torch.Tensor:
         return rows if self._constant is None else rows + self._constant
+
+
+class KroneckerKind(SketchKind):
+    """`sketch.kind = "kronecker"`: P_out ⊗ P_in per module (proj_out x proj_in columns each), the
+    linears' block optionally re-projected by one SRHT to `reproject_dim` columns."""
+
+    name = "kronecker"
+
+    def make(self, model, spec, adam, vectors, expand_lowrank):
+        k = self.reproject_dim(spec, len(select_modules(model, spec.modules, expand_lowrank)))
+        reproject = DenseProjector(spec.seed, k, "srht") if k else None
+        return KroneckerSketcher(model, spec.modules, spec.proj_in, spec.proj_out, spec.seed, spec.projection,
+                                 adam=adam, adam_exact=spec.adam_exact, autocast=spec.autocast, vectors=vectors,
+                                 expand_lowrank=expand_lowrank, reproject=reproject)
+
+    def matrix_dim(self, spec, n_modules):
+        return n_modules * spec.proj_in * spec.proj_out
+
+    def reproject_dim(self, spec, n_modules):
+        # As for the vector block, a block already no wider than `sketch.reproject_dim` (a small
+        # model) is kept as it is rather than projected up.
+        return spec.reproject_dim if 0 < spec.reproject_dim < self.matrix_dim(spec, n_modules) else 0
+
+    def projection_record(self, spec, n_modules):
+        return {"kind": self.name, "distribution": spec.projection, "seed": spec.seed,
+                "proj_in": spec.proj_in, "proj_out": spec.proj_out,
+                "reproject_dim": self.reproject_dim(spec, n_modules)}
+
+    def module_record(self, spec, name, d_out, d_in):
+        return [name, d_out, d_in, spec.proj_out, spec.proj_in]
+
+    def exact_adam(self, spec):
+        return spec.adam_exact  # else the rank-1 factored transform folded into the projections
+
+    def held_floats(self, spec, modules):
+        return len(modules) * spec.proj_in, 0  # each module's projected input, k_in a token
+
+    def describe(self, settings):
+        return f"{settings.get('proj_out')}x{settings.get('proj_in')}"

@@ -26,7 +26,8 @@ from torch import nn
 
 from iprox_ray.models.loading import DTYPES
 from iprox_ray.models.patterns import linear_dims
-from iprox_ray.sketch.factory import module_record, sketched_modules
+from iprox_ray.sketch.factory import sketched_modules
+from iprox_ray.sketch.kinds import kind_for
 from iprox_ray.spec import JobSpec, SketchSpec, SpecError
 
 # Floats (fp32: 4 bytes) per token per layer, per unit of each width; per loss token per vocab
@@ -125,13 +126,11 @@ def peak_model(job: JobSpec, model: nn.Module, config, base_bytes: int) -> PeakM
 
 def sketcher_extras(model: nn.Module, spec: SketchSpec) -> tuple[float, int]:
     """(bytes a token, bytes a batch) the spec's sketcher holds beyond the model's activations:
-    Kronecker keeps each module's projected input (k_in floats a token); a dense kind builds one
-    module's per-sample gradients at a time, for every row of a batch (and the SRHT's padded copy)."""
-    modules = sketched_modules(model, spec)
-    if spec.kind == "kronecker":
-        return float(len(modules) * spec.proj_in * FLOAT_BYTES), 0
-    largest = max((module_record(spec, name, *linear_dims(m))[3] for name, m in modules), default=0)
-    return 0.0, 2 * FLOAT_BYTES * largest * spec.max_batch_rows
+    the kind says how many floats (Kronecker: each module's projected input, k_in a token; a dense
+    kind: one module's per-sample gradients, for every row of a batch, and the SRHT's padded copy)."""
+    modules = [(name, *linear_dims(m)) for name, m in sketched_modules(model, spec)]
+    per_token, per_batch = kind_for(spec).held_floats(spec, modules)
+    return float(per_token * FLOAT_BYTES), int(per_batch * FLOAT_BYTES)
 
 
 @dataclass(frozen=True)
