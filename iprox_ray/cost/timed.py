@@ -17,6 +17,7 @@ from iprox_ray.cost.target_model import target_loader, weight_bytes
 from iprox_ray.models.fingerprint import has_weight_files
 from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.models.optimizer_state import load_adam_state
+from iprox_ray.sketch.embedding_kinds import embedding_kind
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import JobSpec
 from iprox_ray.tasks.embed_task import make_embedder
@@ -122,9 +123,9 @@ def sketch_step(job: JobSpec, timed: TimedModel, device: str, notes: list[str], 
 
 
 def embed_step(kind: str, job: JobSpec, timed: TimedModel, device: str, holder: dict):
-    """EmbedShardTask.setup and one batch of its loop (eager attention when JVPs are due)."""
+    """EmbedShardTask.setup and one batch of its loop (eager attention when the kind needs it)."""
     def load():
-        if kind != "jvp":
+        if not embedding_kind(kind).needs_eager_attention:
             model = timed.load()
         elif timed.ref is not None:
             model = dataclasses.replace(timed.ref, attn="eager").load()

@@ -17,6 +17,7 @@ Memory: T copies of the first B blocks' parameters (the tangents) + one forward'
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -24,8 +25,16 @@ from torch import nn
 from torch.func import functional_call
 
 from iprox_ray.models.patterns import find_modules, select_blocks
+from iprox_ray.sketch.embedding_kind import EmbeddingKind
 from iprox_ray.sketch.projection import derive_seed, projection_matrix
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
+
+if TYPE_CHECKING:
+    from iprox_ray.spec.scoring import EmbedSpec
+
+# The [scoring.embed] fields that decide a JVP embedding, in the order the store's settings and the
+# stage fingerprint have always listed them (a new order would change recorded fingerprints).
+JVP_SETTINGS = ("blocks", "block_patterns", "tangents", "readout", "final_norm", "dim", "seed")
 
 
 class _Stop(Exception):
@@ -138,3 +147,21 @@ def read_out(tangent: torch.Tensor, attention_mask: torch.Tensor, readout: str) 
 
 def _raise_output(module, inputs, output):
     raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)
+
+
+class JvpKind(EmbeddingKind):
+    name = "jvp"
+    needs_eager_attention = True  # forward-mode AD has no rule for fused attention kernels (SDPA, flash)
+
+    def make(self, model: nn.Module, spec: EmbedSpec) -> JvpEmbedder:
+        return JvpEmbedder(model, spec.block_patterns, spec.blocks, spec.tangents, spec.dim, spec.seed,
+                           readout=spec.readout, norm_patterns=spec.final_norm)
+
+    def settings(self, spec: EmbedSpec) -> dict:
+        return {k: getattr(spec, k) for k in JVP_SETTINGS}
+
+    def fingerprint_keys(self) -> tuple[str, ...]:
+        return tuple(f"scoring.embed.{k}" for k in JVP_SETTINGS)
+
+    def dim(self, spec: EmbedSpec, meta_model: Callable[[], nn.Module]) -> int:
+        return spec.dim  # the random projection's width, whatever the model

@@ -7,8 +7,15 @@ LM head, found through the config's base_model_prefix) gives the final, normed h
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 import torch
 from torch import nn
+
+from iprox_ray.sketch.embedding_kind import EmbeddingKind
+
+if TYPE_CHECKING:
+    from iprox_ray.spec.scoring import EmbedSpec
 
 
 def position_weights(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -34,3 +41,16 @@ class PooledEmbedder:
             hidden = self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         pooled = (hidden.float() * position_weights(attention_mask)[..., None]).sum(dim=1)
         return pooled / pooled.norm(dim=1, keepdim=True)  # a zero row becomes NaN: never selected
+
+
+class PooledKind(EmbeddingKind):
+    name = "rds"  # RDS+ (docs/methods.md §6); no [scoring.embed] setting changes these embeddings
+
+    def make(self, model: nn.Module, spec: EmbedSpec) -> PooledEmbedder:
+        return PooledEmbedder(model)
+
+    def settings(self, spec: EmbedSpec) -> dict:
+        return {"pooling": "position-weighted-mean"}
+
+    def dim(self, spec: EmbedSpec, meta_model: Callable[[], nn.Module]) -> int:
+        return meta_model().get_input_embeddings().embedding_dim  # the hidden width, pooled

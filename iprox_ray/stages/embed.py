@@ -10,6 +10,7 @@ from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
 from iprox_ray.spec import DataSpec
 from iprox_ray.execution.context import RunContext
+from iprox_ray.sketch.embedding_kinds import embedding_kind
 from iprox_ray.tasks.embed_task import EmbedInputs, EmbedShardTask
 from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
@@ -19,23 +20,18 @@ from iprox_ray.store.layout import embed_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import open_root
 
-JVP_SETTINGS = ("blocks", "block_patterns", "tangents", "readout", "final_norm", "dim", "seed")
-
 
 def embedding_settings(ctx: RunContext, kind: str) -> dict:
-    spec = ctx.job.scoring.embed
-    return {k: getattr(spec, k) for k in JVP_SETTINGS} if kind == "jvp" else {"pooling": "position-weighted-mean"}
+    return embedding_kind(kind).settings(ctx.job.scoring.embed)
 
 
 def embedding_fingerprint(ctx: RunContext, kind: str, split: str) -> str:
     sections = ["run.seed", "model", "warmup", "proxy", *DataSpec.encoding_keys(split == POOL)]
-    return ctx.job.stage_fingerprint(*sections, *(f"scoring.embed.{k}" for k in JVP_SETTINGS if kind == "jvp"))
+    return ctx.job.stage_fingerprint(*sections, *embedding_kind(kind).fingerprint_keys())
 
 
 def embedding_dim(ctx: RunContext, kind: str, ref: ModelRef) -> int:
-    if kind == "jvp":
-        return ctx.job.scoring.embed.dim
-    return ref.meta().get_input_embeddings().embedding_dim
+    return embedding_kind(kind).dim(ctx.job.scoring.embed, ref.meta)
 
 
 def embed_markers(ctx: RunContext, kind: str, split: str) -> ShardMarkers:

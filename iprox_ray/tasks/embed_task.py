@@ -1,8 +1,9 @@
 """Worker side of the embed stage: one shard in, its rows' embeddings written to the store.
 
-Kinds: `jvp` (Influence Distillation's forward-mode embeddings) and `rds` (RDS+ pooled final
-hidden states). Bad rows are recorded by the sketch stage's quarantine; here they are only
-flagged (written = 2) so that nothing downstream mistakes a zero row for an embedding.
+Kinds are looked up by name in sketch/embedding_kinds.py (`jvp`: Influence Distillation's
+forward-mode embeddings; `rds`: RDS+ pooled final hidden states). Bad rows are recorded by the
+sketch stage's quarantine; here they are only flagged (written = 2) so that nothing downstream
+mistakes a zero row for an embedding.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.execution.task import Resources, ShardRef
 from iprox_ray.models.loading import load_tokenizer
-from iprox_ray.sketch.jvp import JvpEmbedder
-from iprox_ray.sketch.pooled import PooledEmbedder
+from iprox_ray.sketch.embedding_kind import Embedder
+from iprox_ray.sketch.embedding_kinds import embedding_kind
 from iprox_ray.spec import SourceSpec
 from iprox_ray.spec.scoring import EmbedSpec
 from iprox_ray.tasks.compute import compute_record
@@ -34,18 +35,14 @@ from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingSto
 @dataclass(frozen=True)
 class EmbedInputs:
     split: str
-    kind: str  # jvp | rds
+    kind: str  # an embedding kind's name (sketch/embedding_kinds.py)
     source: SourceSpec
     manifest_paths: tuple[Path, Path]
 
 
-def make_embedder(kind: str, model: torch.nn.Module, spec: EmbedSpec):
-    if kind == "jvp":
-        return JvpEmbedder(model, spec.block_patterns, spec.blocks, spec.tangents, spec.dim, spec.seed,
-                           readout=spec.readout, norm_patterns=spec.final_norm)
-    if kind == "rds":
-        return PooledEmbedder(model)
-    raise ValueError(f"unknown embedding kind {kind!r}")
+def make_embedder(kind: str, model: torch.nn.Module, spec: EmbedSpec) -> Embedder:
+    """The worker's embedder of kind `kind`; `iprox-ray plan` and the fidelity report build theirs here too."""
+    return embedding_kind(kind).make(model, spec)
 
 
 @dataclass
@@ -64,8 +61,9 @@ class EmbedShardTask:
         torch.set_num_threads(self.resources.threads)
         tokenizer = load_tokenizer(self.tokenizer_dir)
         kinds = sorted({v.kind for v in self.splits.values()})
-        # Forward-mode AD has no rule for fused attention kernels: eager attention when JVPs are due.
-        model = (dataclasses.replace(self.model, attn="eager") if "jvp" in kinds else self.model).load()
+        # One model serves every kind here: eager attention for all when one kind needs it (jvp).
+        eager = any(embedding_kind(kind).needs_eager_attention for kind in kinds)
+        model = (dataclasses.replace(self.model, attn="eager") if eager else self.model).load()
         use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
         if use_gpu:
             model = model.to("cuda")
