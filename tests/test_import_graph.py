@@ -130,7 +130,11 @@ def test_the_walk_sees_lazy_and_registry_imports(tmp_path):
         assert inner <= imports_of(path)
 
 
-@pytest.mark.parametrize("registry", ["iprox_ray.methods.registry:METHODS", "iprox_ray.sketch.kinds:SKETCH_KINDS"])
+REGISTRIES = ["iprox_ray.methods.registry:METHODS", "iprox_ray.sketch.kinds:SKETCH_KINDS",
+              "iprox_ray.sketch.embedding_kinds:EMBEDDING_KINDS", "iprox_ray.execution.launchers:LAUNCHERS"]
+
+
+@pytest.mark.parametrize("registry", REGISTRIES)
 def test_registry_targets_exist(registry):
     import importlib
 

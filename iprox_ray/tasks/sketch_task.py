@@ -22,16 +22,15 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.corpus.formats import EncodingSettings, build_encoder
-from iprox_ray.corpus.manifest import Manifest
-from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.corpus.formats import EncodingSettings
 from iprox_ray.execution.task import Resources, ShardRef
-from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.models.optimizer_state import load_adam_state
+from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
 from iprox_ray.tasks.compute import compute_record, require_precision, sketch_precision
 from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.worker import ShardWorker, WorkerState
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import POOL, shard_file
 from iprox_ray.store.sketch_store import NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore, checkpoint_array
@@ -48,7 +47,24 @@ class SplitInputs:
 
 
 @dataclass
-class SketchShardTask:
+class CheckpointSketchers:
+    """One checkpoint's sketchers: plain gradients (targets) and the pool's (Adam-aware when asked;
+    the same object as `plain` otherwise)."""
+
+    plain: HookSketcher
+    adam: HookSketcher
+
+
+@dataclass
+class SketchState:
+    worker: WorkerState
+    compute: dict  # the precision and device this worker sketches in (tasks/compute.py)
+    sketchers: list[CheckpointSketchers]  # one per checkpoint
+    stores: dict[str, SplitStore]  # by stage
+
+
+@dataclass
+class SketchShardTask(ShardWorker):
     name: str
     resources: Resources
     splits: dict[str, SplitInputs]  # by stage name
@@ -63,52 +79,49 @@ class SketchShardTask:
     only_rows: dict[str, dict[int, tuple[int, ...]]] | None = None
     precision: str = "float32"  # what the store's splits hold (tasks/compute.py); a worker computing
     # anything else refuses its shards
-    _state: dict = field(default_factory=dict, repr=False)
+    _state: SketchState | None = field(default=None, repr=False)
 
     def setup(self) -> None:
-        torch.set_num_threads(self.resources.threads)
-        tokenizer = load_tokenizer(self.tokenizer_dir)
-        use_gpu = bool(torch.cuda.is_available() and self.resources.gpus)
-        mine = sketch_precision(self.models[0].dtype, self.sketch.autocast, use_gpu)
+        worker = self.start_worker()
+        mine = sketch_precision(self.models[0].dtype, self.sketch.autocast, worker.use_gpu)
         require_precision(self.precision, mine, "the store", "This worker's device differs from the run's "
                           "(a node without a GPU?): give every worker the same kind of device.")
         train_split = any(v.split == POOL for v in self.splits.values())
         sketchers = []
         for ref, state_path in zip(self.models, self.adam_states):
             model = ref.load()
-            if use_gpu:
+            if worker.use_gpu:
                 model = model.to("cuda")
             state = None
             if self.sketch.optimizer != "none" and train_split:
                 state = load_adam_state(state_path, model)  # before the sketchers freeze the weights
             plain = make_sketcher(model, self.sketch)
             adam = plain if state is None else make_sketcher(model, self.sketch, state)
-            sketchers.append({"plain": plain, "adam": adam})
-        self._state = {
-            "compute": compute_record(mine, use_gpu),
-            "encoders": {k: build_encoder(v, tokenizer) for k, v in self.encodings.items()},
-            "pad_id": tokenizer.pad_token_id,
-            "sketchers": sketchers,
-            "manifests": {k: Manifest.load(*v.manifest_paths) for k, v in self.splits.items()},
-            "stores": {k: SplitStore.open(self.store_path, v.split) for k, v in self.splits.items()},
-        }
+            sketchers.append(CheckpointSketchers(plain, adam))
+        self._state = SketchState(
+            worker=worker,
+            compute=compute_record(mine, worker.use_gpu),
+            sketchers=sketchers,
+            stores={k: SplitStore.open(self.store_path, v.split) for k, v in self.splits.items()},
+        )
 
     def teardown(self) -> None:
-        for pair in self._state.get("sketchers", []):
-            for sketcher in pair.values():
-                sketcher.close()
-        self._state = {}
+        if self._state is not None:
+            for pair in self._state.sketchers:
+                for sketcher in {id(pair.plain): pair.plain, id(pair.adam): pair.adam}.values():
+                    sketcher.close()
+        self._state = None
 
     def process(self, ref: ShardRef) -> dict:
         start, cpu_start = time.perf_counter(), time.process_time()
         st = self._state
         inputs = self.splits[ref.stage]
         shard_id = ref.shard
-        shard = st["manifests"][ref.stage].shards[shard_id]
-        rows = read_shard(inputs.split, shard, inputs.source, st["encoders"][ref.stage])
+        shard = st.worker.manifests[ref.stage].shards[shard_id]
+        rows = self.read_rows(st.worker, ref)
         n = shard.n_rows
-        role = "adam" if inputs.split == POOL else "plain"  # targets stay plain gradients
-        sketchers = [pair[role] for pair in st["sketchers"]]
+        pool = inputs.split == POOL  # targets stay plain gradients
+        sketchers = [pair.adam if pool else pair.plain for pair in st.sketchers]
         dim = sketchers[0].dim
         sketches = [np.zeros((n, dim), dtype=np.float32) for _ in sketchers]  # the store picks the disk dtype
         columns = {
@@ -139,7 +152,7 @@ class SketchShardTask:
             keep = np.arange(len(local))
         encoded = [rows.encoded[i] for i in keep]
         local = local[keep]
-        for batch in make_batches(encoded, self.sketch.token_budget, self.sketch.max_batch_rows, st["pad_id"]):
+        for batch in make_batches(encoded, self.sketch.token_budget, self.sketch.max_batch_rows, st.worker.pad_id):
             tensors = [torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable)]
             target = local[batch.rows]
             ok = np.ones(len(target), dtype=bool)
@@ -161,7 +174,7 @@ class SketchShardTask:
             columns["written"][target] = np.where(ok, OK, NONFINITE)
             tokens += batch.n_tokens
             nonfinite += int((~ok).sum())
-        store = st["stores"][ref.stage]
+        store = st.stores[ref.stage]
         record = store.write_shard(shard_id, sketches, columns)  # durable before the marker is written
         if rows.quarantine:
             atomic_write_parquet(shard_file(inputs.quarantine_dir, shard_id), rows.quarantine_table())
@@ -182,7 +195,7 @@ class SketchShardTask:
             # the machine (what `iprox-ray plan`'s predictions are checked against)
             "cpu_seconds": time.process_time() - cpu_start,
             "domains": domains,
-            "compute": st["compute"],
+            "compute": st.compute,
             **peak_memory(),
         }
 
