@@ -48,14 +48,16 @@ def make_run(root: Path, n_rows: int, rows_per_shard: int, k: int, *, pool_file:
     file that does not exist (the report then says the text is unavailable)."""
     layout = RunLayout(root)
     root.mkdir(parents=True, exist_ok=True)
-    spec = load_job(REPO / "jobs" / "demo.toml", ['proxy.method="none"', "fidelity.enabled=false"]).model_dump(mode="json")
+    spec = load_job(REPO / "jobs" / "demo.toml",
+                    ['proxy.method="none"', "fidelity.enabled=false"]).model_dump(mode="json")
     spec["data"]["pool"]["paths"] = [str(pool_file or root / "absent.parquet")]
     spec["data"]["pool"]["rows_per_shard"] = rows_per_shard
     layout.config.write_text(json.dumps({"fingerprint": "f00d", "inputs": {}, "spec": spec, "base_dir": str(root)}))
     if pool_file is not None:
         manifest = build_manifest([InputFile(pool_file, "jsonl")], rows_per_shard)
     else:
-        manifest = manifest_from_files([FileInfo(str(root / "absent.parquet"), "parquet", 0, 0, "", n_rows)], rows_per_shard)
+        manifest = manifest_from_files([FileInfo(str(root / "absent.parquet"), "parquet", 0, 0, "", n_rows)],
+                                       rows_per_shard)
     layout.manifest_dir.mkdir(parents=True, exist_ok=True)
     manifest.save(layout.manifest(POOL), layout.manifest_info(POOL), {})
 
@@ -69,7 +71,8 @@ def make_run(root: Path, n_rows: int, rows_per_shard: int, k: int, *, pool_file:
         written[q["row"]] = QUARANTINED
     bad = rng.choice(np.flatnonzero(written == OK), size=n_nonfinite, replace=False) if n_nonfinite else []
     written[bad] = NONFINITE
-    labels = np.array(domains if domains is not None else [DOMAINS[i % len(DOMAINS)] for i in range(n_rows)], dtype=object)
+    labels = np.array(domains if domains is not None else [DOMAINS[i % len(DOMAINS)] for i in range(n_rows)],
+                      dtype=object)
     domain_col = np.full(n_store, "", dtype=object)
     domain_col[:n_rows] = labels
     pool.group["written"][:] = written
@@ -94,14 +97,17 @@ def make_run(root: Path, n_rows: int, rows_per_shard: int, k: int, *, pool_file:
         table = pa.table({
             "sample_id": pa.array([str(id_col[r]) if id_col is not None else "" for r in chosen.tolist()], pa.string()),
             "score": pa.array(scores[chosen].astype(np.float64)), "rank": pa.array(np.arange(1, k + 1, dtype=np.int64)),
-            "weight": pa.array(np.full(k, n_rows / k)), "source_file": pa.array([manifest.files[f].file for f in files]),
+            "weight": pa.array(np.full(k, n_rows / k)),
+            "source_file": pa.array([manifest.files[f].file for f in files]),
             "source_row": pa.array(local.astype(np.int64)), "domain": pa.array(domain_col[chosen].astype(str).tolist()),
-            "store_row": pa.array(chosen.astype(np.int64)), "picked_by": pa.nulls(k, pa.string())}, schema=SELECTION_SCHEMA)
+            "store_row": pa.array(chosen.astype(np.int64)), "picked_by": pa.nulls(k, pa.string())},
+            schema=SELECTION_SCHEMA)
         layout.selection_dir("main").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, layout.selection("main"), row_group_size=max(1, k // 3))  # several row groups
         layout.stages_dir.mkdir(parents=True, exist_ok=True)
-        for stage, info in (("score-main", {}), ("select-main", {"strategy": "topk", "valid_rows": int((written == OK).sum()),
-                                                                  "cutoff": float(scores[chosen].min()), "k": k})):
+        for stage, info in (("score-main", {}),
+                            ("select-main", {"strategy": "topk", "valid_rows": int((written == OK).sum()),
+                                             "cutoff": float(scores[chosen].min()), "k": k})):
             layout.stage_done(stage).write_text(json.dumps({**info, "stage": stage, "finished_at": 1.0, "outputs": []}))
     if quarantine:
         layout.quarantine_dir(POOL).mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,8 @@ def job_args(tmp_path_factory) -> list[str]:
     sets = [f'data.pool.paths=["{folder / "pool.parquet"}"]', f"model.path={folder / 'model'}",
             f"data.pool.rows_per_shard={ROWS_PER_SHARD}", "data.max_length=128", "warmup.epochs=1",
             "selection.k=20", "cluster.actors=2",
-            "fidelity.enabled=false", "proxy.align_epochs=0", 'proxy.method="ipsvd"']  # execution is under test here, not the maths
+            # execution is under test here, not the maths
+            "fidelity.enabled=false", "proxy.align_epochs=0", 'proxy.method="ipsvd"']
     return [x for item in sets for x in ("--set", item)]
 
 

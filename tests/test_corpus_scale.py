@@ -63,7 +63,8 @@ def test_random_lines_offsets_and_sharded_reads(tmp_path):
     manifest = build_manifest(discover(["rows.jsonl"], "auto", tmp_path), 7)
     assert manifest.byte_start.tolist() == want[::7]
     shard = manifest.shards[50]
-    got = [r.values["i"] for r in read_rows(InputFile(path, "jsonl"), shard.row_start, shard.row_stop, shard.byte_start)]
+    got = [r.values["i"]
+           for r in read_rows(InputFile(path, "jsonl"), shard.row_start, shard.row_stop, shard.byte_start)]
     assert got == list(range(350, 357))
 
 
@@ -210,7 +211,8 @@ def test_spec_accepts_auto_and_keeps_int_bounds():
     from iprox_ray.spec import SourceSpec
 
     assert SourceSpec(paths=["x"], rows_per_shard="auto").rows_per_shard == "auto"
-    assert SourceSpec(paths=["x"]).rows_per_shard == 256 and SourceSpec(paths=["x"], rows_per_shard=3).rows_per_shard == 3
+    assert SourceSpec(paths=["x"]).rows_per_shard == 256
+    assert SourceSpec(paths=["x"], rows_per_shard=3).rows_per_shard == 3
     for bad in (0, 1 << 21, "big"):
         with pytest.raises(ValidationError):
             SourceSpec(paths=["x"], rows_per_shard=bad)

@@ -142,7 +142,8 @@ def _job(tmp_path, data: str):
     from iprox_ray.spec.job import build_job
     import tomllib
 
-    tree = tomllib.loads(f'[model]\npath = "m"\n[data]\n{data}\n[data.pool]\npaths = ["p"]\n[data.target]\npaths = ["t"]\n')
+    tree = tomllib.loads(f'[model]\npath = "m"\n[data]\n{data}\n'
+                         '[data.pool]\npaths = ["p"]\n[data.target]\npaths = ["t"]\n')
     return build_job(tree, tmp_path, "job.toml")
 
 

@@ -42,7 +42,8 @@ def test_jvp_matches_torch_func_reference(tmp_path):
     got = emb.block_output_tangents(ids, mask)
     projected = emb.embed(ids, mask)
     emb.close()
-    params = {n: p.detach() for n, p in model.named_parameters() if n.startswith(("model.layers.0.", "model.layers.1."))}
+    params = {n: p.detach() for n, p in model.named_parameters()
+              if n.startswith(("model.layers.0.", "model.layers.1."))}
 
     def block2(p):  # hidden_states[2] is the output of the second block
         out = functional_call(model, p, (), {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True},
@@ -67,7 +68,8 @@ def test_jvp_mean_readout_through_the_final_norm_matches_torch_func(tmp_path):
     assert emb.norm is model.model.norm  # found by pattern, not by attribute path
     ids, mask = _batch([7, 11, 4], seed=2)
     got = emb.block_output_tangents(ids, mask)
-    params = {n: p.detach() for n, p in model.named_parameters() if n.startswith(("model.layers.0.", "model.layers.1."))}
+    params = {n: p.detach() for n, p in model.named_parameters()
+              if n.startswith(("model.layers.0.", "model.layers.1."))}
 
     def normed_block2(p):
         out = functional_call(model, p, (), {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True},
@@ -125,7 +127,8 @@ def test_jvp_is_deterministic_across_instances_and_seeded(tmp_path):
 def test_jvp_on_gpt2_blocks_found_by_pattern():
     from transformers import GPT2Config
 
-    model = random_init(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64), seed=0, attn="eager")
+    model = random_init(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64), seed=0,
+                        attn="eager")
     emb = JvpEmbedder(model, DEFAULT_BLOCK_PATTERNS, 1, 2, 12, seed=0)
     assert [n for n, _ in emb.blocks] == ["transformer.h.0"]
     ids, mask = _batch([4, 9], vocab=100)

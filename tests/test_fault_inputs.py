@@ -116,9 +116,11 @@ def test_file_level_failures_are_one_line_errors_naming_the_file(job, tmp_path, 
         (tmp_path / "data" / "folder").mkdir(parents=True)
         sets, phrases = [f'data.pool.paths=["{tmp_path}/data/folder"]'], ["not a datasets.save_to_disk folder"]
     elif case == "no-model":
-        sets, phrases = [f'model.path="{tmp_path}/missing-model"'], [f"model folder {tmp_path}/missing-model does not exist"]
+        sets = [f'model.path="{tmp_path}/missing-model"']
+        phrases = [f"model folder {tmp_path}/missing-model does not exist"]
     elif case == "no-tokenizer":
-        sets, phrases = [f'model.tokenizer="{tmp_path}/missing-tok"'], [f"tokenizer folder {tmp_path}/missing-tok does not exist"]
+        sets = [f'model.tokenizer="{tmp_path}/missing-tok"']
+        phrases = [f"tokenizer folder {tmp_path}/missing-tok does not exist"]
     elif case == "no-weights":
         sets, phrases = ['model.init="pretrained"'], ["has no weight files", "model.init = 'random'"]
     else:

@@ -29,7 +29,8 @@ def test_needs_and_embedding_passes():
     assert method_named("rds+").embed_jobs(splits) == [("rds", "pool"), ("rds", "targets/main")]
     assert method_named("influence-distillation").embed_jobs(splits) == [("jvp", "pool")]
     assert all(method_named(n).embed_jobs(splits) == [] for n in ("less", "tracin", "random", "mid-ppl"))
-    assert {n for n in METHOD_NAMES if method_named(n).needs.target_sketch} == {"less", "tracin", "influence-distillation"}
+    assert ({n for n in METHOD_NAMES if method_named(n).needs.target_sketch}
+            == {"less", "tracin", "influence-distillation"})
     assert {n for n in METHOD_NAMES if method_named(n).single_score} == {"random", "mid-ppl"}
     assert method_named("less").aggregate_for(ScoringSpec(method="less")) == "subtask-max"
     assert method_named("rds+").aggregate_for(ScoringSpec(method="rds+")) == "mean"

@@ -89,9 +89,9 @@ def test_stage2_lowers_alignment_loss_and_changes_only_factors(objective):
 @pytest.mark.parametrize("objective", ["factors", "product"])
 def test_alignment_gradient_flows_through_the_mapped_targets(objective):
     """A and B inside G_t·Bᵀ and Aᵀ·G_t are not detached (docs/methods.md §2); the product's
-    gradient reaches both factors through δ' and h'. The autograd gradient must match a central difference of the loss: a detached
-    mapped target drops a term (~25 % of this directional derivative), a finite non-zero
-    gradient alone would not notice."""
+    gradient reaches both factors through δ' and h'. The autograd gradient must match a central
+    difference of the loss: a detached mapped target drops a term (~25 % of this directional
+    derivative), a finite non-zero gradient alone would not notice."""
     target = _tiny().double()
     proxy, _ = _svd_proxy(target)
     pairs = layer_pairs(target, proxy)
@@ -126,7 +126,8 @@ def test_product_gap_is_zero_when_the_proxy_is_the_target():
     from iprox_ray.proxy.compress import replace_module
 
     for name, m in select_modules(proxy, DEFAULT_LINEAR_PATTERNS):
-        replace_module(proxy, name, LowRankLinear.from_factors(m.weight.detach().clone(), torch.eye(m.in_features), None))
+        replace_module(proxy, name,
+                       LowRankLinear.from_factors(m.weight.detach().clone(), torch.eye(m.in_features), None))
     pairs = layer_pairs(target, proxy)
     _, gap, _ = alignment_loss(target, proxy, pairs, _batches(1)[0], 0.0, 2.0, "product")
     assert gap.item() == pytest.approx(0.0, abs=1e-5)

@@ -67,7 +67,8 @@ def test_kept_actors_switch_tasks_in_place_and_a_failed_switch_is_replaced(tmp_p
             second = _run(executor, LoggingTask("sketch", str(logs)))
             assert second == first and len(first) == 2  # the same two processes
             for pid in first:
-                assert (logs / f"{pid}.log").read_text().splitlines() == ["setup embed", "teardown embed", "setup sketch"]
+                assert (logs / f"{pid}.log").read_text().splitlines() == [
+                    "setup embed", "teardown embed", "setup sketch"]
             third = _run(executor, LoggingTask("score", str(logs), fail_setup_in=frozenset(first)))
             assert len(third) == 2 and not third & first  # fresh processes replaced both
         for pid in first:  # the refused switch had already torn the old task down

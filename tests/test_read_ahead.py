@@ -22,7 +22,8 @@ def pool(tmp_path, monkeypatch):
     store = SplitStore.create(tmp_path, "pool", SHARDS, S, D, attrs={"sketch_dtype": "int8"})
     rng = np.random.default_rng(0)
     for shard in range(SHARDS):
-        rows = {name: np.zeros(S, dtype=object if dtype is str else dtype) for name, dtype in store.row_arrays().items()}
+        rows = {name: np.zeros(S, dtype=object if dtype is str else dtype)
+                for name, dtype in store.row_arrays().items()}
         rows["written"] = rng.choice([0, OK], S).astype(np.uint8)
         rows["loss"] = rng.standard_normal(S).astype(np.float32)
         store.write_shard(shard, rng.standard_normal((S, D)).astype(np.float32), rows)

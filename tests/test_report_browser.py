@@ -136,7 +136,8 @@ def test_injected_markup_did_not_run(opened):
     first = page.locator("section#target-main table.top tbody tr").first  # the payloads shown as text
     assert first.locator("div.text").text_content().startswith(f"user {PAYLOADS[0]}")
     ids = page.locator("code[data-sample-id]").all_text_contents()
-    assert all(i.endswith(tuple(PAYLOADS)) for i in ids) and {i[-len(p):] for i in ids for p in PAYLOADS} >= set(PAYLOADS)
+    assert all(i.endswith(tuple(PAYLOADS)) for i in ids)
+    assert {i[-len(p):] for i in ids for p in PAYLOADS} >= set(PAYLOADS)
     assert page.locator("section#target-main svg text").filter(has_text=HOSTILE_DOMAIN).count() >= 1  # SVG labels too
 
 
@@ -145,7 +146,8 @@ def test_top_rows_are_the_selections_rank_one(opened, demo_run):
     for name in ("main", "prose"):
         selection = pq.read_table(demo_run / "selections" / name / "selection.parquet")
         first = page.locator(f"section#target-{name} table.top tbody tr").first
-        assert first.locator("code[data-sample-id]").get_attribute("data-sample-id") == selection.column("sample_id")[0].as_py()
+        assert (first.locator("code[data-sample-id]").get_attribute("data-sample-id")
+                == selection.column("sample_id")[0].as_py())
         assert page.locator(f'[data-key="{name}.selected"]').inner_text() == str(selection.num_rows)
         rows = page.locator(f"section#target-{name} table.top tbody tr")
         ids = [rows.nth(i).locator("code[data-sample-id]").inner_text() for i in range(rows.count())]

@@ -39,7 +39,8 @@ def subtask_job(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("methods")
     config = json.loads((REPO / "iprox_ray/demo/assets/model/config.json").read_text())
-    config.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    config.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
     (root / "model").mkdir()
     (root / "model" / "config.json").write_text(json.dumps(config))
     rows = make_pool(80)
@@ -48,7 +49,8 @@ def subtask_job(tmp_path_factory):
     target = _subtask_target(root / "data" / "target.jsonl")
     text = JOB_TEMPLATE.format(model=root / "model", tokenizer=TOKENIZER, pool='["data/pool-*.parquet"]', target=target,
                                k=9, executor="inline", actors=1, rows_per_shard=16)
-    (root / "job.toml").write_text(text.replace('rows_per_shard = 8\n', 'rows_per_shard = 8\nsubtask_column = "subtask"\n'))
+    (root / "job.toml").write_text(text.replace('rows_per_shard = 8\n',
+                                                'rows_per_shard = 8\nsubtask_column = "subtask"\n'))
     runs = {}
 
     def run(*overrides: str):
@@ -220,7 +222,8 @@ def test_influence_distillation_second_order_term(subtask_job):
     weights = lambda_bisection(values, 9, float(n_valid)).weights
     ctx = RunContext(load_job(run_dir.parent / "job.toml", list(overrides)), RunLayout(run_dir), quiet=True)
     ref = ModelRef("proxy", run_dir / "proxy")
-    pool, target = SplitStore.open(run_dir / "store.zarr", "pool"), SplitStore.open(run_dir / "store.zarr", "targets/main")
+    pool = SplitStore.open(run_dir / "store.zarr", "pool")
+    target = SplitStore.open(run_dir / "store.zarr", "targets/main")
     t_rows = np.flatnonzero(root["targets/main"]["written"][:] == OK)
     direction = second_order_direction(ctx, ref, pool, target, "targets/main", t_rows, rows[:9], weights)
     landmarks = root["landmarks/pool"][:]
@@ -228,7 +231,8 @@ def test_influence_distillation_second_order_term(subtask_job):
     emb = root["embeddings/jvp/pool"]["embedding"][:]
     c_L = unit_rows(root["pool"]["sketch"][:][used]) @ direction.astype(np.float32)
     c_hat = krr.fit(emb[used], c_L, "rbf", 0.01).predict(emb[ok])[:, 0]
-    np.testing.assert_allclose((first[ok] - second[ok]) / (50.0 / n_valid), c_hat, rtol=2e-3, atol=1e-4 * np.abs(c_hat).max())
+    np.testing.assert_allclose((first[ok] - second[ok]) / (50.0 / n_valid), c_hat, rtol=2e-3,
+                               atol=1e-4 * np.abs(c_hat).max())
     assert root["scores/main"].attrs["second_order"]["iterations"] == 1
     chosen = [r["store_row"] for r in _selection(run_dir)]
     assert chosen == _topk_reference(second, 9).tolist()
@@ -238,6 +242,7 @@ def test_second_order_with_another_method_is_refused_before_any_work(tmp_path, m
     from iprox_ray.cli.main import main
 
     path = make_job()
-    assert main(["run", str(path), "--run-dir", str(tmp_path / "r"), "-q", "--set", "scoring.second_order.enabled=true"]) == 2
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "r"), "-q",
+                 "--set", "scoring.second_order.enabled=true"]) == 2
     assert "scoring.second_order needs" in capsys.readouterr().err
     assert not (tmp_path / "r" / "completions").exists()

@@ -107,7 +107,8 @@ def test_factored_approximation_error_is_measured_and_bounded(setup, mode, media
     patterns = patterns_for("gpt2")
     adam = AdamFeatures(state, select_modules(model, patterns), mode)
     approx = KroneckerSketcher(copy.deepcopy(model), patterns, 8, 8, seed=1, adam=adam).sketch(*batch).sketch
-    exact = KroneckerSketcher(copy.deepcopy(model), patterns, 8, 8, seed=1, adam=adam, adam_exact=True).sketch(*batch).sketch
+    exact = KroneckerSketcher(copy.deepcopy(model), patterns, 8, 8, seed=1, adam=adam,
+                              adam_exact=True).sketch(*batch).sketch
     rel = (approx - exact).norm(dim=1) / exact.norm(dim=1)
     cos = torch.nn.functional.cosine_similarity(approx, exact)
     assert 0 < rel.median() < median_bound, rel.tolist()  # an approximation, and not a wild one

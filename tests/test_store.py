@@ -102,7 +102,8 @@ def test_checkpoint_arrays_follow_the_schema(tmp_path):
     from iprox_ray.store.sketch_store import PER_CHECKPOINT, checkpoint_array
 
     schema = json.loads((REPO / "storage_schema" / "v2.json").read_text())
-    attrs = {"checkpoints": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.25}, {"name": "c", "weight": 0.25}]}
+    attrs = {"checkpoints": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.25},
+                             {"name": "c", "weight": 0.25}]}
     store = SplitStore.create(tmp_path / "s.zarr", "pool", 2, 4, 3, attrs)
     extra = set(store.group.array_keys()) - set(schema["split_groups"]["arrays"])
     documented = {n.replace("<c>", str(c)) for n in schema["checkpoint_arrays"]["names"] for c in (1, 2)

@@ -35,7 +35,8 @@ def test_jsonl_subset_keeps_the_original_lines(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines))  # no trailing newline on the last line
     manifest = _manifest(tmp_path, "in.jsonl")
-    out = write_subset(_selection(tmp_path, [("r9", path, 9), ("r10", path, 10), ("r2", path, 2)]), manifest, tmp_path / "o" / "selected")
+    out = write_subset(_selection(tmp_path, [("r9", path, 9), ("r10", path, 10), ("r2", path, 2)]), manifest,
+                       tmp_path / "o" / "selected")
     assert out.read_text().splitlines() == [lines[9], lines[10], lines[2]]
 
 
@@ -44,7 +45,8 @@ def test_parquet_subset_across_files_in_rank_order(tmp_path):
     a = write_parquet(rows[:10], tmp_path / "a.parquet")
     b = write_parquet(rows[10:], tmp_path / "b.parquet")
     manifest = _manifest(tmp_path, "*.parquet")
-    out = write_subset(_selection(tmp_path, [("x", b, 3), ("y", a, 0), ("z", b, 0)]), manifest, tmp_path / "o" / "selected")
+    out = write_subset(_selection(tmp_path, [("x", b, 3), ("y", a, 0), ("z", b, 0)]), manifest,
+                       tmp_path / "o" / "selected")
     assert pq.read_table(out).column("id").to_pylist() == [rows[13]["id"], rows[0]["id"], rows[10]["id"]]
 
 
@@ -121,7 +123,8 @@ def test_a_selection_that_does_not_fit_the_manifest_is_refused(tmp_path):
     with pytest.raises(CorpusError, match=r"asks for row 10 of .*a.parquet, which has 10 rows"):
         write_subset(_selection(tmp_path, [("x", path, 10)]), manifest, tmp_path / "o" / "selected")
     with pytest.raises(CorpusError, match="other.parquet, which is not an input"):
-        write_subset(_selection(tmp_path, [("x", tmp_path / "other.parquet", 0)]), manifest, tmp_path / "o" / "selected")
+        write_subset(_selection(tmp_path, [("x", tmp_path / "other.parquet", 0)]), manifest,
+                     tmp_path / "o" / "selected")
 
 
 def test_an_empty_selection_writes_an_empty_file_with_the_columns(tmp_path):

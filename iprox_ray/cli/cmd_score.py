@@ -8,11 +8,13 @@ from iprox_ray.cli.common import known_failures
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("score", help="score a new target set against a finished run's pool (sketches only the target)")
+    parser = sub.add_parser("score",
+                            help="score a new target set against a finished run's pool (sketches only the target)")
     parser.add_argument("run_dir", help="a run directory whose pool is finished")
     parser.add_argument("--target", nargs="+", required=True, metavar="PATH",
                         help="target files / globs / save_to_disk folders (read with the run's data.target columns)")
-    parser.add_argument("--name", help="target name: store group targets/<name>, selections/<name>/ (default: file stem)")
+    parser.add_argument("--name",
+                        help="target name: store group targets/<name>, selections/<name>/ (default: file stem)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override data.target.*, selection.* or scoring settings that do not touch the pool")
     parser.add_argument("--cluster", help="cluster profile TOML (default: the run's)")

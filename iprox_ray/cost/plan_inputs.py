@@ -49,7 +49,8 @@ def sample_inputs(job: JobSpec, needs, sample_rows: int, run_dir: Path | None, n
     return Inputs(samples, share, max(1, len(job.sketch.checkpoints)), seed, encoders[POOL].tokenizer.pad_token_id)
 
 
-def split_costs(job: JobSpec, inputs: Inputs, dim: int, dtype: str) -> tuple[list[SplitCost], dict[str, dict[int, float]]]:
+def split_costs(job: JobSpec, inputs: Inputs, dim: int,
+                dtype: str) -> tuple[list[SplitCost], dict[str, dict[int, float]]]:
     """(each split's counts and sketch bytes at the store's `dtype`, each shard's padded tokens by
     split) at the job's budget."""
     costs, padded_by_split = [], {}

@@ -32,8 +32,9 @@ def driver_peak(job: JobSpec, base_bytes: int, target_bytes: int, proxy_built_he
 
     warm-up: `warmup_bytes` as measured (cost.driver_steps), else the model, its gradients and two
     Adam moments (4x the weights) plus one batch of activations at batch_size x max_length;
-    proxy/fidelity: target and proxy side by side plus a batch at the token budget; scoring: the target's fp32 sketches, one pool shard in fp32 and the
-    per-row score arrays (and round-robin's per-example candidates)."""
+    proxy/fidelity: target and proxy side by side plus a batch at the token budget; scoring: the
+    target's fp32 sketches, one pool shard in fp32 and the per-row score arrays (and round-robin's
+    per-example candidates)."""
     steps = {}
     if job.warmup.enabled and not job.warmup.checkpoint:
         steps["warm-up"] = warmup_bytes if warmup_bytes is not None else \

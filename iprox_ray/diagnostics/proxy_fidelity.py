@@ -49,7 +49,8 @@ def sketch_rows(model: torch.nn.Module, encoded, s: SketchSpec, pad_id: int) -> 
     start = time.perf_counter()
     try:
         for batch in make_batches(encoded, s.token_budget, s.max_batch_rows, pad_id):
-            result = sketcher.sketch(*(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.trainable)))
+            result = sketcher.sketch(*(torch.from_numpy(a)
+                                       for a in (batch.input_ids, batch.attention_mask, batch.trainable)))
             out[batch.rows] = result.sketch.cpu().numpy()
             tokens += batch.n_tokens
     finally:
@@ -128,7 +129,8 @@ def fidelity_report(ctx: RunContext, warmed_dir: Path, proxy: ModelRef) -> dict:
                       "device": device_kind(_on_gpu(full)), "store_dtype": ctx.job.store.sketch_dtype},
         **_build_info(proxy),
         "exact": exact,
-        "points": {"target": _finite_list(full_scores), "proxy": _finite_list(proxy_scores)},  # the HTML report's scatter
+        # the HTML report's scatter
+        "points": {"target": _finite_list(full_scores), "proxy": _finite_list(proxy_scores)},
         "key": key,
     }
     report["pays"], report["verdict"] = verdict(report, spec)
@@ -232,7 +234,8 @@ def format_report(r: dict) -> str:
         f"  parameters {p['proxy']:,} / {p['target']:,} ({p['proxy'] / p['target']:.2f}x)   "
         f"forward FLOPs/token {f['proxy'] / f['target']:.2f}x   "
         f"sketch throughput {t['proxy']:,.0f} vs {t['target']:,.0f} tokens/s ({t['proxy'] / t['target']:.2f}x"
-        + (f"; FLOP-bound {r['flop_bound_speedup']:.2f}x, so {t['proxy'] / t['target'] / r['flop_bound_speedup']:.0%} of it"
+        + (f"; FLOP-bound {r['flop_bound_speedup']:.2f}x, "
+           f"so {t['proxy'] / t['target'] / r['flop_bound_speedup']:.0%} of it"
            if r.get("flop_bound_speedup") else "") + ")"
         + (f"   proxy build {r['build_seconds']:.1f}s" if r.get("build_seconds") is not None else ""),
         *([] if not r.get("exact") else [
@@ -244,7 +247,8 @@ def format_report(r: dict) -> str:
         _stage2_line(r),
         _precision_line(r),
         f"  {r['verdict']}" if r.get("verdict") else "",
-        f"  scatter plot: {r['plot']}" + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
+        f"  scatter plot: {r['plot']}"
+        + ("   (computed by an earlier attempt with the same settings)" if r.get("reused") else ""),
     ] if line)
 
 

@@ -68,7 +68,8 @@ def load_target_job(layout: RunLayout, target_paths: list[str], overrides: list[
                     Path(cluster_profile) if cluster_profile else None)
     changed = diff_keys(_without(config["science"], FREE_KEYS), _without(job.science(), FREE_KEYS))
     if changed:
-        raise RescoreError(f"a new target may not change what decided the pool's store (changed: {', '.join(changed)}); "
+        raise RescoreError("a new target may not change what decided the pool's store "
+                           f"(changed: {', '.join(changed)}); "
                            f"only {', '.join(FREE_KEYS)} may differ")
     return job, config
 
@@ -97,7 +98,8 @@ def check_pool_ready(run: Run) -> None:
         raise RescoreError(f"{method.name} needs the landmarks' sketches; this run sketched {sketched}")
     for kind in needs.embeddings:
         if len(embed_markers(ctx, kind, POOL).done_ids()) < pool.n_shards:
-            raise RescoreError(f"{method.name} needs {kind} embeddings of the whole pool; this run has not computed them")
+            raise RescoreError(f"{method.name} needs {kind} embeddings of the whole pool; "
+                               "this run has not computed them")
 
 
 def score_target(run_dir: Path, target_paths: list[str], name: str | None = None, overrides: list[str] | None = None,
@@ -110,13 +112,15 @@ def score_target(run_dir: Path, target_paths: list[str], name: str | None = None
     job, _ = load_target_job(layout, target_paths, overrides or [], cluster_profile)
     split = target_split(name)
     record = {"name": name, "paths": list(job.data.target.paths),
-              "fingerprint": fingerprint({"target": job.science()["data"]["target"], "selection": job.science()["selection"],
+              "fingerprint": fingerprint({"target": job.science()["data"]["target"],
+                                          "selection": job.science()["selection"],
                                           "scoring": job.science()["scoring"]})}
     with attach_run(job, layout, quiet, break_lock) as ctx:
         run = Run(ctx)
         check_pool_ready(run)
         check_model_files(job)
-        swapped = changed_inputs(read_json(layout.config).get("inputs", {}), input_fingerprints(job, layout.file_hashes))
+        swapped = changed_inputs(read_json(layout.config).get("inputs", {}),
+                                 input_fingerprints(job, layout.file_hashes))
         if swapped:
             raise RescoreError(f"the model files changed since the pool was sketched ({'; '.join(swapped[:4])}): "
                                "a target sketched now would not match the pool; restore them")

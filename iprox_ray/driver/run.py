@@ -33,7 +33,9 @@ from iprox_ray.stages.sketch import RowSubset, run_sketch
 from iprox_ray.tasks.sketch_budget import budget_summary
 from iprox_ray.stages.subset import write_subset
 from iprox_ray.store.atomic import remove_tree_inside
-from iprox_ray.store.layout import POOL, RunLayout, embedding_group, split_stages, target_arrays, target_split, target_stages
+from iprox_ray.store.layout import (
+    POOL, RunLayout, embedding_group, split_stages, target_arrays, target_split, target_stages,
+)
 from iprox_ray.store.sketch_store import open_root
 
 NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")

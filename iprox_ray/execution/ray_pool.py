@@ -86,7 +86,8 @@ class RayActorPoolExecutor:
                 ray.get(call)
                 ready.append(actor)
             except (RayActorError, WorkerCrashedError, RayTaskError) as exc:
-                log.warning("a kept actor could not switch to %s (%s); starting a fresh one", task.name, short_error(exc))
+                log.warning("a kept actor could not switch to %s (%s); starting a fresh one",
+                            task.name, short_error(exc))
                 self._shutdown([actor])
                 self.slots.pop(actor, None)
         ready += [self._spawn(task) for _ in range(max(0, wanted - len(ready)))]

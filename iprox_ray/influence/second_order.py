@@ -42,7 +42,8 @@ def _as_out_in(model: nn.Module, key: str, grad: torch.Tensor) -> torch.Tensor:
     return grad.t() if grad.ndim == 2 and not isinstance(owner, nn.Linear) else grad
 
 
-def weighted_gradient(model: nn.Module, names: list[str], batches: Iterable[tuple[Batch, torch.Tensor]]) -> list[torch.Tensor]:
+def weighted_gradient(model: nn.Module, names: list[str],
+                      batches: Iterable[tuple[Batch, torch.Tensor]]) -> list[torch.Tensor]:
     """Σ_i c_i ∇ ℓ_i for each named parameter (linears [d_out, d_in]); (batch, coefficient) pairs."""
     weights = module_weights(model, names)
     total = [torch.zeros_like(w, dtype=torch.float32) for w in weights]

@@ -67,7 +67,10 @@ class ScoringMethod:
     def embed_jobs(self, splits: list[str]) -> list[tuple[str, str]]:
         """(kind, split) embedding passes over these splits."""
         kinds = dict.fromkeys(self.needs.embeddings + self.needs.target_embeddings)
-        wanted = lambda kind, split: kind in (self.needs.embeddings if split == POOL else self.needs.target_embeddings)
+
+        def wanted(kind: str, split: str) -> bool:
+            return kind in (self.needs.embeddings if split == POOL else self.needs.target_embeddings)
+
         return [(kind, split) for kind in kinds for split in splits if wanted(kind, split)]
 
     def usable_target_rows(self, ctx: RunContext, target: SplitStore, split: str) -> np.ndarray:

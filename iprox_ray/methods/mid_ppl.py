@@ -121,4 +121,5 @@ class MidPpl(ScoringMethod):
     def build_scorer(self, inputs: TargetInputs) -> Scorer:
         spec, selection = inputs.ctx.job.scoring, inputs.ctx.job.selection
         k = selection.size_for(count_valid(inputs.pool))  # exact ranks only where a selection of k can reach
-        return MidPplScorer.build(inputs.pool, spec.mid_ppl_center, keep=k + 1 if selection.strategy == "weights" else k)
+        return MidPplScorer.build(inputs.pool, spec.mid_ppl_center,
+                                  keep=k + 1 if selection.strategy == "weights" else k)

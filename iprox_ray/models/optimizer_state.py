@@ -63,7 +63,8 @@ class AdamState:
     def from_torch(cls, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> "AdamState":
         """From a live torch Adam/AdamW; `names` maps id(param) -> parameter name."""
         group = optimizer.param_groups[0]
-        state = cls(0, tuple(group["betas"]), group["eps"], group.get("initial_lr", group["lr"]), group.get("weight_decay", 0.0))
+        state = cls(0, tuple(group["betas"]), group["eps"], group.get("initial_lr", group["lr"]),
+                    group.get("weight_decay", 0.0))
         for group in optimizer.param_groups:
             for param in group["params"]:
                 slot = optimizer.state.get(param)

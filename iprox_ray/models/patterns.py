@@ -62,7 +62,8 @@ def select_modules(model: nn.Module, patterns: list[str], expand_lowrank: bool =
         elif is_linear_like(module) or isinstance(module, LowRankLinear):
             chosen.append((name, module))
     if not chosen:
-        raise ValueError(f"no linear module matches {patterns}; first names: {[n for n, _ in model.named_modules()][:8]}")
+        raise ValueError(f"no linear module matches {patterns}; "
+                         f"first names: {[n for n, _ in model.named_modules()][:8]}")
     return chosen
 
 

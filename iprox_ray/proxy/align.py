@@ -70,7 +70,8 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def kl_loss(target_logits: torch.Tensor, proxy_logits: torch.Tensor, trainable: torch.Tensor, tau: float) -> torch.Tensor:
+def kl_loss(target_logits: torch.Tensor, proxy_logits: torch.Tensor, trainable: torch.Tensor,
+            tau: float) -> torch.Tensor:
     """τ² · mean over the positions that predict a trainable token of KL(target ‖ proxy).
 
     Only those positions are normalised ([n, V], not [B, T, V]: the vocabulary makes the rest
@@ -145,7 +146,8 @@ def alignment_loss(
         g_t = _dense_weight_grad(pair.target, t_grads[i]).detach().float()
         a, b = pair.proxy.A.weight, pair.proxy.B.weight
         cos_a = F.cosine_similarity(p_grads[i].float().flatten(), (g_t @ b.float().T).flatten(), dim=0, eps=COSINE_EPS)
-        cos_b = F.cosine_similarity(p_grads[n + i].float().flatten(), (a.float().T @ g_t).flatten(), dim=0, eps=COSINE_EPS)
+        cos_b = F.cosine_similarity(p_grads[n + i].float().flatten(), (a.float().T @ g_t).flatten(), dim=0,
+                                    eps=COSINE_EPS)
         per_layer.append(0.5 * ((1 - cos_a) + (1 - cos_b)))
     return _total(per_layer, t_logits, p_logits, trainable, lambda_kl, tau)
 

@@ -55,7 +55,8 @@ def load_proxy(folder: Path, dtype: str = "float32", attn: str = "sdpa") -> torc
     state = load_file(str(folder / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
-        raise RuntimeError(f"proxy at {folder} does not fit its architecture: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"proxy at {folder} does not fit its architecture: "
+                           f"missing {missing}, unexpected {unexpected}")
     if read_manifest(folder).get("factor_form") != FACTOR_FORM:
         balance_lowrank(model)
     return model.eval()

@@ -33,7 +33,8 @@ class BuiltProxy:
     stage2: AlignReport | None
 
 
-def collect_probes(target: nn.Module, spec: ProxySpec, batches: Sequence[Batch], n_rows: int, seed: int) -> ProbeCollector:
+def collect_probes(target: nn.Module, spec: ProxySpec, batches: Sequence[Batch], n_rows: int,
+                   seed: int) -> ProbeCollector:
     """Second moments of the inputs and output gradients of every module IPSVD compresses."""
     modules = select_modules(target, spec.modules)
     collector = ProbeCollector(modules, spec.max_probe_columns, n_rows, seed, spec.probe_loss)
@@ -93,7 +94,8 @@ def make_proxy(
             moments = collect_probes(target, spec, probe_batches, n_probe_rows, seed + 4).moments
         if spec.method == "ipsvd" and spec.rank_rule == "global":
             every = [LayerPlan(p.name, p.d_out, p.d_in, 1) for p in plans]  # the rule decides what stays dense
-            plans = compress_global(proxy, every, moments, spec.rho, spec.rank_multiple, spec.ridge, spec.relative_ridge)
+            plans = compress_global(proxy, every, moments, spec.rho, spec.rank_multiple, spec.ridge,
+                                    spec.relative_ridge)
         else:
             compress(proxy, plans, spec.method, moments, spec.ridge, seed=seed + 5, relative_ridge=spec.relative_ridge)
         del moments  # the probe moments (GBs on a real model) are not needed by stage 2
@@ -114,7 +116,8 @@ def stage2_summary(stage2: dict) -> str:
     """One phrase for a saved stage-2 record: its held-out objective and where it stopped."""
     held = stage2.get("heldout") or {}
     first, best = held.get("first") or {}, held.get("best") or {}
-    kept = f"kept step {stage2.get('best_step', stage2['steps'])} of {stage2['steps']}" + (", stopped early" if stage2.get("stopped_early") else "")
+    kept = (f"kept step {stage2.get('best_step', stage2['steps'])} of {stage2['steps']}"
+            + (", stopped early" if stage2.get("stopped_early") else ""))
     objective = (stage2.get("settings") or {}).get("objective", "?")
     return (f"stage 2 ({objective}): held-out objective {first.get('total', float('nan')):.4f} -> "
             f"{best.get('total', float('nan')):.4f} ({kept}) in {stage2['seconds']:.1f}s")

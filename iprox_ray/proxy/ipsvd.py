@@ -90,7 +90,8 @@ def allocate_ranks(spectra: dict[str, tuple[torch.Tensor, int, int]], rho: float
     """
     budget = (1.0 - rho) * sum(m * n for _, m, n in spectra.values())
     names = list(spectra)
-    gains = np.concatenate([(spectra[k][0].double() ** 2 / (spectra[k][1] + spectra[k][2])).cpu().numpy() for k in names])
+    gains = np.concatenate([(spectra[k][0].double() ** 2 / (spectra[k][1] + spectra[k][2])).cpu().numpy()
+                            for k in names])
     owner = np.concatenate([np.full(len(spectra[k][0]), i) for i, k in enumerate(names)])
     index = np.concatenate([np.arange(len(spectra[k][0])) for k in names])
     cost = [spectra[k][1] + spectra[k][2] for k in names]

@@ -45,7 +45,8 @@ class AlignReport:
 
     def summary(self) -> dict:
         first, last = (self.history[0], self.history[-1]) if self.history else ({}, {})
-        held = {"first": self.heldout[0], "best": self.best_heldout(), "last": self.heldout[-1]} if self.heldout else None
+        held = ({"first": self.heldout[0], "best": self.best_heldout(), "last": self.heldout[-1]}
+                if self.heldout else None)
         return {"steps": self.steps, "seconds": round(self.seconds, 3), "first": first, "last": last,
                 "heldout": held, "best_step": self.best_step, "stopped_early": self.stopped_early,
                 "settings": self.settings}

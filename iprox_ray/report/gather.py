@@ -50,7 +50,8 @@ class ReportData:
 
 def _from_selection(record: dict) -> ExampleRow:
     return ExampleRow(int(record["store_row"]), str(record["sample_id"]), str(record["domain"] or ""),
-                      float(record["score"]), int(record["rank"]), str(record["source_file"]), int(record["source_row"]))
+                      float(record["score"]), int(record["rank"]), str(record["source_file"]),
+                      int(record["source_row"]))
 
 
 def _below_rows(pool: SplitStore, manifest: Manifest | None, rows: np.ndarray, scores: np.ndarray,
@@ -96,7 +97,8 @@ def gather(run: RunFiles, n_examples: int = EXAMPLES, read_rows: int | None = No
         statuses[POOL] = stats.status
     for t in run.targets:
         try:
-            statuses[t.split] = split_status(SplitStore.open(run.layout.store, target_split(t.name), mode="r"), read_rows)
+            statuses[t.split] = split_status(SplitStore.open(run.layout.store, target_split(t.name), mode="r"),
+                                             read_rows)
         except (StoreMismatchError, KeyError):
             pass
     manifest = load_manifest(run.layout, POOL)

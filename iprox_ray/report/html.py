@@ -66,19 +66,23 @@ def png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
+# One rule per line; a long rule continues after a backslash-newline (not part of the string).
 CSS = """
 :root { --ink:#1d232b; --muted:#5b6672; --line:#dde2e8; --bg:#f6f7f9; --card:#fff; --accent:#0072B2; --warn:#b3261e; }
 * { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color:var(--ink); background:var(--bg); }
+body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color:var(--ink); \
+background:var(--bg); }
 header { background:#17324d; color:#fff; padding:18px 28px 14px; }
 header h1 { margin:0 0 4px; font-size:21px; font-weight:600; }
 header .sub { color:#c8d6e5; font-size:13px; }
-.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; margin-left:8px; vertical-align:2px; }
+.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; margin-left:8px; \
+vertical-align:2px; }
 .badge.ok { background:#2e7d32; } .badge.partial { background:#c77700; }
 nav { position:sticky; top:0; z-index:2; background:#fff; border-bottom:1px solid var(--line); padding:6px 28px; }
 nav a { color:var(--accent); text-decoration:none; margin-right:16px; font-size:13px; }
 main { max-width:1220px; margin:0 auto; padding:10px 28px 40px; }
-section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 20px 18px; margin:16px 0; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 20px 18px; \
+margin:16px 0; }
 h2 { font-size:17px; margin:0 0 10px; padding-bottom:6px; border-bottom:1px solid var(--line); }
 h3 { font-size:14px; margin:16px 0 6px; color:#2b3a4a; }
 table { border-collapse:collapse; margin:4px 0 8px; font-size:13px; }
@@ -91,18 +95,22 @@ table.rows td { font-size:12.5px; }
 table.rows th:nth-child(1) { width:52px; } table.rows th:nth-child(2) { width:74px; }
 table.rows th:nth-child(3) { width:170px; } table.rows th:nth-child(4) { width:130px; }
 table.rows th:nth-child(5) { width:150px; }
-table.rows td:nth-child(3), table.rows td:nth-child(4), table.rows td:nth-child(5) { word-break:break-word; overflow-wrap:anywhere; }
-.text { white-space:pre-wrap; word-break:break-word; font:12px/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; color:#2b2f33; max-height:9.5em; overflow:auto; }
+table.rows td:nth-child(3), table.rows td:nth-child(4), table.rows td:nth-child(5) { word-break:break-word; \
+overflow-wrap:anywhere; }
+.text { white-space:pre-wrap; word-break:break-word; font:12px/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; \
+color:#2b2f33; max-height:9.5em; overflow:auto; }
 .text .role { font-weight:700; color:#17324d; text-transform:uppercase; font-size:10.5px; letter-spacing:.04em; }
 .unavailable { color:var(--muted); font-style:italic; }
 code, .mono { font-family:ui-monospace, "SFMono-Regular", Menlo, monospace; font-size:12.5px; }
-pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; padding:10px 12px; overflow:auto; font-size:12.5px; line-height:1.4; }
+pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; padding:10px 12px; overflow:auto; \
+font-size:12.5px; line-height:1.4; }
 #summary-text { white-space:pre-wrap; max-height:420px; }
 .note { color:var(--muted); margin:0 0 8px; font-size:13px; }
 .missing { color:var(--warn); margin:4px 0; }
 .banner { border:1px solid #e0a100; background:#fff8e1; border-radius:8px; padding:10px 16px; margin:16px 0; }
 .banner ul { margin:4px 0 0 18px; padding:0; }
-.verdict { font-weight:600; padding:8px 12px; border-radius:6px; background:#eef4fa; border-left:4px solid var(--accent); margin:8px 0; }
+.verdict { font-weight:600; padding:8px 12px; border-radius:6px; background:#eef4fa; \
+border-left:4px solid var(--accent); margin:8px 0; }
 .verdict.bad { background:#fdecea; border-left-color:var(--warn); }
 .cards { display:flex; flex-wrap:wrap; gap:10px; margin:4px 0 10px; }
 .card { border:1px solid var(--line); border-radius:6px; padding:6px 12px; min-width:120px; background:#fafbfc; }
@@ -112,7 +120,8 @@ pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; paddi
 .multiples { display:flex; flex-wrap:wrap; gap:6px 14px; }
 .multiples figure { margin:0; } .multiples figcaption { font-size:12px; color:var(--muted); }
 svg.chart { max-width:100%; height:auto; display:block; }
-button.copy { float:right; margin:-4px 0 4px 8px; font-size:12px; padding:3px 10px; border:1px solid var(--line); border-radius:5px; background:#fff; cursor:pointer; }
+button.copy { float:right; margin:-4px 0 4px 8px; font-size:12px; padding:3px 10px; border:1px solid var(--line); \
+border-radius:5px; background:#fff; cursor:pointer; }
 details summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 .side { display:grid; grid-template-columns:repeat(auto-fit, minmax(330px, 1fr)); gap:14px; }
 """

@@ -111,7 +111,8 @@ def _fidelity_expected(spec: dict) -> tuple[bool, bool]:
     method = spec.get("proxy", {}).get("method", "none")
     landmarks = spec.get("scoring", {}).get("method") == "influence-distillation"
     # 'auto' always checks its candidate: that report is what chose the model
-    return (enabled and method != "none") or auto_checks_candidate(method, _has_checkpoints(spec)), enabled and landmarks
+    return ((enabled and method != "none") or auto_checks_candidate(method, _has_checkpoints(spec)),
+            enabled and landmarks)
 
 
 def _has_checkpoints(spec: dict) -> bool:

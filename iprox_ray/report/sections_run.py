@@ -36,7 +36,8 @@ def banner(data: ReportData) -> str:
     if data.run.finished:
         return ""
     items = "".join(f"<li>{esc(m)}</li>" for m in data.run.missing)
-    return (f'<div class="banner" id="missing"><strong>This run is not finished: the report shows what exists.</strong> '
+    return ('<div class="banner" id="missing">'
+            "<strong>This run is not finished: the report shows what exists.</strong> "
             f"Missing:<ul>{items}</ul></div>")
 
 
@@ -59,7 +60,8 @@ def _model_rows(run) -> list[tuple[str, str]]:
     model = spec.get("model", {})
     rows = [("run name", esc(run.name)), ("run directory", f"<code>{esc(run.layout.root)}</code>"),
             ("config fingerprint", f"<code>{esc(run.config.get('fingerprint'))}</code>"),
-            ("model", f"<code>{esc(model.get('path'))}</code> ({esc(model.get('init'))}, {esc(model.get('dtype', ''))})")]
+            ("model", f"<code>{esc(model.get('path'))}</code> "
+                      f"({esc(model.get('init'))}, {esc(model.get('dtype', ''))})")]
     for key, value in sorted((run.config.get("inputs") or {}).items()):
         rows.append((f"{key} files", _file_digests(value)))
     warm = stages.get(WARMUP_STAGE)
@@ -70,7 +72,8 @@ def _model_rows(run) -> list[tuple[str, str]]:
     method = spec.get("proxy", {}).get("method")
     text = esc(method)
     if proxy and proxy.get("proxy_parameters"):
-        text += (f" ρ={esc(proxy.get('rho'))}: {num(proxy['proxy_parameters'])} of {num(proxy.get('target_parameters'))} "
+        text += (f" ρ={esc(proxy.get('rho'))}: {num(proxy['proxy_parameters'])} "
+                 f"of {num(proxy.get('target_parameters'))} "
                  f"parameters, built in {num(proxy.get('stage1_seconds'))}s")
     rows.append(("proxy", text))
     pool = run.pool()
@@ -114,7 +117,8 @@ def stage_section(data: ReportData) -> str:
         body.append(missing("no stage times yet: the run has not written its summary"))
     markers = sorted(run.stages.items(), key=lambda kv: kv[1].get("finished_at", 0))
     body.append("<details><summary>stage markers (stages/*.json)</summary>" + table(
-        ["stage", "finished at"], [[esc(name), esc(when(info.get("finished_at")))] for name, info in markers]) + "</details>")
+        ["stage", "finished at"], [[esc(name), esc(when(info.get("finished_at")))] for name, info in markers])
+        + "</details>")
     splits = run.status.get("splits", {})
     if splits:
         body.append("<h3>Sharded passes</h3>" + table(
@@ -145,8 +149,10 @@ def rows_section(data: ReportData) -> str:
         for (split, reason), n in sorted(q.counts.items(), key=lambda kv: (-kv[1], kv[0])):
             examples = "<br>".join(
                 f"<code>{esc(r['sample_id'] or '–')}</code> {esc(short_path(r['file']))}:{num(r['row'])} "
-                f"<span class=\"unavailable\">{esc(r['detail'] or '')}</span>" for r in q.examples.get((split, reason), []))
-            reasons.append([esc(split_label(split)), f"<code>{esc(reason)}</code>", f'<span class="n">{num(n)}</span>', examples])
+                f"<span class=\"unavailable\">{esc(r['detail'] or '')}</span>"
+                for r in q.examples.get((split, reason), []))
+            reasons.append([esc(split_label(split)), f"<code>{esc(reason)}</code>", f'<span class="n">{num(n)}</span>',
+                            examples])
         body.append("<h3>Quarantine reasons</h3>" + table(["split", "reason", "rows", "examples"], reasons,
                                                           attrs='id="quarantine-table"'))
     else:

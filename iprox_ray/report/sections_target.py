@@ -57,9 +57,11 @@ def _histograms(data: ReportData, t: TargetFiles, view: TargetView) -> str:
     for label, counts, fill in layers:
         index = data.pool.domains.index(label) if label in data.pool.domains else None
         chosen = view.selection.domains.get(label, 0) if view.selection is not None and index is not None else None
-        caption = f"{esc(label)}: {num(int(counts.sum()))} rows" + (f", {num(chosen)} selected" if chosen is not None else "")
-        small.append(f"<figure>{histogram(score.edges, [(label, counts, fill)], cutoff=cutoff, width=300, height=150, xlabel='score', ylabel='rows', show_legend=False)}"
-                     f"<figcaption>{caption}</figcaption></figure>")
+        caption = (f"{esc(label)}: {num(int(counts.sum()))} rows"
+                   + (f", {num(chosen)} selected" if chosen is not None else ""))
+        chart = histogram(score.edges, [(label, counts, fill)], cutoff=cutoff, width=300, height=150,
+                          xlabel="score", ylabel="rows", show_legend=False)
+        small.append(f"<figure>{chart}<figcaption>{caption}</figcaption></figure>")
     out.append('<h3>Per domain</h3><div class="multiples">' + "".join(small) + "</div>")
     return "".join(out)
 
@@ -73,7 +75,8 @@ def _shares(data: ReportData, view: TargetView) -> str:
     labels = sorted(set(pool) | set(chosen), key=lambda d: (-chosen.get(d, 0), -pool.get(d, 0), d))
     rows = [(d, pool.get(d, 0.0), chosen.get(d, 0.0)) for d in labels]
     listing = table(["domain", "pool", "selection"],
-                    [[esc(d), f'<span class="n">{pct(a)}</span>', f'<span class="n">{pct(b)}</span>'] for d, a, b in rows],
+                    [[esc(d), f'<span class="n">{pct(a)}</span>', f'<span class="n">{pct(b)}</span>']
+                     for d, a, b in rows],
                     "shares", attrs=f'data-target="{esc(view.name)}"')
     return f'<h3>Domain share, pool vs selection</h3><div class="grid">{share_bars(rows)}{listing}</div>'
 
@@ -105,9 +108,11 @@ def target_section(data: ReportData, t: TargetFiles) -> str:
         n = len(view.top)
         body.append(f"<h3>Top {n} selected rows</h3>" + _rows_table(view.top, "top"))
         if view.bottom:
-            body.append(f"<h3>Bottom {len(view.bottom)} selected rows (just above the cut)</h3>" + _rows_table(view.bottom, "bottom"))
+            body.append(f"<h3>Bottom {len(view.bottom)} selected rows (just above the cut)</h3>"
+                        + _rows_table(view.bottom, "bottom"))
         if view.below:
-            body.append(f"<h3>Best {len(view.below)} rows just below the cut (not selected)</h3>" + _rows_table(view.below, "below"))
+            body.append(f"<h3>Best {len(view.below)} rows just below the cut (not selected)</h3>"
+                        + _rows_table(view.below, "below"))
         else:
             body.append('<p class="note">No valid row was left out of the selection.</p>')
     title = "Target: main (the job's own target set)" if t.name == MAIN_TARGET else f"Target: {t.name}"
@@ -129,9 +134,11 @@ def compare_section(data: ReportData) -> str:
     if chosen and data.pool is not None:
         total = max(1, int(data.pool.domain_rows.sum()))
         shares = [[esc(d), f'<span class="n">{pct(int(n) / total)}</span>',
-                   *(f'<span class="n">{pct(v.selection.domains.get(d, 0) / max(1, v.selection.rows))}</span>' for v in chosen)]
+                   *(f'<span class="n">{pct(v.selection.domains.get(d, 0) / max(1, v.selection.rows))}</span>'
+                     for v in chosen)]
                   for d, n in zip(data.pool.domains, data.pool.domain_rows.tolist())]
-        body.append("<h3>Domain share of each selection</h3>" + table(["domain", "pool", *[v.name for v in chosen]], shares))
+        body.append("<h3>Domain share of each selection</h3>"
+                    + table(["domain", "pool", *[v.name for v in chosen]], shares))
     if len(chosen) > 1:
         matrix = []
         for a in chosen:
@@ -139,11 +146,13 @@ def compare_section(data: ReportData) -> str:
             for b in chosen:
                 both = a.selection.bitmap.overlap(b.selection.bitmap)
                 share = both / max(1, min(a.selection.rows, b.selection.rows))
-                cells.append(f'<span class="n" data-overlap="{esc(a.name)}|{esc(b.name)}">{num(both)} ({pct(share)})</span>')
+                cells.append(f'<span class="n" data-overlap="{esc(a.name)}|{esc(b.name)}">'
+                             f"{num(both)} ({pct(share)})</span>")
             matrix.append(cells)
         body.append("<h3>Overlap: selected rows in both (share of the smaller selection)</h3>"
                     + table(["", *[v.name for v in chosen]], matrix, attrs='id="overlap-table"'))
     else:
-        body.append('<p class="note">One target so far: <code>iprox-ray score RUN_DIR --target FILE</code> adds another '
+        body.append('<p class="note">One target so far: '
+                    "<code>iprox-ray score RUN_DIR --target FILE</code> adds another "
                     "against the same pool, and this section compares them.</p>")
     return section("compare", "Targets side by side", "".join(body))

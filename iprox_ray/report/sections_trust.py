@@ -55,20 +55,24 @@ def fidelity_block(data: ReportData) -> str:
     if exact:
         pairs += [(f"vs exact influence ({exact['rows']} rows)",
                    f"target sketch Spearman {num(exact['target_sketch']['spearman'], 3)} (top overlap "
-                   f"{num(exact['target_sketch']['top_overlap'], 2)}); proxy Spearman {num(exact['proxy']['spearman'], 3)} "
+                   f"{num(exact['target_sketch']['top_overlap'], 2)}); "
+                   f"proxy Spearman {num(exact['proxy']['spearman'], 3)} "
                    f"(top overlap {num(exact['proxy']['top_overlap'], 2)})")]
-    pairs += [("parameters", f"{num(p.get('proxy'))} / {num(p.get('target'))} ({_ratio(p.get('proxy'), p.get('target'))})"),
+    pairs += [("parameters", f"{num(p.get('proxy'))} / {num(p.get('target'))} "
+                             f"({_ratio(p.get('proxy'), p.get('target'))})"),
               ("forward FLOPs per token", _ratio(f.get("proxy"), f.get("target"))),
               ("sketch throughput", f"{num(t.get('proxy'))} vs {num(t.get('target'))} tokens/s "
                                     f"({_ratio(t.get('proxy'), t.get('target'))})"),
               ("proxy build", f"{num(r.get('build_seconds'))} s" if r.get("build_seconds") is not None else "–")]
     charts = _scatters(r)
     if not charts and data.run.layout.fidelity_scatter.exists():  # a report written before it kept its points
-        charts = f'<img alt="fidelity scatter" src="{png_data_uri(data.run.layout.fidelity_scatter.read_bytes())}" width="420">'
+        charts = (f'<img alt="fidelity scatter" src="{png_data_uri(data.run.layout.fidelity_scatter.read_bytes())}" '
+                  'width="420">')
     chart = charts or missing("no scatter plot")
     if r.get("flop_bound_speedup"):
         measured = (t.get("proxy") or 0) / max(t.get("target") or 0, 1e-9)
-        pairs.append(("FLOP-bound sketch speed-up", f"{num(r['flop_bound_speedup'], 2)}x (measured {num(measured, 2)}x, "
+        pairs.append(("FLOP-bound sketch speed-up", f"{num(r['flop_bound_speedup'], 2)}x "
+                                                    f"(measured {num(measured, 2)}x, "
                                                     f"{measured / r['flop_bound_speedup']:.0%} of it)"))
     choice = (data.run.summary or {}).get("proxy_choice")
     if choice:
@@ -88,7 +92,8 @@ def landmark_block(data: ReportData) -> str:
         fid = s.get("landmark_fidelity")
         if fid:
             lines.append((f"target {t.name}: propagation vs exact", esc(
-                f"{fid['rows']} held-out rows, {fid['landmarks']} landmarks: pearson {fid['propagated']['pearson']:.3f}, "
+                f"{fid['rows']} held-out rows, {fid['landmarks']} landmarks: "
+                f"pearson {fid['propagated']['pearson']:.3f}, "
                 f"spearman {fid['propagated']['spearman']:.3f}; random-embedding control "
                 f"{fid['random_embedding_control']['pearson']:.3f}")))
     section_ = data.run.landmark_fidelity
@@ -97,7 +102,8 @@ def landmark_block(data: ReportData) -> str:
     if not lines:
         method = data.run.spec.get("scoring", {}).get("method")
         note = ("Not computed yet" if method == "influence-distillation"
-                else f"Not applicable: only Influence Distillation propagates scores from landmarks (this run: {method})")
+                else "Not applicable: only Influence Distillation propagates scores from landmarks "
+                     f"(this run: {method})")
         return f"<h3>Landmark hold-out</h3><p class=\"note\">{esc(note)}.</p>"
     return "<h3>Landmark hold-out (Influence Distillation)</h3>" + kv_table(lines, "landmarks.")
 

@@ -69,7 +69,8 @@ class Frame:
             for t in nice_ticks(self.xlo, self.xhi, 6):
                 x = self.px(t)
                 out.append(f'<line x1="{x:.1f}" y1="{self.y0}" x2="{x:.1f}" y2="{self.y0 + 4}" stroke="#555"/>'
-                           f'<text x="{x:.1f}" y="{self.y0 + 15}" text-anchor="middle" fill="#444">{fmt_tick(t)}</text>')
+                           f'<text x="{x:.1f}" y="{self.y0 + 15}" text-anchor="middle" fill="#444">'
+                           f"{fmt_tick(t)}</text>")
         out.append(f'<text x="{(self.x0 + self.x1) / 2:.1f}" y="{self.h - 4}" text-anchor="middle" fill="#222">'
                    f'{esc(xlabel)}</text>')
         out.append(f'<text transform="translate(12 {(self.y0 + self.y1) / 2:.1f}) rotate(-90)" text-anchor="middle" '
@@ -96,9 +97,9 @@ def legend(items: list[tuple[str, str]], x: float, y: float, dash: set[str] = fr
     return out
 
 
-def histogram(edges: np.ndarray, layers: list[tuple[str, np.ndarray, str]], *, outline: tuple[str, np.ndarray] | None = None,
-              cutoff: float | None = None, width: int = 760, height: int = 260, xlabel: str = "score",
-              ylabel: str = "pool rows", show_legend: bool = True) -> str:
+def histogram(edges: np.ndarray, layers: list[tuple[str, np.ndarray, str]], *,
+              outline: tuple[str, np.ndarray] | None = None, cutoff: float | None = None, width: int = 760,
+              height: int = 260, xlabel: str = "score", ylabel: str = "pool rows", show_legend: bool = True) -> str:
     """Stacked bars (one layer per domain), an optional outline (the selected rows) and a dashed
     cut-off line."""
     stack = np.zeros(len(edges) - 1)
@@ -135,7 +136,8 @@ def histogram(edges: np.ndarray, layers: list[tuple[str, np.ndarray, str]], *, o
     return _svg(width, height, body, f"histogram of {xlabel}")
 
 
-def share_bars(rows: list[tuple[str, float, float]], width: int = 560, labels: tuple[str, str] = ("pool", "selection")) -> str:
+def share_bars(rows: list[tuple[str, float, float]], width: int = 560,
+               labels: tuple[str, str] = ("pool", "selection")) -> str:
     """Two horizontal bars per label (its share of the pool and of the selection)."""
     bar, gap, left = 11, 10, 150
     height = 30 + len(rows) * (2 * bar + gap)
@@ -166,7 +168,8 @@ def timeline(stages: list[tuple[str, float, float]], width: int = 760) -> str:
         x = f.px(t)
         body.append(f'<line x1="{x:.1f}" y1="{f.y1}" x2="{x:.1f}" y2="{f.y0 + 4}" stroke="#e4e4e4"/>'
                     f'<text x="{x:.1f}" y="{f.y0 + 15}" text-anchor="middle" fill="#444">{fmt_tick(t)}</text>')
-    body.append(f'<text x="{(f.x0 + f.x1) / 2:.1f}" y="{height - 4}" text-anchor="middle">seconds since the start</text>')
+    body.append(f'<text x="{(f.x0 + f.x1) / 2:.1f}" y="{height - 4}" text-anchor="middle">'
+                "seconds since the start</text>")
     for i, (name, start, seconds) in enumerate(stages):
         y = f.y1 + i * row
         xa, xb = f.px(start), f.px(start + seconds)

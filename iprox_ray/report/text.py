@@ -25,7 +25,8 @@ def overlap_lines(data: ReportData) -> list[str]:
     for i, a in enumerate(views):
         for b in views[i + 1:]:
             both = a.selection.bitmap.overlap(b.selection.bitmap)
-            out.append(f"  overlap {a.name} / {b.name}: {both} rows ({both / max(1, min(a.selection.rows, b.selection.rows)):.0%} "
+            out.append(f"  overlap {a.name} / {b.name}: {both} rows "
+                       f"({both / max(1, min(a.selection.rows, b.selection.rows)):.0%} "
                        "of the smaller selection)")
     return out
 
@@ -42,7 +43,8 @@ def summary_text(data: ReportData) -> str:
     for t in run.targets:
         if t.name != MAIN_TARGET and t.summary:
             lines.append(f"  target {t.name}: selected {t.summary['selected']} of {t.summary['valid_pool_rows']} "
-                         f"valid pool rows ({t.summary.get('method')}, {t.summary.get('strategy')}) -> {t.summary['selection']}")
+                         f"valid pool rows ({t.summary.get('method')}, {t.summary.get('strategy')}) "
+                         f"-> {t.summary['selection']}")
     lines += overlap_lines(data)
     if run.fidelity and run.fidelity.get("verdict"):
         lines.append(f"  fidelity: {run.fidelity['verdict']}")

@@ -53,7 +53,8 @@ class AdamFeatures:
             if is_conv1d(module):  # Conv1D stores [d_in, d_out]
                 m, v = m.t(), v.t()
             if tuple(m.shape) != linear_dims(module):
-                raise ValueError(f"Adam moments of {key!r} have shape {tuple(m.shape)}, the module {linear_dims(module)}")
+                raise ValueError(f"Adam moments of {key!r} have shape {tuple(m.shape)}, "
+                                 f"the module {linear_dims(module)}")
             device = next(module.parameters()).device
             self.m[name], self.v[name] = m.contiguous().to(device), v.contiguous().to(device)
 

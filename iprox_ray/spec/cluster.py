@@ -40,10 +40,12 @@ class SlurmSpec(Section):
     array_jobs: int = Field(1, ge=1, description="array mode: number of independent jobs (fixed at the first "
                             "submission of a run directory: shard s belongs to job s % array_jobs)")
     array_parallelism: int | None = Field(None, ge=1, description="array mode: at most this many at once")
-    folder: ScriptText = Field("slurm-logs", description="shared folder for submitit logs (relative: to where you submit)")
+    folder: ScriptText = Field("slurm-logs",
+                               description="shared folder for submitit logs (relative: to where you submit)")
     signal_delay_s: int = Field(120, ge=0, description="USR2 this long before the time limit: checkpoint + requeue")
-    ray_node_ip: Annotated[str, Field(pattern=HOST)] = Field("auto", description="Ray node address: auto (the node's hostname resolved), "
-                             "loopback (127.0.0.(2+rank): several nodes on one machine), or a literal address")
+    ray_node_ip: Annotated[str, Field(pattern=HOST)] = Field(
+        "auto", description="Ray node address: auto (the node's hostname resolved), "
+                            "loopback (127.0.0.(2+rank): several nodes on one machine), or a literal address")
     ray_auth: Literal["token", "disabled"] = Field(
         "token", description="RAY_AUTH_MODE of the job's Ray cluster, on SLURM and for the embedded local one; "
         "token: a fresh secret per job in a 0600 file (locally, an exported RAY_AUTH_MODE wins)")

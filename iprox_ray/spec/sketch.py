@@ -15,9 +15,11 @@ class CheckpointSpec(Section):
 
     model: str = Field(description="HF model folder of this checkpoint")
     optimizer: str | None = Field(
-        None, description="its Adam state: an iprox-ray state folder, or a Trainer optimizer.pt / accelerate optimizer.bin"
+        None,
+        description="its Adam state: an iprox-ray state folder, or a Trainer optimizer.pt / accelerate optimizer.bin",
     )
-    weight: float = Field(1.0, gt=0, description="η̄: the epoch's mean learning rate (weights are renormalised to sum 1)")
+    weight: float = Field(1.0, gt=0,
+                          description="η̄: the epoch's mean learning rate (weights are renormalised to sum 1)")
     name: SafeName | None = Field(None)
 
 

@@ -158,7 +158,8 @@ def built_proxy(ctx: RunContext, warmed_dir: Path) -> ModelRef:
     info = build_proxy(ctx, warmed_dir, ref.path)
     stage2 = info["stage2"]
     aligned = f"; {stage2_summary(stage2)}" if stage2 else ""
-    ctx.say(f"proxy ({spec.built_method}, rho={spec.rho}): {info['proxy_parameters']:,} of {info['target_parameters']:,} "
+    ctx.say(f"proxy ({spec.built_method}, rho={spec.rho}): "
+            f"{info['proxy_parameters']:,} of {info['target_parameters']:,} "
             f"parameters; stage 1 {info['stage1_seconds']:.1f}s{aligned}")
     ctx.mark_stage_done(STAGE, info, outputs=(ref.path,))
     return ref

@@ -195,7 +195,8 @@ def format_summary(summary: dict) -> str:
         lines.append("  " + holdout_line(summary["landmark_holdout"]))
     fid = summary.get("landmark_fidelity")
     if fid:
-        lines.append(f"  landmark propagation vs exact scores ({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
+        lines.append("  landmark propagation vs exact scores "
+                     f"({fid['rows']} held-out rows, {fid['landmarks']} landmarks): "
                      f"pearson {fid['propagated']['pearson']:.3f}, spearman {fid['propagated']['spearman']:.3f}; "
                      f"random-embedding control {fid['random_embedding_control']['pearson']:.3f}")
     if summary.get("proxy_choice"):

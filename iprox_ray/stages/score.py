@@ -35,7 +35,8 @@ def _target_rows(ctx: RunContext, method: ScoringMethod, target: SplitStore, tar
     if len(rows) == 0:
         written = target.read("written")
         counts = {STATUS_NAMES[int(c)]: int(n) for c, n in zip(*np.unique(written, return_counts=True)) if c != EMPTY}
-        hint = "; non-finite rows mean the model gives NaN/inf on them (a damaged weight?)" if counts.get("nonfinite") else ""
+        hint = ("; non-finite rows mean the model gives NaN/inf on them (a damaged weight?)"
+                if counts.get("nonfinite") else "")
         raise NoUsableRowsError(f"no usable example in target {target_split!r}: rows by status "
                                 f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}{hint}")
     return rows
@@ -116,7 +117,8 @@ def run_score(ctx: RunContext, method: ScoringMethod, target_split: str, target_
                                         scorer.embeddings, ctx.job.selection.size_for(valid), valid))
         scores.attrs.update(attrs)
     extra = col_name if col_arr is not None else cand_name if candidates is not None else None
-    written = [name, *([extra] if extra else []), *([attrs["second_order"]["first_order_array"]] if second_order else [])]
+    written = [name, *([extra] if extra else []),
+               *([attrs["second_order"]["first_order_array"]] if second_order else [])]
     ctx.mark_stage_done(stage, {"array": name, "columns_array": col_name if col_arr is not None else None,
                                 "candidates": cand_name if candidates is not None else None, **attrs,
                                 "arrays": driver_arrays.seal(root, written)},

@@ -78,7 +78,8 @@ def run_select(ctx: RunContext, scores_name: str, manifest: Manifest, target_nam
     info_extra: dict = {}
     if strategy == "topk" and scores.dtype == np.float32:  # memory independent of k
         top = write_top_k(path, scores, pool, manifest, k, float(valid), spill_dir=ctx.layout.root)
-        selected, non_finite, cutoff, weights_sum = top["selected"], top["non_finite"], top["cutoff"], top["weights_sum"]
+        selected, non_finite = top["selected"], top["non_finite"]
+        cutoff, weights_sum = top["cutoff"], top["weights_sum"]
     else:
         picked_by = None
         if strategy == "round-robin":

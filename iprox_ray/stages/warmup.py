@@ -57,7 +57,8 @@ def run_warmup(ctx: RunContext) -> Path:
         encoder = make_encoder(ctx, POOL)
         chosen = sample_rows(manifest, spec.fraction, seed=job.run.seed + 1)
         encoded = encode_sample(ctx, manifest, chosen, encoder)
-        epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2, spec.epochs)
+        epochs = shuffled_epochs(encoded, spec.batch_size, encoder.tokenizer.pad_token_id, job.run.seed + 2,
+                                 spec.epochs)
         losses: list[float] = []
         skipped: list[int] = []
         torch.manual_seed(job.run.seed)

@@ -55,7 +55,8 @@ class EmbeddingStore(ShardedRows):
         root = open_root(store_path)
         path = embedding_group(kind, split)
         refuse_lost_metadata(store_path, path)
-        want = {**attrs, "kind": kind, "split": split, "n_shards": n_shards, "rows_per_shard": rows_per_shard, "dim": dim}
+        want = {**attrs, "kind": kind, "split": split, "n_shards": n_shards, "rows_per_shard": rows_per_shard,
+                "dim": dim}
         if path in root:
             require_same_attrs(f"store group {path!r} at {store_path}", dict(root[path].attrs), want)
             return cls.open(store_path, kind, split)
@@ -84,7 +85,8 @@ class EmbeddingStore(ShardedRows):
         span = self.shard_rows(shard_id)
         n = len(written)
         if n > self.rows_per_shard or matrix.shape != (n, self.dim):
-            raise ValueError(f"shard {shard_id}: matrix {matrix.shape} / {n} rows do not fit ({self.rows_per_shard}, {self.dim})")
+            raise ValueError(f"shard {shard_id}: matrix {matrix.shape} / {n} rows do not fit "
+                             f"({self.rows_per_shard}, {self.dim})")
         block = np.zeros((self.rows_per_shard, self.dim), dtype=np.float32)
         block[:n] = matrix
         flags = np.zeros(self.rows_per_shard, dtype=np.uint8)

@@ -67,7 +67,8 @@ def shard_layout(arr) -> ShardLayout | None:
     shard_rows, shard_cols = (int(v) for v in arr.metadata.chunk_grid.chunk_shape)
     inner_rows, inner_cols = (int(v) for v in sharding.chunk_shape)
     dtype = arr.dtype
-    if sys.byteorder != "little" or not hasattr(os, "preadv") or not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
+    if (sys.byteorder != "little" or not hasattr(os, "preadv")
+            or not (isinstance(dtype, np.dtype) and dtype.kind in "iuf")):
         return None
     if (shard_cols != arr.shape[1] or inner_cols != shard_cols or shard_rows % inner_rows
             or _names(sharding.codecs) != ["BytesCodec", "Crc32cCodec"]

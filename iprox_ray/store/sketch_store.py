@@ -236,7 +236,8 @@ class SplitStore(ShardedRows):
             block[:n] = values
             written[checkpoint_array(SKETCH, c)] = block
             self.array(checkpoint_array(SKETCH, c))[span] = block
-        return {"digest": shard_digest(written, DIGEST_VIEWS), "chunks": sync_shard(self.group, written, shard_id, self.location)}
+        return {"digest": shard_digest(written, DIGEST_VIEWS),
+                "chunks": sync_shard(self.group, written, shard_id, self.location)}
 
     def array_names(self) -> list[str]:
         """Every array a shard writes."""

@@ -212,7 +212,8 @@ def _unopenable(store: Path, path: str) -> bool:
 def format_report(report: VerifyReport) -> str:
     lines = [f"verified {report.checked} finished shard(s) and {report.arrays} array(s) the driver wrote; "
              f"{len(report.damaged)} damaged"
-             + (f"; {report.unverifiable} without a digest (written by an older version)" if report.unverifiable else "")]
+             + (f"; {report.unverifiable} without a digest (written by an older version)"
+                if report.unverifiable else "")]
     if report.rebuilt_metadata:
         lines.append(("rebuilt" if report.repaired else "missing") + " store metadata: "
                      + ", ".join(report.rebuilt_metadata))
