@@ -39,6 +39,7 @@ browser-packages:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || { echo "could not install chromium; the browser tests will skip (fail in CI)"; [ -z "$$CI" ]; }; }
 
+# Lint first (ruff, with pyproject.toml's [tool.ruff] settings): a style error fails before the long tests.
 # The SLURM tests interrupt jobs at chosen moments, so they run alone; the rest run on two workers
 # (by file), which overlaps the Ray tests' waiting with the CPU-bound tests.
 # The numerics tests then run again with one BLAS / OpenMP thread: another blocking of the same
@@ -46,6 +47,7 @@ browser-packages:
 NUMERICS := $(addprefix tests/test_,$(addsuffix .py,krr_landmarks sketch_kronecker sketch_vectors sketch_adam \
 	exact_influence ipsvd probes second_order embeddings topk))
 test: $(VENV)/.installed slurm-packages browser-packages
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests/test_cluster_execution.py
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests --ignore=tests/test_cluster_execution.py
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(NUMERICS)
