@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from conftest import TOKENIZER
 
 from iprox_ray.models.loading import load_tokenizer
+
+from conftest import TOKENIZER
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, TOKENIZER
 
 GEMMA = REPO / "tests" / "fixtures" / "chat_templates" / "gemma-2-2b-it.jinja"  # raises on non-alternating roles

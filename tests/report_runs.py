@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from conftest import REPO
 
 from iprox_ray.corpus.manifest import FileInfo, build_manifest, manifest_from_files
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
@@ -21,6 +20,8 @@ from iprox_ray.spec import load_job
 from iprox_ray.stages.select import SELECTION_SCHEMA
 from iprox_ray.store.layout import POOL, RunLayout, score_array
 from iprox_ray.store.sketch_store import NONFINITE, OK, QUARANTINED, SplitStore, open_root
+
+from conftest import REPO
 
 DOMAINS = ["arithmetic", "code", "dates", "prose"]
 

@@ -9,8 +9,8 @@ import torch
 import transformers as tf
 from torch import nn
 
-from iprox_ray.models.patterns import linear_weight, select_modules
 from iprox_ray.models.loss import per_sample_loss
+from iprox_ray.models.patterns import linear_weight, select_modules
 
 VOCAB = 120
 LLAMA_LIKE = [r"re:.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"]

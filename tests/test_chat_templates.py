@@ -12,6 +12,10 @@ import json
 
 import numpy as np
 import pytest
+
+from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.corpus.rows import RowError
+
 from chat_families import (
     A1,
     A2,
@@ -26,9 +30,6 @@ from chat_families import (
     family_tokenizer,
     llama3,
 )
-
-from iprox_ray.corpus.encode import ChatEncoder
-from iprox_ray.corpus.rows import RowError
 
 # Gemma 2 refuses system messages and Mistral v0.3 drops them (tests below): not under "keep".
 NO_SYSTEM = ("gemma-2-2b-it", "mistral-7b-instruct-v0.3")

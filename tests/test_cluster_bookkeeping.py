@@ -14,17 +14,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
 
+from iprox_ray.driver.submission import owns
 from iprox_ray.execution.executors import InlineExecutor
+from iprox_ray.execution.run_status import collect_status, format_status
 from iprox_ray.execution.runner import StageWork, run_sharded_stages
 from iprox_ray.execution.slurm_jobs import job_state, slurm_owner_gone
 from iprox_ray.execution.task import Resources, ShardRef
-from iprox_ray.execution.run_status import collect_status, format_status
 from iprox_ray.store.layout import RunLayout
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.markers import ShardMarkers
-from iprox_ray.driver.submission import owns
+
+from conftest import REPO
 
 SCONTROL = """#!/bin/sh
 # scripted scontrol: `show job -o ID`

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ASSETS, REPO
 from test_end_to_end import tree_digest
+
+from conftest import ASSETS, REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 

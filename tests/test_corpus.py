@@ -4,7 +4,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import TOKENIZER, make_pool, write_parquet
 
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.corpus.manifest import ManifestMismatchError, freeze_manifest
@@ -13,6 +12,8 @@ from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.corpus.sources import CorpusError
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import SourceSpec
+
+from conftest import TOKENIZER, make_pool, write_parquet
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_pool, write_parquet
 
 from iprox_ray.corpus.manifest import FileInfo, Manifest, build_manifest, freeze_manifest, manifest_from_files
 from iprox_ray.corpus.shard_size import GRANULARITY, MAX_SHARDS, MIN_ROWS, auto_rows_per_shard
 from iprox_ray.corpus.sources import CorpusError, InputFile, discover, read_rows, scan_lines
+
+from conftest import make_pool, write_parquet
 
 
 def _reference_offsets(path):
@@ -185,12 +186,12 @@ def test_conflicting_column_types_are_refused_naming_both_files(tmp_path):
 
 
 def test_tokens_per_row_estimate_is_seeded_and_uses_the_template(tmp_path):
-    from conftest import TOKENIZER
-
     from iprox_ray.corpus.encode import ChatEncoder
     from iprox_ray.corpus.shard_reader import estimate_tokens_per_row
     from iprox_ray.models.loading import load_tokenizer
     from iprox_ray.spec import SourceSpec
+
+    from conftest import TOKENIZER
 
     rows = make_pool(300)
     write_parquet(rows, tmp_path / "a.parquet")

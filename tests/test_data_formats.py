@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from chat_families import CONVERSATIONS, FAMILIES, TEMPLATES, chatml, expected_mask, family_tokenizer
 
 from bench.real.formats import less_row  # the real-model check's reference, reused
 from iprox_ray.corpus.encode import ChatEncoder, DataFormatError
@@ -20,6 +19,8 @@ from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.text import TextEncoder
 from iprox_ray.corpus.tulu import TuluEncoder
+
+from chat_families import CONVERSATIONS, FAMILIES, TEMPLATES, chatml, expected_mask, family_tokenizer
 
 NO_SYSTEM = ("gemma-2-2b-it", "mistral-7b-instruct-v0.3")  # their templates cannot take one under "keep"
 TEXT = ("Plain text is trained on every token.\n\nA second paragraph, with numbers 12 345 and "
@@ -139,8 +140,9 @@ def _source(**kw):
 
 
 def _job(tmp_path, data: str):
-    from iprox_ray.spec.job import build_job
     import tomllib
+
+    from iprox_ray.spec.job import build_job
 
     tree = tomllib.loads(f'[model]\npath = "m"\n[data]\n{data}\n'
                          '[data.pool]\npaths = ["p"]\n[data.target]\npaths = ["t"]\n')
@@ -165,8 +167,8 @@ def test_data_format_is_one_value_or_a_table_and_always_stored_as_the_table(tmp_
 
 
 def test_a_new_target_may_change_its_own_format_only(tmp_path):
-    from iprox_ray.driver.rundir import write_config
     from iprox_ray.driver.rescore import RescoreError, load_target_job
+    from iprox_ray.driver.rundir import write_config
     from iprox_ray.store.layout import RunLayout
 
     layout = RunLayout(tmp_path / "run")
@@ -180,8 +182,8 @@ def test_a_new_target_may_change_its_own_format_only(tmp_path):
 
 def test_a_template_file_changed_since_the_run_started_is_refused(tmp_path):
     from iprox_ray.execution.context import RunContext
-    from iprox_ray.tasks.inputs import encoding_for
     from iprox_ray.store.layout import RunLayout
+    from iprox_ray.tasks.inputs import encoding_for
 
     (tmp_path / "chat.jinja").write_text((TEMPLATES / "smollm2-instruct.jinja").read_text())
     job = _job(tmp_path, 'format = "template"\ntemplate_file = "chat.jinja"')

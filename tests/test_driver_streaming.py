@@ -4,9 +4,9 @@ per-domain counts of the report, mid-PPL's band of quantiles, round-robin candid
 import numpy as np
 import pytest
 
+from iprox_ray.stages.report import domain_shares, domain_shares_from_counts, pool_domain_counts
 from iprox_ray.store import batched_reads
 from iprox_ray.store.batched_reads import rows_with_status
-from iprox_ray.stages.report import domain_shares, domain_shares_from_counts, pool_domain_counts
 from iprox_ray.store.sketch_store import CANDIDATES, EMPTY, NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore
 
 

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
-from conftest import ASSETS
 from torch.func import functional_call, jvp
 
 from iprox_ray.models.loading import load_config, random_init
@@ -13,6 +12,8 @@ from iprox_ray.sketch.jvp import JvpEmbedder, gaussian_tangent
 from iprox_ray.sketch.pooled import PooledEmbedder
 from iprox_ray.sketch.softmax_jvp import CheapSoftmaxJvp
 from iprox_ray.spec.scoring import DEFAULT_BLOCK_PATTERNS, DEFAULT_FINAL_NORM_PATTERNS
+
+from conftest import ASSETS
 
 
 def _llama(tmp_path, layers=3):

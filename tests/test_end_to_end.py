@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import REPO
 
 pytestmark = pytest.mark.slow

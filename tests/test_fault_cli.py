@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fault_tools import assert_clean_error, cli
 
 from iprox_ray.cli import cmd_status
 from iprox_ray.cli.common import KnownFailure, known_failures
 from iprox_ray.cli.main import main
 from iprox_ray.execution.task import Resources, ShardRef, WorkersLostError
+
+from fault_tools import assert_clean_error, cli
 
 
 def test_a_job_path_that_is_a_folder_is_one_line(tmp_path):
@@ -36,7 +37,8 @@ def job_file(make_job):
 
 
 def test_force_new_twice_in_one_second_keeps_both_old_runs(job_file, tmp_path, monkeypatch):
-    from iprox_ray.driver.rundir import check_run_dir, time as pipeline_time
+    from iprox_ray.driver.rundir import check_run_dir
+    from iprox_ray.driver.rundir import time as pipeline_time
     from iprox_ray.spec import load_job
     from iprox_ray.store.layout import RunLayout
 

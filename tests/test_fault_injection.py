@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, TOKENIZER
-from fault_tools import assert_clean_error, cli, reference, run_outputs, tree_digest  # noqa: F401 (fixture)
 
 from iprox_ray.execution import ray_pool
 from iprox_ray.store.lock import RunLock, RunLockedError
 
+from conftest import REPO, TOKENIZER
+from fault_tools import assert_clean_error, cli, reference, run_outputs, tree_digest  # noqa: F401 (fixture)
 
 # ---------------------------------------------------------------- names
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import TOKENIZER, arithmetic_row
 from fault_tools import GEMMA, assert_clean_error, cli
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
-from fault_tools import assert_clean_error, cli, reference, run_outputs  # noqa: F401 (fixture)
 
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.sketch_store import SplitStore
+
+from conftest import REPO
+from fault_tools import assert_clean_error, cli, reference, run_outputs  # noqa: F401 (fixture)
 
 
 def _copy(reference: Path, tmp_path: Path) -> Path:

@@ -10,13 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from fault_tools import assert_clean_error, cli
 from pydantic import ValidationError
 
 from iprox_ray.models import fingerprint
 from iprox_ray.models.fingerprint import FileHashCache, folder_fingerprint
 from iprox_ray.spec.cluster import SlurmSpec
+
+from conftest import REPO
+from fault_tools import assert_clean_error, cli
 
 
 @pytest.fixture

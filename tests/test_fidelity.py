@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
 
 from iprox_ray.cli.main import main
 from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
+
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +82,16 @@ def _report(speed: float, proxy_exact: float | None, target_exact: float = 0.9, 
     (1.1, 0.10, False, "(needs 1.5x); keeps 11%"),
 ])
 def test_verdict_names_what_fails(speed, proxy_exact, pays, reason):
-    from iprox_ray.spec import FidelitySpec
     from iprox_ray.diagnostics.proxy_fidelity import verdict
+    from iprox_ray.spec import FidelitySpec
 
     said, line = verdict(_report(speed, proxy_exact), FidelitySpec())
     assert said == pays and ("does not pay" not in line) == pays and reason in line, line
 
 
 def test_verdict_thresholds_come_from_the_spec():
-    from iprox_ray.spec import FidelitySpec
     from iprox_ray.diagnostics.proxy_fidelity import verdict
+    from iprox_ray.spec import FidelitySpec
 
     assert not verdict(_report(1.3, 0.85), FidelitySpec())[0]
     pays, line = verdict(_report(1.3, 0.85), FidelitySpec(pays_speedup=1.25, pays_fidelity_share=0.9))
@@ -98,8 +99,8 @@ def test_verdict_thresholds_come_from_the_spec():
 
 
 def test_verdict_without_exact_rows_uses_agreement_with_the_target():
-    from iprox_ray.spec import FidelitySpec
     from iprox_ray.diagnostics.proxy_fidelity import verdict
+    from iprox_ray.spec import FidelitySpec
 
     assert "the proxy pays" in verdict(_report(2.0, None, spearman_=0.85), FidelitySpec())[1]
     assert "does not pay" in verdict(_report(2.0, None, spearman_=0.5), FidelitySpec())[1]

@@ -16,18 +16,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from chat_families import family_tokenizer
-from conftest import TOKENIZER, make_pool
 
 from iprox_ray.cli.main import main
 from iprox_ray.cost.plan import plan_job
-from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.driver.pipeline import run_job
-from iprox_ray.driver.rundir import open_run
 from iprox_ray.driver.run import Run
+from iprox_ray.driver.rundir import open_run
+from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.spec import SpecError, load_job
-from iprox_ray.tasks.inputs import POOL, target_split
 from iprox_ray.store.sketch_store import OK, SplitStore
+from iprox_ray.tasks.inputs import POOL, target_split
+
+from chat_families import family_tokenizer
+from conftest import TOKENIZER, make_pool
 
 FAST = ['proxy.method="none"', "warmup.enabled=false", "fidelity.enabled=false"]
 

@@ -14,8 +14,8 @@ from iprox_ray.spec import load_job
 
 
 def test_the_inline_worker_uses_every_core_it_is_given(make_job):
-    from iprox_ray.execution.planning import plan_workers, usable_cores
     from iprox_ray.execution.launchers import launcher_for
+    from iprox_ray.execution.planning import plan_workers, usable_cores
 
     cores = len(os.sched_getaffinity(0))
     job = load_job(make_job(n_pool=16))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
 
 from iprox_ray.cli.main import main
 from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
+
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,13 @@ import random
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import prose_row
 
 from iprox_ray.cli.main import main
 from iprox_ray.driver.pipeline import run_job
-from iprox_ray.spec import load_job
 from iprox_ray.methods.scorers import holdout_line
+from iprox_ray.spec import load_job
+
+from conftest import prose_row
 
 
 def _prose_target(path, n=10):

@@ -1,7 +1,7 @@
 """Importers for the optimizer files real trainers write: transformers Trainer and accelerate."""
 
-import torch
 import pytest
+import torch
 
 from iprox_ray.models.optimizer_state import AdamState, import_torch_optimizer, load_adam_state
 from tests.sketch_reference import tiny_model

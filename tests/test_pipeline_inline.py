@@ -6,12 +6,13 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_pool, write_parquet
 
 from iprox_ray.cli.main import main
 from iprox_ray.driver.pipeline import run_job
 from iprox_ray.driver.rundir import RunMismatchError
 from iprox_ray.spec import load_job
+
+from conftest import make_pool, write_parquet
 
 
 def _bad_rows() -> list[dict]:

@@ -15,9 +15,9 @@ from iprox_ray.cost.plan import plan_job
 from iprox_ray.cost.workers import list_schedule
 from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
-from iprox_ray.tasks.inputs import encoder_for
 from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import OK, SplitStore
+from iprox_ray.tasks.inputs import encoder_for
 
 REQUIRED = ("rows", "tokens", "shards", "store_bytes", "sketch_seconds", "worker_peak_bytes", "driver_peak_bytes",
             "embed_seconds", "per_worker", "timed", "splits")
@@ -184,7 +184,8 @@ def test_warmup_step_is_measured_in_a_fresh_process(make_job):
 
 
 def test_a_warmup_too_big_for_this_machine_is_modelled_and_said(make_job, monkeypatch):
-    from iprox_ray.cost import driver_steps, plan as plan_module
+    from iprox_ray.cost import driver_steps
+    from iprox_ray.cost import plan as plan_module
 
     class Tiny:
         available = 1024
@@ -201,7 +202,8 @@ def test_siblings_that_do_not_fit_or_fail_leave_the_timing_alone_and_say_so(make
     import contextlib
     import os
 
-    from iprox_ray.cost import contention, plan as plan_module
+    from iprox_ray.cost import contention
+    from iprox_ray.cost import plan as plan_module
 
     if os.cpu_count() < 2:
         return  # one core: no sibling is ever started

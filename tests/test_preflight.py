@@ -6,14 +6,15 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_pool
 
 from iprox_ray.cli.main import main
 from iprox_ray.driver.rundir import open_run
 from iprox_ray.spec import load_job
-from iprox_ray.tasks.inputs import POOL, manifest_for, target_split
 from iprox_ray.stages.preflight import POOL_SAMPLE_ROWS, NoUsableRowsError, check_inputs, check_sketched
 from iprox_ray.store.atomic import atomic_write_parquet
+from iprox_ray.tasks.inputs import POOL, manifest_for, target_split
+
+from conftest import make_pool
 
 LONG = "word " * 300  # past max_length = 192: right truncation leaves no assistant token
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from iprox_ray.models.loss import batch_token_loss
 from iprox_ray.models.patterns import select_modules
 from iprox_ray.proxy.probes import ProbeCollector
-from iprox_ray.models.loss import batch_token_loss
 from tests.sketch_reference import mixed_batch, tiny_model
 
 PATTERNS = [r"re:.*\.(q_proj|k_proj|down_proj)$"]

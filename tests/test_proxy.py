@@ -12,10 +12,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConf
 
 from iprox_ray.models.loading import count_parameters, meta_model
 from iprox_ray.proxy.align import alignment_loss, factor_parameters, layer_pairs
-from iprox_ray.proxy.stage2 import Stage2Settings, train_factors
 from iprox_ray.proxy.artifact import load_proxy, save_proxy
 from iprox_ray.proxy.baselines import extract_layers, find_decoder_layers, layers_to_keep
 from iprox_ray.proxy.compress import apply_plan, compress, plan_ranks
+from iprox_ray.proxy.stage2 import Stage2Settings, train_factors
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"

@@ -51,9 +51,9 @@ def _run(executor, task, n=4) -> set[int]:
 
 
 def test_kept_actors_switch_tasks_in_place_and_a_failed_switch_is_replaced(tmp_path):
-    from iprox_ray.execution.ray_session import ray_session
-
     from ray import cloudpickle
+
+    from iprox_ray.execution.ray_session import ray_session
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
     logs = tmp_path / "logs"

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from report_runs import DOMAINS, make_run, write_jsonl
 
 from iprox_ray.cli.main import main
 from iprox_ray.report import write_report
@@ -21,6 +20,8 @@ from iprox_ray.report.gather import gather
 from iprox_ray.report.run_files import read_run
 from iprox_ray.report.stats import OTHER
 from iprox_ray.store.sketch_store import NONFINITE, OK
+
+from report_runs import DOMAINS, make_run, write_jsonl
 
 SECTIONS = ["summary", "run", "stages", "rows", "target-main", "compare", "trust"]
 HOSTILE = ['<script>window.__pwned = "script";</script>', '"><img src=x onerror="window.__pwned=\'img\'">']
@@ -165,12 +166,12 @@ def test_report_never_writes_into_the_run_besides_its_file(tmp_path):
 
 def test_a_report_that_fails_warns_and_leaves_the_run_alone(tmp_path, capsys):
     """At a run's end the selection is written: a report that cannot be written says so in one line."""
-    from conftest import REPO
-
     from iprox_ray.driver.run import write_run_report
-    from iprox_ray.spec import load_job
     from iprox_ray.execution.context import RunContext
+    from iprox_ray.spec import load_job
     from iprox_ray.store.layout import RunLayout
+
+    from conftest import REPO
 
     ctx = RunContext(load_job(REPO / "jobs" / "demo.toml"), RunLayout(tmp_path / "not-a-run"), quiet=True)
     write_run_report(ctx)  # no config.json there: the report cannot be read, the call returns

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import ASSETS, REPO
 
 pytestmark = pytest.mark.slow

@@ -11,14 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from conftest import REPO, arithmetic_row, prose_row
 
+from iprox_ray.driver.pipeline import run_job
 from iprox_ray.influence import krr
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.store.quantize import dequantize_rows
-from iprox_ray.driver.pipeline import run_job
 from iprox_ray.spec import load_job
+from iprox_ray.store.quantize import dequantize_rows
 from iprox_ray.store.sketch_store import NOT_SKETCHED, OK
+
+from conftest import REPO, arithmetic_row, prose_row
 
 
 def _subtask_target(path):
@@ -202,14 +203,14 @@ def test_random_and_mid_ppl(subtask_job):
 
 def test_influence_distillation_second_order_term(subtask_job):
     """p' = p − (η/N)·ĉ, ĉ the KRR propagation of G̃_L·P·H_T·Σ w_i ĝ_i from the first-order support."""
+    from iprox_ray.execution.context import RunContext
     from iprox_ray.influence.topk import topk_stream
     from iprox_ray.influence.weights import lambda_bisection
     from iprox_ray.spec import load_job
-    from iprox_ray.execution.context import RunContext
-    from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.stages.second_order import second_order_direction
     from iprox_ray.store.layout import RunLayout
     from iprox_ray.store.sketch_store import SplitStore
+    from iprox_ray.tasks.model_ref import ModelRef
 
     overrides = ('scoring.method="influence-distillation"', "scoring.landmarks.count=20", "scoring.embed.dim=48",
                  "scoring.embed.blocks=1", "scoring.second_order.enabled=true", "scoring.second_order.lr=50.0")

@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import torch
-from conftest import ASSETS
 
 from iprox_ray.influence.second_order import kron_project, target_hvp, weighted_gradient
 from iprox_ray.models.loading import load_config, random_init
-from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.models.loss import per_sample_loss
+from iprox_ray.sketch.kronecker import KroneckerSketcher
+
+from conftest import ASSETS
 
 MODULE = "model.layers.0.self_attn.q_proj"
 NAME = f"{MODULE}.weight"

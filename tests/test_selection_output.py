@@ -82,8 +82,8 @@ def test_streamed_top_k_equals_the_in_memory_selection(tmp_path, k, ties, batch)
 def test_selecting_many_rows_holds_no_python_record_per_row(tmp_path, monkeypatch):
     """run_select of k = 150,000 rows: the Python heap stays far below one record per selected row
     (a dict per row was ~1 KB: 150 MB here)."""
-    from iprox_ray.spec import JobSpec
     from iprox_ray.execution.context import RunContext
+    from iprox_ray.spec import JobSpec
     from iprox_ray.stages.select import run_select
     from iprox_ray.store.layout import RunLayout
 

@@ -8,10 +8,10 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from iprox_ray.store import sketch_store
 from iprox_ray.store.chunks import chunk_key, store_root
 from iprox_ray.store.digest import StoreDamagedError, read_checked
 from iprox_ray.store.shard_file import read_whole_shards, shard_layout
-from iprox_ray.store import sketch_store
 from iprox_ray.store.sketch_store import SKETCH, SplitStore
 
 S, D = 64, 24

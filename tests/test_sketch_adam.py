@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.models.optimizer_state import AdamState
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.adam import AdamFeatures, rank1
 from iprox_ray.sketch.dense import DenseSketcher
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.models.loss import per_sample_loss
-from iprox_ray.models.patterns import select_modules
 from tests.sketch_reference import (
     dense_reference,
     kronecker_reference,

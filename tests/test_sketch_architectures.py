@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from iprox_ray.models.loss import gathered_loss, per_sample_loss
 from iprox_ray.sketch.dense import DenseSketcher
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.models.loss import gathered_loss, per_sample_loss
 from tests.sketch_reference import (
     dense_reference,
     kronecker_reference,

@@ -10,11 +10,17 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from iprox_ray.models.patterns import linear_dims
 from iprox_ray.sketch.dense import DenseSketcher, SrhtKind
+from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.factory import (
-    features_record, make_sketcher, module_record, projection_record, reproject_dim, sketch_dim, sketched_modules,
+    features_record,
+    make_sketcher,
+    module_record,
+    projection_record,
+    reproject_dim,
+    sketch_dim,
+    sketched_modules,
     vectors_record,
 )
-from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.kind import SketchKind
 from iprox_ray.sketch.kinds import SKETCH_KINDS, check_sketch, describe_settings, kind_for, kind_named
 from iprox_ray.sketch.kronecker import KroneckerSketcher

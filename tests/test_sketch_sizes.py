@@ -137,12 +137,11 @@ def test_store_bytes_follow_the_store_dtype(make_job, tmp_path, dtype):
     """The formula against a real store of that dtype, at a width where the dtype also changes the
     chunking (float16 chunks of 8 rows, int8 of 16: a chunk stays under 4 MiB)."""
     import numpy as np
+    from test_plan import sketch_files_bytes
 
     from iprox_ray.cost.counts import manifest_of, sketch_array_bytes
-    from iprox_ray.tasks.inputs import POOL, encoder_for
     from iprox_ray.store.sketch_store import SplitStore
-
-    from test_plan import sketch_files_bytes
+    from iprox_ray.tasks.inputs import POOL, encoder_for
 
     job = load_job(make_job(n_pool=40, rows_per_shard=16))
     manifest = manifest_of(job, POOL, job.data.pool, encoder_for(job, POOL))

@@ -11,21 +11,21 @@ import zarr
 
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
-from iprox_ray.models.loading import load_pretrained, save_model
-from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.driver.rundir import write_config
+from iprox_ray.execution.context import RunContext
 from iprox_ray.execution.launchers import launcher_for
 from iprox_ray.methods import method_named
+from iprox_ray.models.loading import load_pretrained, save_model
+from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import load_job
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.inputs import POOL, make_encoder, manifest_for, target_split
 from iprox_ray.stages.proxy import run_proxy
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.sketch import run_sketch
 from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.layout import SKETCH_BUDGET_STAGE, RunLayout
 from iprox_ray.store.sketch_store import OK, SplitStore, checkpoint_array
+from iprox_ray.tasks.inputs import POOL, make_encoder, manifest_for, target_split
 
 TARGET = target_split("main")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.sketch.factory import make_sketcher, vectors_record
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.sketch.vectors import VectorBlock, vector_project
 from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.patterns import DEFAULT_VECTOR_PATTERNS

@@ -5,11 +5,12 @@ import socket
 import numpy as np
 import pytest
 import zarr
-from conftest import REPO
 
 from iprox_ray.store.lock import RunLock, RunLockedError
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import OK, ROW_ARRAYS, SCALE, SKETCH, SplitStore, StoreMismatchError
+
+from conftest import REPO
 
 
 def _rows(n, prefix="x"):

@@ -7,13 +7,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_pool, write_parquet
 
 from iprox_ray.corpus.manifest import freeze_manifest
 from iprox_ray.corpus.sources import CorpusError
 from iprox_ray.stages import subset
 from iprox_ray.stages.select import SELECTION_SCHEMA
 from iprox_ray.stages.subset import write_subset
+
+from conftest import make_pool, write_parquet
 
 
 def _selection(tmp_path, picks, row_group_size=None):

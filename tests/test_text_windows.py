@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TOKENIZER
 
 from iprox_ray.corpus.formats import EncodingSettings, build_encoder, encode_all
 from iprox_ray.corpus.manifest import freeze_manifest
@@ -16,6 +15,8 @@ from iprox_ray.corpus.text import window_bounds
 from iprox_ray.corpus.windows import cut_shard, windows_source
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import SourceSpec
+
+from conftest import TOKENIZER
 
 
 @pytest.mark.parametrize("n,length", [(1, 8), (8, 8), (9, 8), (15, 8), (16, 8), (100, 8), (50, 2)])

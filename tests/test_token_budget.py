@@ -84,9 +84,9 @@ def test_a_run_chooses_once_and_keeps_its_choice(make_job, tmp_path, tiny_model_
     """The choice is recorded at the first sketch and read back afterwards, whatever memory is free
     then (a resume batches its rows as the first run did)."""
     from iprox_ray.execution.context import RunContext
+    from iprox_ray.store.layout import RunLayout
     from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.tasks.sketch_budget import budget_summary, sketch_spec
-    from iprox_ray.store.layout import RunLayout
 
     class Free:
         available = 2 * GIB
@@ -154,11 +154,11 @@ def test_a_share_too_small_for_one_row_is_a_clear_error(make_job, tmp_path, caps
 def test_an_undecided_auto_proxy_is_budgeted_as_its_target(make_job, tmp_path, tiny_model_dir):
     """proxy.method = "auto" chooses at the proxy's fidelity check, before the verdict that may
     sketch the target instead: the models counted are the target's (the proxy is never read)."""
-    from iprox_ray.models.loading import load_config, meta_model
     from iprox_ray.execution.context import RunContext
+    from iprox_ray.models.loading import load_config, meta_model
+    from iprox_ray.store.layout import RunLayout
     from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.tasks.sketch_budget import sketch_spec
-    from iprox_ray.store.layout import RunLayout
 
     job = load_job(make_job(n_pool=16), [f"model.path='{tiny_model_dir}'", "proxy.method='auto'"])
     ctx = RunContext(job, RunLayout(tmp_path / "run"), quiet=True)

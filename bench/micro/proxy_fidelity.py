@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import OUT, REPO
-from iprox_ray.models.loading import load_pretrained
-from iprox_ray.driver.pipeline import build_models
-from iprox_ray.driver.rundir import open_run
-from iprox_ray.driver.run import Run
-from iprox_ray.influence.agreement import spearman, top_overlap
-from iprox_ray.spec import load_job
-from iprox_ray.execution.context import RunContext
 from iprox_ray.diagnostics.proxy_fidelity import influence_scores, probe_data
-from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.driver.pipeline import build_models
+from iprox_ray.driver.run import Run
+from iprox_ray.driver.rundir import open_run
+from iprox_ray.execution.context import RunContext
+from iprox_ray.influence.agreement import spearman, top_overlap
+from iprox_ray.models.loading import load_pretrained
+from iprox_ray.spec import load_job
 from iprox_ray.stages.proxy import build_proxy
+from iprox_ray.tasks.model_ref import ModelRef
 
 VARIANTS = [  # (label, proxy overrides)
     ("IPSVD + alignment", ["proxy.method=\"ipsvd\""]),

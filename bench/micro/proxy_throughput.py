@@ -21,13 +21,12 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from bench.common import REPO
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.models.loading import count_parameters
+from iprox_ray.models.patterns import select_modules
 from iprox_ray.proxy.compress import compress, plan_ranks
 from iprox_ray.proxy.fidelity import forward_flops_per_token
 from iprox_ray.proxy.probes import ProbeCollector
-from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.kronecker import KroneckerSketcher
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
-
 
 
 def demo_rows(n: int):

@@ -62,9 +62,9 @@ def vmap_dense(model, data, chunk: int = 8) -> None:
     """torch.func vmap(grad) over the down_proj weights, chunk_size 8, then the same SRHT."""
     from torch.func import functional_call, grad, vmap
 
+    from iprox_ray.models.loss import per_sample_loss
     from iprox_ray.models.patterns import select_modules
     from iprox_ray.sketch.dense_projection import DenseProjector
-    from iprox_ray.models.loss import per_sample_loss
 
     names = [n for n, _ in select_modules(model, DOWN)]
     params = {f"{n}.weight": model.get_submodule(n).weight.detach() for n in names}

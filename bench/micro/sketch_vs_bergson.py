@@ -39,11 +39,11 @@ from bench.common import (
     write_result,
 )
 from iprox_ray.models.loading import load_pretrained, save_model
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.models.patterns import select_modules
 from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.dense_projection import DenseProjector
 from iprox_ray.sketch.kronecker import KroneckerSketcher
-from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.spec.patterns import DEFAULT_LINEAR_PATTERNS
 
 BERGSON = REPO / "bench" / ".venv-bergson" / "bin" / "python"

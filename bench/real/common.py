@@ -22,9 +22,9 @@ from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.influence.exact import ExactGradients
 from iprox_ray.models.finetune import finetune
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.proxy.build import make_proxy
 from iprox_ray.sketch.factory import make_sketcher
-from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.spec import ProxySpec, SketchSpec, SourceSpec
 
 PROXY_ALIGN = REAL / "proxy_align"  # bench/real/proxy_align.py's results, read by proxy_finetune.py

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import REAL, REPO
 from bench.common import OUT as BENCH_OUT
+from bench.common import REAL, REPO
 
 OUT = BENCH_OUT / "formats"
 SYSTEM = "Answer from the documentation."

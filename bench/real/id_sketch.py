@@ -23,12 +23,12 @@ from bench.common import REAL, flop_count
 from bench.real.common import encode_file, keep_freed_memory
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import ChatEncoder
+from iprox_ray.diagnostics.proxy_fidelity import sketch_rows
 from iprox_ray.models.loading import load_pretrained, load_tokenizer
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec
 from iprox_ray.spec.scoring import DEFAULT_FINAL_NORM_PATTERNS, EmbedSpec
 from iprox_ray.tasks.embed_task import make_embedder
-from iprox_ray.diagnostics.proxy_fidelity import sketch_rows
 
 OUT = REAL / "id"
 # token_budget 4096: the default 8192 needs ~18 GB on this model (OOM beside a second process).

@@ -39,10 +39,10 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import ChatEncoder
 from iprox_ray.influence.less import cosine_scores, target_direction
 from iprox_ray.models.loading import count_parameters, load_pretrained, load_tokenizer
+from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.proxy.artifact import load_proxy, proxy_plans, read_manifest, save_proxy
 from iprox_ray.proxy.build import alignment_split, make_proxy, stage2_settings
 from iprox_ray.proxy.stage2 import train_factors
-from iprox_ray.models.loss import per_sample_loss
 from iprox_ray.spec import ProxySpec, SketchSpec
 from iprox_ray.tasks.inputs import fixed_batches, shuffled_epochs
 

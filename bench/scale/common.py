@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.manifest import Manifest
-from iprox_ray.spec import JobSpec
 from iprox_ray.execution.context import RunContext
+from iprox_ray.spec import JobSpec
 from iprox_ray.store.layout import POOL, RunLayout
 
 ROWS_PER_FILE = 1 << 17  # input rows per Parquet file

@@ -48,14 +48,14 @@ def flops_per_token(run_dir: Path) -> dict[str, float]:
     from iprox_ray.corpus.batching import make_batches
     from iprox_ray.corpus.manifest import Manifest
     from iprox_ray.corpus.shard_reader import read_shard
+    from iprox_ray.execution.context import RunContext
     from iprox_ray.sketch.kronecker import KroneckerSketcher
     from iprox_ray.sketch.pooled import PooledEmbedder
     from iprox_ray.spec.job import build_job
-    from iprox_ray.tasks.inputs import make_encoder
-    from iprox_ray.execution.context import RunContext
-    from iprox_ray.tasks.embed_task import make_embedder
-    from iprox_ray.tasks.model_ref import ModelRef
     from iprox_ray.store.layout import RunLayout
+    from iprox_ray.tasks.embed_task import make_embedder
+    from iprox_ray.tasks.inputs import make_encoder
+    from iprox_ray.tasks.model_ref import ModelRef
 
     config = json.loads((run_dir / "config.json").read_text())
     job = build_job(config["spec"], Path(config["base_dir"]), "config.json")

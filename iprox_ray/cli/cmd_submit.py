@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from iprox_ray.spec import SpecError
     from iprox_ray.driver.submission import SubmitError, describe, submit, wait
+    from iprox_ray.spec import SpecError
 
     job = job_from_args(args)
     if job.cluster.kind != "slurm":

@@ -39,8 +39,8 @@ class KnownFailure(Exception):
 def known_errors() -> tuple[type[BaseException], ...]:
     from iprox_ray.corpus.manifest import ManifestMismatchError
     from iprox_ray.corpus.sources import CorpusError
-    from iprox_ray.execution.task import ShardFailed, WorkersLostError
     from iprox_ray.driver.rundir import RunMismatchError
+    from iprox_ray.execution.task import ShardFailed, WorkersLostError
     from iprox_ray.stages.preflight import NoUsableRowsError
     from iprox_ray.store.digest import StoreDamagedError
     from iprox_ray.store.lock import RunLockedError

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
 class CorpusError(RuntimeError):
     """An input that cannot be read at all: the run stops and names the file."""
 

@@ -21,8 +21,8 @@ from iprox_ray.corpus.rows import RowError
 from iprox_ray.corpus.shard_reader import read_shard
 from iprox_ray.corpus.sources import discover
 from iprox_ray.spec import JobSpec, SourceSpec
-from iprox_ray.tasks.inputs import sample_count, token_probe
 from iprox_ray.store.sketch_store import sketch_chunk_rows
+from iprox_ray.tasks.inputs import sample_count, token_probe
 
 # Zarr v3 sharding: each shard file ends with an index of (offset, nbytes) uint64 pairs per inner
 # chunk plus the index's crc32c; each stored chunk carries its own crc32c (the sketch codec).

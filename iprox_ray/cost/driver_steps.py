@@ -13,9 +13,9 @@ import torch
 from iprox_ray.corpus.encode import Encoded
 from iprox_ray.cost.counts import SplitSample
 from iprox_ray.cost.measure import PeakRss, rss
+from iprox_ray.cost.target_model import target_loader
 from iprox_ray.models.finetune import finetune
 from iprox_ray.spec import JobSpec
-from iprox_ray.cost.target_model import target_loader
 from iprox_ray.tasks.inputs import fixed_batches
 
 STEP_TIMEOUT_S = 1800.0

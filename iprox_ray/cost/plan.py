@@ -29,9 +29,9 @@ from iprox_ray.methods.registry import check_job
 from iprox_ray.sketch.kinds import check_sketch
 from iprox_ray.sketch.memory import peak_model
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.tasks.sketch_budget import budget_for
 from iprox_ray.store.atomic import read_json
 from iprox_ray.store.layout import POOL, SKETCH_BUDGET_STAGE, RunLayout
+from iprox_ray.tasks.sketch_budget import budget_for
 
 FALLBACK_BUDGET = 8192  # planned with where the workers' memory cannot be seen from here (GPUs)
 

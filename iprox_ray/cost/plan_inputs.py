@@ -9,9 +9,9 @@ from pathlib import Path
 from iprox_ray.cost.counts import SplitSample, manifest_of, sample_split, shard_padded_tokens, sketch_array_bytes
 from iprox_ray.cost.result import SplitCost
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.tasks.inputs import encoder_for, render_now, windowed
 from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.layout import MAIN_TARGET, POOL, target_split
+from iprox_ray.tasks.inputs import encoder_for, render_now, windowed
 
 MAIN_SPLIT = target_split(MAIN_TARGET)  # the job file's target set, as a store split
 

@@ -20,8 +20,8 @@ from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.embedding_kinds import embedding_kind
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import JobSpec
-from iprox_ray.tasks.embed_task import make_embedder
 from iprox_ray.stages.model_files import sketched_model_folder
+from iprox_ray.tasks.embed_task import make_embedder
 from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.tasks.sketch_budget import sketched_config
 

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from iprox_ray.corpus.batching import make_batches
-from iprox_ray.spec.base import fingerprint
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.embed_task import make_embedder
 from iprox_ray.diagnostics.proxy_fidelity import influence_scores, probe_data
+from iprox_ray.execution.context import RunContext
+from iprox_ray.methods.scorers import landmark_holdout
+from iprox_ray.spec.base import fingerprint
+from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.tasks.embed_task import make_embedder
 from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.tasks.sketch_budget import sketch_spec
-from iprox_ray.methods.scorers import landmark_holdout
-from iprox_ray.store.atomic import atomic_write_json, read_json
 
 DEFAULT_FOLDS = 5  # when scoring.landmarks.holdout_folds = 0 (the run's own check off)
 

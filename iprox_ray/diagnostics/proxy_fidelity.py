@@ -15,6 +15,7 @@ import torch
 
 from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.agreement import kendall_tau_b, spearman, top_overlap
 from iprox_ray.influence.exact import exact_less_scores
 from iprox_ray.influence.less import cosine_scores, target_direction
@@ -26,9 +27,9 @@ from iprox_ray.sketch.factory import make_sketcher, sketched_modules
 from iprox_ray.spec import FidelitySpec, SketchSpec
 from iprox_ray.spec.base import fingerprint
 from iprox_ray.spec.proxy import LOW_RANK_METHODS
-from iprox_ray.tasks.compute import device_kind, sketch_precision
-from iprox_ray.execution.context import RunContext
+from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import MAIN_TARGET, POOL, target_split
+from iprox_ray.tasks.compute import device_kind, sketch_precision
 from iprox_ray.tasks.inputs import (
     encode_sample,
     make_encoder,
@@ -38,7 +39,6 @@ from iprox_ray.tasks.inputs import (
 )
 from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.tasks.sketch_budget import sketch_spec
-from iprox_ray.store.atomic import atomic_write_json, read_json
 
 
 def sketch_rows(model: torch.nn.Module, encoded, s: SketchSpec, pad_id: int) -> tuple[np.ndarray, float]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iprox_ray.execution.context import RunContext
 from iprox_ray.diagnostics.proxy_fidelity import fidelity_report
-from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.execution.context import RunContext
 from iprox_ray.store.layout import PROXY_CHOICE_STAGE
+from iprox_ray.tasks.model_ref import ModelRef
 
 
 def choose_model(ctx: RunContext, warmed_dir: Path, proxy: ModelRef, target: ModelRef) -> ModelRef:

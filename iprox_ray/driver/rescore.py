@@ -21,7 +21,6 @@ from iprox_ray.spec import JobSpec
 from iprox_ray.spec.base import SAFE_NAME, apply_override, diff_keys, fingerprint, is_safe_name
 from iprox_ray.spec.job import build_job
 from iprox_ray.stages.embed import embed_markers
-from iprox_ray.tasks.inputs import POOL, target_split
 from iprox_ray.stages.intact import require_intact
 from iprox_ray.stages.model_files import (
     changed_inputs,
@@ -34,6 +33,7 @@ from iprox_ray.stages.warmup import run_warmup
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import LANDMARKS, MAIN_TARGET, RunLayout, dedup_stage, embed_stage, sketch_stage
 from iprox_ray.store.sketch_store import SplitStore, open_root
+from iprox_ray.tasks.inputs import POOL, target_split
 
 FREE_KEYS = ("data.target", "data.format.target", "selection", "scoring.method", "scoring.aggregate", "scoring.seed",
              "scoring.mid_ppl_center", "scoring.landmarks.kernel", "scoring.landmarks.ridge",

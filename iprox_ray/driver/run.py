@@ -13,30 +13,36 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.manifest import Manifest
+from iprox_ray.execution.context import RunContext
+from iprox_ray.execution.launchers import launcher_for
 from iprox_ray.execution.planning import WorkerPlan
 from iprox_ray.execution.runner import StageReport
-from iprox_ray.execution.launchers import launcher_for
 from iprox_ray.methods import METHOD_NAMES, check_job, method_named
 from iprox_ray.methods.base import ScoringMethod
-from iprox_ray.execution.context import RunContext
+from iprox_ray.sketch.kinds import check_sketch
 from iprox_ray.stages.dedup import run_dedup
 from iprox_ray.stages.embed import run_embed
-from iprox_ray.tasks.inputs import manifest_for
 from iprox_ray.stages.landmarks import run_landmarks
-from iprox_ray.tasks.model_ref import ModelRef
-from iprox_ray.sketch.kinds import check_sketch
 from iprox_ray.stages.preflight import check_inputs, check_round_robin_early, check_sketched
 from iprox_ray.stages.report import build_summary, format_summary, score_histogram
 from iprox_ray.stages.score import run_score
 from iprox_ray.stages.select import run_select
 from iprox_ray.stages.sketch import RowSubset, run_sketch
-from iprox_ray.tasks.sketch_budget import budget_summary
 from iprox_ray.stages.subset import write_subset
 from iprox_ray.store.atomic import remove_tree_inside
 from iprox_ray.store.layout import (
-    POOL, RunLayout, embedding_group, split_stages, target_arrays, target_split, target_stages,
+    POOL,
+    RunLayout,
+    embedding_group,
+    split_stages,
+    target_arrays,
+    target_split,
+    target_stages,
 )
 from iprox_ray.store.sketch_store import open_root
+from iprox_ray.tasks.inputs import manifest_for
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import budget_summary
 
 NO_ROWS = RowSubset("none", np.empty(0, np.int64), "none")
 

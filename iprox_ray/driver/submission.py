@@ -22,6 +22,8 @@ from pathlib import Path
 import submitit
 from submitit.helpers import Checkpointable
 
+from iprox_ray.driver.pipeline import run_job
+from iprox_ray.driver.rundir import RunPart, check_lock_free, check_run_dir
 from iprox_ray.execution.ray_cluster import (
     RayNode,
     auth_env,
@@ -40,8 +42,6 @@ from iprox_ray.execution.slurm_jobs import (
     record_submission,
 )
 from iprox_ray.execution.task import ShardRef
-from iprox_ray.driver.pipeline import run_job
-from iprox_ray.driver.rundir import RunPart, check_lock_free, check_run_dir
 from iprox_ray.spec import JobSpec
 from iprox_ray.spec.cluster import SlurmSpec
 from iprox_ray.stages.model_files import check_model_files, input_fingerprints

@@ -20,8 +20,8 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -11,7 +11,6 @@ from iprox_ray.execution.launcher import Launcher, LockProbe, NodeResources
 from iprox_ray.execution.slurm_jobs import job_states, read_submissions, slurm_owner_gone
 from iprox_ray.store.layout import RunLayout
 
-
 GIB = 2**30
 
 

@@ -17,8 +17,8 @@ from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore
 
 if TYPE_CHECKING:
-    from iprox_ray.influence.columns import Columns
     from iprox_ray.execution.context import RunContext
+    from iprox_ray.influence.columns import Columns
     from iprox_ray.methods.scorers import Scorer
 
 

@@ -4,13 +4,19 @@ propagated to the pool by kernel ridge regression on cheap JVP embeddings."""
 from __future__ import annotations
 
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.spec import SpecError
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.store.layout import POOL
 from iprox_ray.methods.landmark_agreement import landmark_fidelity
-from iprox_ray.methods.scorers import read_landmarks
-from iprox_ray.methods.scorers import EmbeddingScorer, Scorer, TargetFeatures, fit_landmark_model, sketch_rows
+from iprox_ray.methods.scorers import (
+    EmbeddingScorer,
+    Scorer,
+    TargetFeatures,
+    fit_landmark_model,
+    read_landmarks,
+    sketch_rows,
+)
+from iprox_ray.spec import SpecError
 from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import open_root
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.agreement import correlations
 from iprox_ray.influence.columns import aggregate, by_subtask
 from iprox_ray.influence.less import unit_rows
-from iprox_ray.execution.context import RunContext
-from iprox_ray.store.layout import POOL
-from iprox_ray.methods.scorers import read_landmarks
-from iprox_ray.methods.scorers import fit_krr, landmark_features
+from iprox_ray.methods.scorers import fit_krr, landmark_features, read_landmarks
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.layout import POOL
 from iprox_ray.store.sketch_store import OK, SplitStore, open_root
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iprox_ray.store.batched_reads import shard_batches
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
 from iprox_ray.methods.scorers import Scorer, count_valid
+from iprox_ray.store.batched_reads import shard_batches
 from iprox_ray.store.digest import read_span
 from iprox_ray.store.sketch_store import OK, SplitStore
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.methods.base import Needs, ScoringMethod, TargetInputs
-from iprox_ray.store.layout import POOL
 from iprox_ray.methods.scorers import EmbeddingScorer, Scorer, TargetFeatures
 from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.layout import POOL
 
 
 class RdsPlus(ScoringMethod):

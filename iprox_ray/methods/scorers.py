@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence import krr
 from iprox_ray.influence.columns import Columns
 from iprox_ray.influence.int8_scores import row_scores
-from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.less import unit_rows
 from iprox_ray.spec.scoring import LandmarkSpec, ScoringSpec
 from iprox_ray.store.batched_reads import rows_with_status
+from iprox_ray.store.digest import read_checked
 from iprox_ray.store.embedding_store import OK as EMBED_OK
 from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.digest import read_checked
 from iprox_ray.store.layout import LANDMARKS
 from iprox_ray.store.sketch_store import CANDIDATES, OK, SplitStore, checkpoint_array, open_root
+
 
 def sketch_rows(store: SplitStore, rows: np.ndarray, checkpoint: int = 0) -> np.ndarray:
     """The fp32 gradient sketch rows (unit row × norm) at store rows, for one checkpoint."""

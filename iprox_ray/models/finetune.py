@@ -6,8 +6,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from iprox_ray.models.optimizer_state import AdamState
 from iprox_ray.models.loss import per_sample_loss
+from iprox_ray.models.optimizer_state import AdamState
 
 BatchTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, trainable
 

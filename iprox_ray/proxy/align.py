@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iprox_ray.models.loss import batch_token_loss
 from iprox_ray.models.lowrank import LowRankLinear
 from iprox_ray.models.patterns import is_linear_like
-from iprox_ray.models.loss import batch_token_loss
 
 COSINE_EPS = 1e-8
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, trainable

@@ -10,7 +10,14 @@ from torch import nn
 from iprox_ray.models.lowrank import LowRankLinear
 from iprox_ray.models.patterns import linear_dims, linear_weight, select_modules
 from iprox_ray.proxy.ipsvd import (
-    allocate_ranks, balance_factors, dense_rank, ipsvd_spectrum, keeps_full_rank, random_factors, rank_for, svd_factors,
+    allocate_ranks,
+    balance_factors,
+    dense_rank,
+    ipsvd_spectrum,
+    keeps_full_rank,
+    random_factors,
+    rank_for,
+    svd_factors,
     whitening,
 )
 

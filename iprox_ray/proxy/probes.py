@@ -13,7 +13,6 @@ from torch import nn
 
 from iprox_ray.models.loss import batch_token_loss
 
-
 LOSS_TOKENS = ("all", "trainable")
 
 

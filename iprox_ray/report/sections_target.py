@@ -9,9 +9,9 @@ from iprox_ray.report.gather import ExampleRow, ReportData, TargetView
 from iprox_ray.report.html import esc, missing, num, pct, section, table
 from iprox_ray.report.rows import short_path
 from iprox_ray.report.run_files import TargetFiles
-from iprox_ray.store.layout import MAIN_TARGET
 from iprox_ray.report.stats import ScoreStats
 from iprox_ray.report.svg import PALETTE, colour, histogram, share_bars
+from iprox_ray.store.layout import MAIN_TARGET
 
 SHOWN_DOMAINS = 7  # histogram layers; the rest are drawn as one "(other domains)" layer
 

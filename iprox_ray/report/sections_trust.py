@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from iprox_ray.diagnostics.landmark_section import format_landmark_section
+from iprox_ray.methods.scorers import holdout_line
 from iprox_ray.report.gather import ReportData
 from iprox_ray.report.html import esc, kv_table, missing, num, png_data_uri, section, table
 from iprox_ray.report.run_files import split_label
 from iprox_ray.report.svg import PALETTE, scatter
-from iprox_ray.diagnostics.landmark_section import format_landmark_section
-from iprox_ray.methods.scorers import holdout_line
 from iprox_ray.store.sketch_store import NONFINITE
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from iprox_ray.execution.run_status import format_status
 from iprox_ray.report.gather import ReportData
 from iprox_ray.sketch.kinds import describe_settings
-from iprox_ray.store.layout import MAIN_TARGET
-from iprox_ray.execution.run_status import format_status
 from iprox_ray.stages.report import format_summary
+from iprox_ray.store.layout import MAIN_TARGET
 
 
 def settings_line(spec: dict) -> str:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from iprox_ray.models.patterns import linear_dims, select_modules
 from iprox_ray.models.loss import gathered_loss
-
+from iprox_ray.models.patterns import linear_dims, select_modules
 
 # The re-projection's seed name: one SRHT of the whole linears' block (derive_seed(seed, this, ...)).
 REPROJECT_NAME = "linears-block"

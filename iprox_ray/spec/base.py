@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-
 # A name that becomes one path component: no separators, and never only dots ('.', '..').
 SAFE_NAME = r"^[A-Za-z0-9._-]+$"
 

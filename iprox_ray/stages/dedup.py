@@ -23,13 +23,13 @@ import pyarrow as pa
 
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
-from iprox_ray.store.batched_reads import read_rows_at, shard_batches
 from iprox_ray.execution.context import RunContext
 from iprox_ray.store.atomic import atomic_parquet_writer
+from iprox_ray.store.batched_reads import read_rows_at, shard_batches
 from iprox_ray.store.chunks import row_chunk_keys, store_root, sync_files
 from iprox_ray.store.digest import read_span
-from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
 from iprox_ray.store.layout import dedup_stage
+from iprox_ray.store.sketch_store import DUPLICATE, NONFINITE, NOT_SKETCHED, OK, SplitStore
 
 CANDIDATE = (OK, NONFINITE, DUPLICATE, NOT_SKETCHED)  # rows that carry a parsed id
 RECORD = np.dtype([("hash", "<u8"), ("row", "<i8")])

@@ -6,19 +6,19 @@ Like the sketch stage it is idempotent per shard (completion markers) and resuma
 
 from __future__ import annotations
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
-from iprox_ray.spec import DataSpec
-from iprox_ray.execution.context import RunContext
 from iprox_ray.sketch.embedding_kinds import embedding_kind
-from iprox_ray.tasks.embed_task import EmbedInputs, EmbedShardTask
-from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.spec import DataSpec
 from iprox_ray.stages.intact import record_group, redo_lost_shards
-from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.store.embedding_store import EmbeddingStore
 from iprox_ray.store.layout import embed_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import open_root
+from iprox_ray.tasks.embed_task import EmbedInputs, EmbedShardTask
+from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.tasks.model_ref import ModelRef
 
 
 def embedding_settings(ctx: RunContext, kind: str) -> dict:

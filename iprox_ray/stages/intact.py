@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from iprox_ray.execution.task import ShardRef
 from iprox_ray.execution.context import RunContext
+from iprox_ray.execution.task import ShardRef
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.digest import StoreDamagedError
 from iprox_ray.store.markers import ShardMarkers, forget_downstream

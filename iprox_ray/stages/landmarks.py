@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence import landmarks
 from iprox_ray.methods.scorers import read_landmarks
 from iprox_ray.spec import DataSpec
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.inputs import POOL
 from iprox_ray.stages.sketch import RowSubset
 from iprox_ray.store import driver_arrays
 from iprox_ray.store.embedding_store import OK, EmbeddingStore
-from iprox_ray.store.sketch_store import open_root
 from iprox_ray.store.layout import LANDMARKS, LANDMARKS_STAGE
+from iprox_ray.store.sketch_store import open_root
+from iprox_ray.tasks.inputs import POOL
 
 STAGE = LANDMARKS_STAGE  # stages/<STAGE>.json
 ARRAY = LANDMARKS

@@ -11,16 +11,16 @@ from iprox_ray.models.fingerprint import (
     ModelFilesError,
     check_model_folder,
     check_tokenizer_folder,
-    fingerprint_changes,
     files_fingerprint,
+    fingerprint_changes,
     folder_fingerprint,
 )
 from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.models.optimizer_state import adam_state_files
 from iprox_ray.models.patterns import select_modules
 from iprox_ray.spec import JobSpec, SpecError
-from iprox_ray.tasks.inputs import check_data_formats
 from iprox_ray.store.atomic import atomic_write_json, read_json
+from iprox_ray.tasks.inputs import check_data_formats
 
 
 def model_folders(job: JobSpec) -> dict[str, tuple[Path, bool]]:

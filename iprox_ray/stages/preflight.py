@@ -23,10 +23,10 @@ from iprox_ray.corpus.encode import DataFormatError
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA, read_shard
 from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.inputs import POOL, make_encoder, manifest_for, source_for
 from iprox_ray.stages.rr_candidates import check_round_robin_estimate
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import preflight_stage, shard_files
+from iprox_ray.tasks.inputs import POOL, make_encoder, manifest_for, source_for
 
 POOL_SAMPLE_ROWS = 256
 POOL_SAMPLE_SHARDS = 16

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from iprox_ray.diagnostics.proxy_verdict import choose_model
+from iprox_ray.execution.context import RunContext
 from iprox_ray.models.loading import (
     count_parameters,
     load_config,
@@ -15,7 +17,7 @@ from iprox_ray.models.loading import (
 from iprox_ray.proxy.artifact import save_proxy
 from iprox_ray.proxy.build import alignment_split, device_for_build, make_proxy, stage2_summary
 from iprox_ray.spec.proxy import auto_checks_candidate
-from iprox_ray.execution.context import RunContext
+from iprox_ray.store.layout import PROXY_STAGE
 from iprox_ray.tasks.inputs import (
     POOL,
     encode_sample,
@@ -27,8 +29,6 @@ from iprox_ray.tasks.inputs import (
     tokenizer_path,
 )
 from iprox_ray.tasks.model_ref import ModelRef
-from iprox_ray.diagnostics.proxy_verdict import choose_model
-from iprox_ray.store.layout import PROXY_STAGE
 
 STAGE = PROXY_STAGE  # stages/<STAGE>.json
 

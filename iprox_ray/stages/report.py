@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iprox_ray.corpus.shard_reader import QUARANTINE_SCHEMA
-from iprox_ray.store.batched_reads import rows_with_status, shard_batches
-from iprox_ray.execution.context import RunContext
 from iprox_ray.diagnostics.proxy_verdict import decision_line
+from iprox_ray.execution.context import RunContext
 from iprox_ray.methods.scorers import holdout_line
 from iprox_ray.stages.preflight import reason_counts
 from iprox_ray.store.atomic import atomic_parquet_writer, atomic_write_json, read_json
+from iprox_ray.store.batched_reads import rows_with_status, shard_batches
 from iprox_ray.store.digest import read_checked
 from iprox_ray.store.layout import PROXY_CHOICE_STAGE
 from iprox_ray.store.sketch_store import CANDIDATES, NONFINITE, SplitStore, open_root

@@ -12,9 +12,9 @@ import numpy as np
 
 from iprox_ray.influence.column_topk import BYTES_PER_CANDIDATE, candidate_bytes
 from iprox_ray.spec import SpecError
+from iprox_ray.spec.selection import SelectionSpec
 from iprox_ray.store import driver_arrays
 from iprox_ray.store.digest import read_checked
-from iprox_ray.spec.selection import SelectionSpec
 
 WRITE_BYTES = 64 << 20  # columns written per batch: at most this much of the [C, k] matrices
 

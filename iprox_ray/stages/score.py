@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.column_topk import ColumnTopK
 from iprox_ray.influence.columns import Columns, aggregate, by_example, by_subtask
 from iprox_ray.methods.base import ScoringMethod, TargetInputs
+from iprox_ray.methods.scorers import count_valid, holdout_line, read_landmarks
 from iprox_ray.spec import SpecError
-from iprox_ray.execution.context import RunContext
-from iprox_ray.store.layout import POOL
-from iprox_ray.methods.scorers import read_landmarks
-from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.stages.preflight import NoUsableRowsError
 from iprox_ray.stages.rr_candidates import check_round_robin_budget, write_candidates
-from iprox_ray.methods.scorers import count_valid, holdout_line
 from iprox_ray.stages.second_order import apply_second_order
 from iprox_ray.store import driver_arrays
-from iprox_ray.store.layout import score_array, score_candidates, score_columns, score_stage
+from iprox_ray.store.layout import POOL, score_array, score_candidates, score_columns, score_stage
 from iprox_ray.store.read_ahead import threads_beside_readers
 from iprox_ray.store.sketch_store import EMPTY, STATUS_NAMES, SplitStore, open_root
+from iprox_ray.tasks.model_ref import ModelRef
 
 SINGLE = Columns("single", ("all",), np.zeros(0, np.int64), np.ones(1, np.int64))
 

@@ -20,23 +20,22 @@ from iprox_ray.corpus.batching import make_batches
 from iprox_ray.corpus.encode import Encoded
 from iprox_ray.corpus.manifest import Manifest
 from iprox_ray.corpus.shard_reader import read_shard
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.second_order import kron_project, target_hvp, weighted_gradient
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
+from iprox_ray.methods.scorers import fit_krr, landmark_features, usable_landmarks
 from iprox_ray.models.lowrank import densify
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.sketch.vectors import vector_project
 from iprox_ray.spec import SketchSpec
-from iprox_ray.execution.context import RunContext
+from iprox_ray.store import driver_arrays
+from iprox_ray.store.embedding_store import EmbeddingStore
+from iprox_ray.store.layout import first_order_scores
+from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.tasks.inputs import POOL, make_encoder, source_for
 from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.tasks.sketch_budget import sketch_spec
-from iprox_ray.methods.scorers import fit_krr, landmark_features, usable_landmarks
-from iprox_ray.store import driver_arrays
-from iprox_ray.store.embedding_store import EmbeddingStore
-from iprox_ray.store.sketch_store import SplitStore, open_root
-from iprox_ray.store.layout import first_order_scores
-
 
 
 def encode_rows(ctx: RunContext, split: str, store_rows: np.ndarray, rows_per_shard: int) -> list[Encoded]:

@@ -16,16 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from iprox_ray.corpus.manifest import Manifest
+from iprox_ray.execution.context import RunContext
 from iprox_ray.influence.roundrobin import round_robin
 from iprox_ray.influence.topk import topk_stream
 from iprox_ray.influence.weights import lambda_bisection
-from iprox_ray.execution.context import RunContext
-from iprox_ray.stages.rr_candidates import read_candidates
 from iprox_ray.methods.scorers import count_valid
+from iprox_ray.stages.rr_candidates import read_candidates
 from iprox_ray.stages.selection_output import SELECTION_SCHEMA, write_ranked, write_top_k  # noqa: F401 (schema)
 from iprox_ray.store.digest import read_checked
-from iprox_ray.store.sketch_store import SplitStore, open_root
 from iprox_ray.store.layout import score_candidates, select_stage
+from iprox_ray.store.sketch_store import SplitStore, open_root
 
 
 def _chunks(arr, n_rows: int, S: int):

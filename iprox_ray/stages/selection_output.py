@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from iprox_ray.corpus.manifest import Manifest
-from iprox_ray.store.batched_reads import read_rows_at, shard_batches
 from iprox_ray.store.atomic import atomic_parquet_writer
+from iprox_ray.store.batched_reads import read_rows_at, shard_batches
 from iprox_ray.store.digest import read_checked
 from iprox_ray.store.sketch_store import SplitStore
 

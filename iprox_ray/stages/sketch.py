@@ -12,23 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.execution.planning import WorkerPlan, make_executor
 from iprox_ray.execution.runner import StageReport, StageWork, run_sharded_stages
 from iprox_ray.models.patterns import linear_dims
 from iprox_ray.sketch.factory import (
-    features_record, module_record, projection_record, sketch_dim, sketched_modules, vectors_record,
+    features_record,
+    module_record,
+    projection_record,
+    sketch_dim,
+    sketched_modules,
+    vectors_record,
 )
 from iprox_ray.spec import DataSpec, SketchSpec
-from iprox_ray.tasks.compute import require_precision, sketch_precision
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
 from iprox_ray.stages.intact import record_group, redo_lost_shards
-from iprox_ray.tasks.model_ref import ModelRef
-from iprox_ray.tasks.sketch_budget import sketch_spec
-from iprox_ray.tasks.sketch_task import SketchShardTask, SplitInputs
 from iprox_ray.store.layout import sketch_stage
 from iprox_ray.store.markers import ShardMarkers
 from iprox_ray.store.sketch_store import SplitStore, open_root
+from iprox_ray.tasks.compute import require_precision, sketch_precision
+from iprox_ray.tasks.inputs import POOL, encoding_for, manifest_for, source_for, tokenizer_path
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.sketch_budget import sketch_spec
+from iprox_ray.tasks.sketch_task import SketchShardTask, SplitInputs
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.models.finetune import finetune
 from iprox_ray.models.loading import (
     load_config,
@@ -13,7 +14,7 @@ from iprox_ray.models.loading import (
     random_init,
     save_model,
 )
-from iprox_ray.execution.context import RunContext
+from iprox_ray.store.layout import WARMUP_STAGE
 from iprox_ray.tasks.inputs import (
     POOL,
     encode_sample,
@@ -22,7 +23,6 @@ from iprox_ray.tasks.inputs import (
     sample_rows,
     shuffled_epochs,
 )
-from iprox_ray.store.layout import WARMUP_STAGE
 
 STAGE = WARMUP_STAGE  # stages/<STAGE>.json
 

@@ -14,8 +14,8 @@ from typing import Callable
 from iprox_ray.corpus.manifest import freeze_manifest
 from iprox_ray.corpus.text import TextEncoder
 from iprox_ray.corpus.windows import cut_shard
-from iprox_ray.spec import SourceSpec
 from iprox_ray.execution.context import RunContext
+from iprox_ray.spec import SourceSpec
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import shard_file, windows_stage
 

@@ -23,10 +23,10 @@ from iprox_ray.sketch.embedding_kind import Embedder
 from iprox_ray.sketch.embedding_kinds import embedding_kind
 from iprox_ray.spec import SourceSpec
 from iprox_ray.spec.scoring import EmbedSpec
+from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 from iprox_ray.tasks.compute import compute_record
 from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.tasks.worker import ShardWorker, WorkerState
-from iprox_ray.store.embedding_store import NONFINITE, OK, SKIPPED, EmbeddingStore
 
 
 @dataclass(frozen=True)

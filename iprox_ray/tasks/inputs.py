@@ -16,12 +16,12 @@ from iprox_ray.corpus.formats import EncodingSettings, build_encoder
 from iprox_ray.corpus.manifest import Manifest, freeze_manifest
 from iprox_ray.corpus.shard_reader import estimate_tokens_per_row, read_shard
 from iprox_ray.corpus.windows import windows_source
+from iprox_ray.execution.context import RunContext
 from iprox_ray.models.loading import load_tokenizer
 from iprox_ray.spec import JobSpec, SourceSpec
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.cut_windows import cut_windows
 from iprox_ray.store.atomic import atomic_write_json, read_json
 from iprox_ray.store.layout import MAIN_TARGET, POOL, RunLayout, target_split
+from iprox_ray.tasks.cut_windows import cut_windows
 
 
 def windowed(job: JobSpec, split: str) -> bool:

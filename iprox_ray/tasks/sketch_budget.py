@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from iprox_ray.execution.context import RunContext
 from iprox_ray.execution.worker_layout import Layout, worker_layout, worker_memory
 from iprox_ray.models.loading import load_config, meta_model
 from iprox_ray.sketch.memory import BudgetChoice, choose_budget, peak_model
 from iprox_ray.spec import JobSpec, SketchSpec, SpecError
-from iprox_ray.execution.context import RunContext
-from iprox_ray.tasks.model_ref import ModelRef
 from iprox_ray.store.layout import SKETCH_BUDGET_STAGE
+from iprox_ray.tasks.model_ref import ModelRef
 
 
 def budget_for(job: JobSpec, model: nn.Module, config, layout: Layout | None = None) -> BudgetChoice | None:

@@ -28,12 +28,12 @@ from iprox_ray.models.optimizer_state import load_adam_state
 from iprox_ray.sketch.capture import HookSketcher
 from iprox_ray.sketch.factory import make_sketcher
 from iprox_ray.spec import SketchSpec, SourceSpec
-from iprox_ray.tasks.compute import compute_record, require_precision, sketch_precision
-from iprox_ray.tasks.model_ref import ModelRef
-from iprox_ray.tasks.worker import ShardWorker, WorkerState
 from iprox_ray.store.atomic import atomic_write_parquet
 from iprox_ray.store.layout import POOL, shard_file
 from iprox_ray.store.sketch_store import NONFINITE, NOT_SKETCHED, OK, QUARANTINED, SplitStore, checkpoint_array
+from iprox_ray.tasks.compute import compute_record, require_precision, sketch_precision
+from iprox_ray.tasks.model_ref import ModelRef
+from iprox_ray.tasks.worker import ShardWorker, WorkerState
 
 
 @dataclass(frozen=True)
