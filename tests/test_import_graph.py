@@ -2,7 +2,7 @@
 registries' "module:attribute" targets included, goes from a higher layer to a lower one, and no
 module imports itself back through others.
 
-The layers (README, "Map of the house"), bottom first; a package may import only packages of
+The layers (README, "Repository map"), bottom first; a package may import only packages of
 lower layers (two packages of one layer know nothing of each other).
 """
 
