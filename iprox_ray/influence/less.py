@@ -1,5 +1,5 @@
 """LESS-style scores: cosines between pool sketches and the target direction (the η̄-weighted sum over
-checkpoints is stages/scorers.SketchScorer)."""
+checkpoints is methods/scorers.SketchScorer)."""
 
 from __future__ import annotations
 
